@@ -1,0 +1,337 @@
+"""config.yaml as pydantic models.
+
+``load_config`` validates once at start-up and fails fast: every problem is
+reported as ``<file>: <key path>: <what was expected>``, unknown keys included.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+
+from gateway.errors import ConfigError
+
+DEFAULT_CONFIG = "config.yaml"
+SCOPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
+METHOD_TOKEN = re.compile(r"^[A-Z][A-Z0-9_\-]*$")
+SEGMENT_PARAM = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")
+UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class Listener(Strict):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+
+
+class Database(Strict):
+    url: str = "sqlite:///gateway.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith("sqlite:///") or url == "sqlite:///":
+            raise ValueError("expected a URL of the form sqlite:///PATH (relative to this file)")
+        return url
+
+
+class Upstream(Strict):
+    url: AnyHttpUrl
+    timeout: float = Field(30.0, gt=0, description="seconds to wait for response headers")
+    connect_timeout: float = Field(5.0, gt=0)
+    max_connections: int = Field(100, ge=1)
+
+
+class Route(Strict):
+    path: str
+    upstream: str
+    methods: tuple[str, ...] | None = None
+    scopes: tuple[str, ...] = ()
+    auth: Literal["required", "none"] = "required"
+    id: str | None = Field(None, description="a stable name used in metrics and logs")
+    strip_prefix: str | None = None
+    max_body_size: int | None = Field(None, ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _valid_pattern(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError("a route path starts with '/'")
+        segments = [s for s in path.split("/")[1:]]
+        if path != "/" and "" in segments:
+            raise ValueError("a route path has no empty segments ('//' or a trailing '/')")
+        for i, seg in enumerate(segments):
+            if seg == "**":
+                if i != len(segments) - 1:
+                    raise ValueError("'**' is allowed only as the last segment")
+            elif seg.startswith("{") or seg.endswith("}"):
+                if not SEGMENT_PARAM.match(seg):
+                    raise ValueError(f"bad parameter segment {seg!r}; expected {{name}}")
+            elif any(c in seg for c in "{}*%\\?#") or seg in (".", ".."):
+                raise ValueError(f"bad literal segment {seg!r}")
+        return path
+
+    @field_validator("methods")
+    @classmethod
+    def _valid_methods(cls, methods: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if methods is None:
+            return None
+        if not methods:
+            raise ValueError("list at least one method, or omit 'methods' for all")
+        upper = tuple(m.upper() for m in methods)
+        for m in upper:
+            if not METHOD_TOKEN.match(m):
+                raise ValueError(f"bad HTTP method {m!r}")
+        if len(set(upper)) != len(upper):
+            raise ValueError("a method is listed twice")
+        return upper
+
+    @property
+    def name(self) -> str:
+        """The route's label in metrics and logs: its ``id`` or its path pattern."""
+        return self.id or self.path
+
+
+class Proxy(Strict):
+    trusted_proxies: tuple[str, ...] = Field(
+        (), description="CIDRs whose X-Forwarded-For is believed"
+    )
+    max_body_size: int | None = Field(
+        None, ge=0, description="bytes; default for routes without their own; null = unlimited"
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, cidrs: tuple[str, ...]) -> tuple[str, ...]:
+        for c in cidrs:
+            try:
+                ipaddress.ip_network(c, strict=False)
+            except ValueError:
+                raise ValueError(f"{c!r} is not an IP address or CIDR") from None
+        return cidrs
+
+
+class Cache(Strict):
+    credential_ttl: float = Field(30.0, ge=0, description="seconds a verified credential is kept")
+    max_entries: int = Field(100_000, ge=0)
+    poll_interval: float = Field(
+        0.5, gt=0, description="seconds between checks for revoked credentials"
+    )
+
+
+class Usage(Strict):
+    flush_interval: float = Field(5.0, gt=0, description="seconds between last_used_at flushes")
+
+
+class Logging(Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = True
+
+
+class Settings(Strict):
+    listen: Listener = Listener()
+    admin: Listener = Listener(port=9090)
+    public_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8080")
+    database: Database = Database()
+    scopes: dict[str, str] = {}
+    upstreams: dict[str, Upstream] = {}
+    routes: tuple[Route, ...] = ()
+    proxy: Proxy = Proxy()
+    cache: Cache = Cache()
+    usage: Usage = Usage()
+    logging: Logging = Logging()
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _source: str = PrivateAttr(default="<settings>")
+
+    @field_validator("scopes")
+    @classmethod
+    def _scope_names(cls, scopes: dict[str, str]) -> dict[str, str]:
+        for name in scopes:
+            if not SCOPE_NAME.match(name):
+                raise ValueError(f"bad scope name {name!r}")
+        return scopes
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstream_names(cls, upstreams: dict[str, Upstream]) -> dict[str, Upstream]:
+        for name in upstreams:
+            if not UPSTREAM_NAME.match(name):
+                raise ValueError(f"bad upstream name {name!r}")
+        return upstreams
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file, relative paths taken from the config file's folder."""
+        raw = self.database.url.removeprefix("sqlite:///")
+        if raw == ":memory:":
+            return Path(raw)
+        path = Path(raw)
+        return path if path.is_absolute() else self._base_dir / path
+
+    def located(self, base_dir: Path, source: str) -> Settings:
+        self._base_dir = base_dir
+        self._source = source
+        return self
+
+
+# Environment variables that override keys of the file: secrets and URLs.
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "GATEWAY_DATABASE_URL": ("database", "url"),
+    "GATEWAY_PUBLIC_URL": ("public_url",),
+    "GATEWAY_LISTEN_HOST": ("listen", "host"),
+    "GATEWAY_LISTEN_PORT": ("listen", "port"),
+    "GATEWAY_ADMIN_HOST": ("admin", "host"),
+    "GATEWAY_ADMIN_PORT": ("admin", "port"),
+}
+UPSTREAM_URL_ENV = re.compile(r"^GATEWAY_UPSTREAM_([A-Z0-9_]+)_URL$")
+
+
+def config_path(explicit: str | None = None) -> Path:
+    """The config file: ``--config``, else ``GATEWAY_CONFIG``, else ./config.yaml."""
+    return Path(explicit or os.environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read the file: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{source}: the file is not UTF-8"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: expected a mapping of keys at the top level"])
+    apply_env(raw, env)
+    return settings_from_dict(raw, base_dir=path.resolve().parent, source=source)
+
+
+def settings_from_dict(
+    raw: dict[str, Any], *, base_dir: Path | None = None, source: str = "<settings>"
+) -> Settings:
+    """Validate a raw mapping (as read from YAML) into Settings, or raise ConfigError."""
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"{source}: {key_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        ) from None
+    problems = [f"{source}: {p}" for p in cross_check(settings)]
+    if problems:
+        raise ConfigError(problems)
+    return settings.located(base_dir or Path.cwd(), source)
+
+
+def apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for var, keys in ENV_OVERRIDES.items():
+        if var in env:
+            set_key(raw, keys, env[var])
+    upstreams = raw.get("upstreams")
+    if not isinstance(upstreams, dict):
+        return
+    by_env_name = {re.sub(r"[^A-Z0-9]", "_", str(n).upper()): n for n in upstreams}
+    for var, value in env.items():
+        m = UPSTREAM_URL_ENV.match(var)
+        if m and m.group(1) in by_env_name:
+            set_key(raw, ("upstreams", by_env_name[m.group(1)], "url"), value)
+
+
+def set_key(raw: dict[str, Any], keys: tuple[str, ...], value: str) -> None:
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """('routes', 3, 'scopes', 0) -> 'routes[3].scopes[0]'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def cross_check(settings: Settings) -> list[str]:
+    """Checks that span keys: scopes and upstreams named by routes, and route ties."""
+    from gateway.pipeline.routes import RouteConflict, RouteTable
+
+    problems = []
+    for i, route in enumerate(settings.routes):
+        if route.upstream not in settings.upstreams:
+            known = ", ".join(sorted(settings.upstreams)) or "none are declared"
+            problems.append(
+                f"routes[{i}].upstream: unknown upstream {route.upstream!r} (known: {known})"
+            )
+        for j, scope in enumerate(route.scopes):
+            if scope not in settings.scopes:
+                problems.append(f"routes[{i}].scopes[{j}]: unknown scope {scope!r}")
+        if route.auth == "none" and route.scopes:
+            problems.append(f"routes[{i}].scopes: a route with 'auth: none' cannot require scopes")
+        if route.strip_prefix is not None and not strips_cleanly(route.path, route.strip_prefix):
+            problems.append(
+                f"routes[{i}].strip_prefix: {route.strip_prefix!r} is not a leading "
+                f"run of literal segments of {route.path!r}"
+            )
+    names: dict[str, int] = {}
+    for i, route in enumerate(settings.routes):
+        if route.id is not None:
+            if route.id in names:
+                problems.append(f"routes[{i}].id: {route.id!r} is already used by routes[{names[route.id]}]")
+            names[route.id] = i
+    if not problems:
+        try:
+            RouteTable(settings.routes)
+        except RouteConflict as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def strips_cleanly(path: str, prefix: str) -> bool:
+    if not prefix.startswith("/") or prefix.endswith("/"):
+        return False
+    head = prefix.split("/")[1:]
+    segments = path.split("/")[1:]
+    return (
+        len(head) <= len(segments)
+        and segments[: len(head)] == head
+        and not any(s.startswith("{") or s == "**" for s in head)
+    )

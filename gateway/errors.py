@@ -1,0 +1,166 @@
+"""The error tree.
+
+Handlers raise; one middleware renders. Each class owns its HTTP status, its
+stable ``error`` code (also used as a metric label) and its headers, so the wire
+format of every failure lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class ConfigError(Exception):
+    """The configuration is invalid. Start-up only; never rendered to a client."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class GatewayError(Exception):
+    """Base of every error a client may see: a JSON body ``{"error", "message"}``."""
+
+    status: int = 500
+    code: str = "internal_error"
+    message: str = "Internal error."
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
+
+    def headers(self) -> Mapping[str, str]:
+        return {}
+
+    def body(self) -> dict[str, object]:
+        return {"error": self.code, "message": self.message}
+
+    @property
+    def reason(self) -> str:
+        """A bounded label for metrics and logs (defaults to the error code)."""
+        return self.code
+
+
+class BadRequest(GatewayError):
+    status = 400
+    code = "bad_request"
+    message = "The request is malformed."
+
+
+class AuthError(GatewayError):
+    """RFC 6750 §3: a missing or bad credential (401) or too little scope (403)."""
+
+
+class Unauthorized(AuthError):
+    """401 for a missing, unknown, revoked or expired credential.
+
+    The body is the same for every cause so a caller cannot probe which keys
+    exist; ``why`` is kept for metrics and the access log only.
+    """
+
+    status = 401
+    code = "unauthorized"
+    message = "Invalid or unknown access token."
+
+    def __init__(self, why: str = "invalid") -> None:
+        super().__init__()
+        self.why = why
+
+    def headers(self) -> Mapping[str, str]:
+        # RFC 6750 §3.1: no error attribute when the request carried no credential.
+        if self.why == "missing":
+            return {"WWW-Authenticate": 'Bearer realm="gateway"'}
+        return {"WWW-Authenticate": 'Bearer realm="gateway", error="invalid_token"'}
+
+    @property
+    def reason(self) -> str:
+        return self.why
+
+
+class InsufficientScope(AuthError):
+    status = 403
+    code = "forbidden"
+
+    def __init__(self, scope: str, required: tuple[str, ...]) -> None:
+        super().__init__(f"Scope '{scope}' is required.")
+        self.required = required
+
+    def headers(self) -> Mapping[str, str]:
+        scopes = " ".join(self.required)
+        return {
+            "WWW-Authenticate": f'Bearer realm="gateway", error="insufficient_scope", '
+            f'scope="{scopes}"'
+        }
+
+    @property
+    def reason(self) -> str:
+        return "insufficient_scope"
+
+
+class NoRoute(GatewayError):
+    status = 404
+    code = "not_found"
+    message = "No route matches this path."
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(f"Method {method} is not allowed here.")
+        self.allowed = allowed
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Allow": ", ".join(self.allowed)}
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "payload_too_large"
+    message = "The request body is too large."
+
+
+class UpstreamError(GatewayError):
+    """The upstream could not answer: 502 unreachable or broken, 504 too slow."""
+
+    status = 502
+    code = "bad_gateway"
+    message = "The upstream service is unreachable."
+
+    def __init__(self, upstream: str, kind: str, message: str | None = None) -> None:
+        super().__init__(message)
+        self.upstream = upstream
+        self.kind = kind
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "gateway_timeout"
+    message = "The upstream service did not answer in time."
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    code = "service_unavailable"
+    message = "The gateway cannot verify credentials right now; try again shortly."
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": "1"}
+
+
+class InternalError(GatewayError):
+    """Any unexpected exception; the text of the original never reaches the client."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"Internal error. Quote request id {request_id} when reporting it.")
+
+
+# Status codes aiohttp itself may raise (body limits, malformed requests) mapped
+# onto our tree so that even they answer with a documented JSON body.
+HTTP_STATUS_ERRORS: dict[int, type[GatewayError]] = {
+    400: BadRequest,
+    404: NoRoute,
+    413: PayloadTooLarge,
+}

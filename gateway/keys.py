@@ -1,0 +1,116 @@
+"""API keys and organizations as operations: what the CLI (and later the
+management API) call. Validation lives here so every entry point refuses the
+same things the same way."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from gateway import crypto
+from gateway.store import ApiKey, Conflict, Org, Store
+
+DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+NAME_MAX = 200
+
+
+class Refused(ValueError):
+    """An operation's input is invalid; the message is meant for the person."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    record: ApiKey
+    secret: str  # shown exactly once
+
+
+def parse_duration(text: str) -> int:
+    """'30d', '12h', '15m', '3600s' or '3600' -> seconds."""
+    if text.strip().isdigit():
+        seconds = int(text)
+    else:
+        m = DURATION.match(text)
+        if not m:
+            raise Refused(f"bad duration {text!r}; use a number with s, m, h, d or w, e.g. 30d")
+        seconds = int(m.group(1)) * DURATION_UNITS[m.group(2)]
+    if seconds <= 0:
+        raise Refused("a duration must be positive")
+    return seconds
+
+
+def check_name(name: str, what: str) -> str:
+    name = name.strip()
+    if not name or len(name) > NAME_MAX or not name.isprintable():
+        raise Refused(f"{what} must be 1 to {NAME_MAX} printable characters")
+    return name
+
+
+def check_scopes(requested: Iterable[str], catalog: Mapping[str, str]) -> tuple[str, ...]:
+    scopes: list[str] = []
+    for scope in requested:
+        if scope not in catalog:
+            known = ", ".join(sorted(catalog)) or "the catalog is empty"
+            raise Refused(f"unknown scope {scope!r} (known: {known})")
+        if scope not in scopes:
+            scopes.append(scope)
+    if not scopes:
+        raise Refused("a key needs at least one scope")
+    return tuple(scopes)
+
+
+async def create_org(store: Store, name: str) -> Org:
+    org = Org(id=crypto.new_id("org"), name=check_name(name, "an organization name"),
+              created_at=time.time())
+    if name.startswith("org_"):
+        raise Refused("an organization name may not start with 'org_' (that is how ids look)")
+    try:
+        await store.create_org(org)
+    except Conflict:
+        raise Refused(f"an organization named {org.name!r} already exists") from None
+    return org
+
+
+async def resolve_org(store: Store, id_or_name: str) -> Org:
+    org = await store.find_org(id_or_name)
+    if org is None:
+        raise Refused(f"unknown organization {id_or_name!r}")
+    return org
+
+
+async def issue_api_key(
+    store: Store,
+    org: Org,
+    *,
+    name: str,
+    scopes: Iterable[str],
+    catalog: Mapping[str, str],
+    ttl_seconds: int | None = None,
+) -> IssuedKey:
+    now = time.time()
+    secret = crypto.new_api_key()
+    record = ApiKey(
+        id=crypto.new_id("key"),
+        org_id=org.id,
+        name=check_name(name, "a key name"),
+        prefix=crypto.display_prefix(secret),
+        scopes=check_scopes(scopes, catalog),
+        created_at=now,
+        expires_at=now + ttl_seconds if ttl_seconds else None,
+    )
+    await store.insert_api_key(record, crypto.digest(secret))
+    return IssuedKey(record, secret)
+
+
+async def revoke_api_key(store: Store, key_id: str) -> ApiKey:
+    key = await store.get_api_key(key_id)
+    if key is None:
+        raise Refused(f"unknown key {key_id!r}")
+    if key.revoked_at is not None:
+        raise Refused(f"key {key_id!r} is already revoked")
+    await store.revoke_api_key(key_id, time.time())
+    revoked = await store.get_api_key(key_id)
+    assert revoked is not None
+    return revoked

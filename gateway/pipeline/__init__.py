@@ -1,0 +1,77 @@
+"""The request pipeline, readable top to bottom:
+
+    normalize path -> match route -> authenticate -> authorize
+    -> rewrite headers -> forward (stream both ways)
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from gateway.errors import MethodNotAllowed, NoRoute
+from gateway.pipeline.authn import Authenticator, Principal
+from gateway.pipeline.authz import require_scopes
+from gateway.pipeline.headers import ForwardedFor
+from gateway.pipeline.paths import normalize
+from gateway.pipeline.proxy import Forwarder
+from gateway.pipeline.routes import Match, RouteTable
+from gateway.usage import LastUsed
+
+
+def identity_headers(principal: Principal | None, request_id: str) -> list[tuple[str, str]]:
+    """What the upstream learns about the caller (see README, 'Headers upstreams receive')."""
+    headers = [("X-Request-Id", request_id)]
+    if principal is None:
+        return headers
+    headers += [
+        ("X-Org-Id", principal.org_id),
+        ("X-Scopes", principal.scope_header),
+        ("X-Auth-Method", principal.method),
+        ("X-Credential-Id", principal.credential_id),
+    ]
+    if principal.client_id:
+        headers.append(("X-Client-Id", principal.client_id))
+    if principal.user_id:
+        headers.append(("X-User-Id", principal.user_id))
+    return headers
+
+
+class Pipeline:
+    def __init__(
+        self,
+        routes: RouteTable,
+        authenticator: Authenticator,
+        forwarder: Forwarder,
+        forwarded_for: ForwardedFor,
+        last_used: LastUsed,
+    ) -> None:
+        self.routes = routes
+        self.authenticator = authenticator
+        self.forwarder = forwarder
+        self.forwarded_for = forwarded_for
+        self.last_used = last_used
+
+    def match(self, method: str, segments: tuple[str, ...]) -> Match:
+        found = self.routes.match(method, segments)
+        if found is None:
+            allowed = self.routes.allowed_methods(segments)
+            raise MethodNotAllowed(method, allowed) if allowed else NoRoute()
+        return found
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = normalize(request.raw_path)
+        route = self.match(request.method, path.segments).route
+        request["route"] = route
+        principal = None
+        if not route.public:
+            principal = await self.authenticator.authenticate(request)
+            request["principal"] = principal
+            require_scopes(route, principal)
+            if principal.method == "api_key":
+                self.last_used.seen(principal.credential_id, time.time())
+        client_ip, forwarded = self.forwarded_for.headers(request)
+        request["client_ip"] = client_ip
+        injected = identity_headers(principal, request["request_id"]) + forwarded
+        return await self.forwarder.forward(request, route, path, injected)

@@ -1,0 +1,200 @@
+"""Authentication: turn the credential on a request into a Principal.
+
+Credentials are read from ``X-API-Key: <key>`` or ``Authorization: Bearer
+<token>`` (RFC 6750 §2.1). Which kind of secret it is follows from its prefix,
+so an API key works in either header and OAuth tokens share this path.
+
+Verified credentials are cached in process for ``cache.credential_ttl``
+seconds; a background watcher reads the store's credential events and evicts
+revoked credentials within ``cache.poll_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway import crypto
+from gateway.errors import BadRequest, ServiceUnavailable, Unauthorized
+from gateway.store import Store, StoreUnavailable
+
+log = logging.getLogger("gateway.authn")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: one credential, one organization, a set of scopes."""
+
+    credential_id: str
+    org_id: str
+    scopes: frozenset[str]
+    scope_header: str  # the scopes as sent upstream in X-Scopes
+    method: str  # "api_key" or "oauth"
+    expires_at: float | None = None
+    client_id: str | None = None
+    user_id: str | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+Lookup = Callable[[str], Awaitable[Principal | None]]
+
+
+def read_credential(request: web.Request) -> str | None:
+    """The one credential a request carries, or None; 400 when it carries two."""
+    headers = request.headers
+    api_keys = headers.getall("X-API-Key", ())
+    auths = headers.getall("Authorization", ())
+    if len(api_keys) > 1 or len(auths) > 1:
+        raise BadRequest("Send one credential: a header was repeated.")
+    bearer = bearer_token(auths[0]) if auths else None
+    api_key = api_keys[0].strip() if api_keys else None
+    if api_key is not None and bearer is not None:
+        raise BadRequest("Send one credential: either X-API-Key or Authorization, not both.")
+    return api_key if api_key is not None else bearer
+
+
+def bearer_token(value: str) -> str | None:
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None  # another scheme (Basic, ...) is not ours to judge
+    return token.strip()
+
+
+class CredentialCache:
+    """digest -> Principal, bounded in size and age; evictable by credential id."""
+
+    def __init__(self, ttl: float, max_entries: int) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._by_id: dict[str, str] = {}
+
+    def get(self, digest: str, now: float) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if now >= entry[1]:
+            self._drop(digest)
+            return None
+        return entry[0]
+
+    def put(self, digest: str, principal: Principal, now: float) -> None:
+        if self.ttl <= 0 or self.max_entries <= 0:
+            return
+        while len(self._entries) >= self.max_entries:
+            self._drop(next(iter(self._entries)))
+        self._entries[digest] = (principal, now + self.ttl)
+        self._by_id[principal.credential_id] = digest
+
+    def evict(self, credential_id: str) -> None:
+        digest = self._by_id.get(credential_id)
+        if digest is not None:
+            self._drop(digest)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_id.clear()
+
+    def _drop(self, digest: str) -> None:
+        entry = self._entries.pop(digest, None)
+        if entry is not None:
+            self._by_id.pop(entry[0].credential_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Authenticator:
+    """Resolves a raw secret to a Principal through the cache and the store."""
+
+    def __init__(self, store: Store, cache: CredentialCache) -> None:
+        self.store = store
+        self.cache = cache
+        self._lookups: dict[str, Lookup] = {crypto.API_KEY_PREFIX: self._api_key}
+
+    def register(self, prefix: str, lookup: Lookup) -> None:
+        """Let another kind of secret (OAuth tokens) share this path."""
+        self._lookups[prefix] = lookup
+
+    async def authenticate(self, request: web.Request) -> Principal:
+        secret = read_credential(request)
+        if not secret:
+            raise Unauthorized("missing")
+        now = time.time()
+        digest = crypto.digest(secret)
+        principal = self.cache.get(digest, now)
+        if principal is None:
+            principal = await self._resolve(secret, digest)
+            self.cache.put(digest, principal, now)
+        if principal.expired(now):
+            self.cache.evict(principal.credential_id)
+            raise Unauthorized("expired")
+        return principal
+
+    async def _resolve(self, secret: str, digest: str) -> Principal:
+        for prefix, lookup in self._lookups.items():
+            if secret.startswith(prefix) and crypto.well_formed(secret, prefix):
+                break
+        else:
+            raise Unauthorized("malformed")
+        try:
+            principal = await lookup(digest)
+        except StoreUnavailable:
+            log.warning("credential store unavailable")
+            raise ServiceUnavailable() from None
+        if principal is None:
+            raise Unauthorized("unknown")
+        return principal
+
+    async def _api_key(self, digest: str) -> Principal | None:
+        found = await self.store.find_api_key_by_digest(digest)
+        if found is None or not crypto.same_digest(found.digest, digest):
+            return None
+        key = found.key
+        if key.revoked_at is not None:
+            raise Unauthorized("revoked")
+        return Principal(
+            credential_id=key.id,
+            org_id=key.org_id,
+            scopes=frozenset(key.scopes),
+            scope_header=" ".join(key.scopes),
+            method="api_key",
+            expires_at=key.expires_at,
+        )
+
+
+class RevocationWatcher:
+    """Polls the store's credential events and evicts changed credentials."""
+
+    def __init__(self, store: Store, cache: CredentialCache, interval: float) -> None:
+        self.store = store
+        self.cache = cache
+        self.interval = interval
+        self._seq = 0
+
+    async def start(self) -> None:
+        self._seq, _ = await self.store.credential_events_since(0)
+
+    async def poll_once(self) -> None:
+        self._seq, changed = await self.store.credential_events_since(self._seq)
+        for credential_id in changed:
+            self.cache.evict(credential_id)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.poll_once()
+            except StoreUnavailable:
+                # Cannot see revocations: drop the cache so nothing stale is trusted.
+                self.cache.clear()
+            except Exception:
+                log.exception("revocation watcher failed; clearing the credential cache")
+                self.cache.clear()

@@ -1,0 +1,131 @@
+"""Header rewriting between client and upstream.
+
+Towards the upstream, in this order:
+1. drop hop-by-hop headers (RFC 9110 §7.6.1), including every name the client
+   listed in ``Connection``;
+2. drop every header whose name, case-folded and with ``_`` read as ``-``,
+   is one the gateway injects or a credential (WSGI servers turn ``X_Org_Id``
+   into ``HTTP_X_ORG_ID``, the same variable as ``X-Org-Id``);
+3. add the injected headers. Because they are added after step 1, naming them
+   in ``Connection`` cannot remove them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from functools import lru_cache
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        # The gateway answers Expect itself; forwarding it would stall the upstream call.
+        "expect",
+    }
+)
+INJECTED = (
+    "X-Org-Id",
+    "X-Scopes",
+    "X-Auth-Method",
+    "X-Credential-Id",
+    "X-Client-Id",
+    "X-User-Id",
+    "X-Request-Id",
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
+)
+CREDENTIALS = ("Authorization", "X-API-Key")
+# Also dropped: other spellings of forwarding information a backend might trust.
+SPOOFABLE = ("Forwarded", "X-Real-IP", "X-Forwarded-Port", "X-Forwarded-Prefix", "Host")
+STRIPPED = frozenset(n.lower() for n in (*INJECTED, *CREDENTIALS, *SPOOFABLE))
+# Framing the gateway relies on to stream the body; never dropped via Connection.
+KEEP_FRAMING = frozenset({"content-length"})
+
+
+@lru_cache(maxsize=4096)
+def canonical(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    names: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        names.update(canonical(token.strip()) for token in value.split(",") if token.strip())
+    return frozenset(names - KEEP_FRAMING)
+
+
+def upstream_request_headers(
+    incoming: CIMultiDictProxy[str], injected: Iterable[tuple[str, str]]
+) -> CIMultiDict[str]:
+    listed = connection_listed(incoming) if "Connection" in incoming else frozenset()
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        key = canonical(name)
+        if key in HOP_BY_HOP or key in STRIPPED or key in listed:
+            continue
+        out.add(name, value)
+    for name, value in injected:
+        out.add(name, value)
+    return out
+
+
+def downstream_response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    listed = connection_listed(incoming) if "Connection" in incoming else frozenset()
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        key = name.lower()
+        if key in HOP_BY_HOP or key in listed:
+            continue
+        out.add(name, value)
+    return out
+
+
+class ForwardedFor:
+    """Decides the client address and the X-Forwarded-* values.
+
+    X-Forwarded-* from the client are believed only when the peer is one of
+    ``proxy.trusted_proxies``; otherwise the peer itself is the client.
+    """
+
+    def __init__(self, trusted: Iterable[str]) -> None:
+        self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in trusted)
+
+    def is_trusted(self, address: str | None) -> bool:
+        if not self.trusted or not address:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted)
+
+    def headers(self, request: web.Request) -> tuple[str, list[tuple[str, str]]]:
+        """(client address, X-Forwarded-* headers to send upstream)."""
+        peer = request.remote or ""
+        proto = request.scheme
+        host = request.headers.get("Host", "")
+        chain = [peer]
+        if self.is_trusted(peer):
+            sent = ",".join(request.headers.getall("X-Forwarded-For", ()))
+            earlier = [a.strip() for a in sent.split(",") if a.strip()]
+            chain = [*earlier, peer]
+            proto = request.headers.get("X-Forwarded-Proto", proto)
+            host = request.headers.get("X-Forwarded-Host", host)
+        client = next((a for a in reversed(chain) if not self.is_trusted(a)), chain[0])
+        return client, [
+            ("X-Forwarded-For", ", ".join(chain)),
+            ("X-Forwarded-Proto", proto),
+            ("X-Forwarded-Host", host),
+        ]

@@ -1,0 +1,187 @@
+"""The compiled route map: a segment trie, matched most-specific first.
+
+Specificity is decided segment by segment from the left: a literal segment
+beats a ``{param}``, which beats a trailing ``/**``; so a longer literal prefix
+beats a shorter one. At the same pattern a route that lists methods beats one
+that does not. Two routes of the same pattern whose methods overlap tie, and a
+tie is a configuration error. ``/**`` matches its prefix itself and everything
+below it. A route that lists GET also answers HEAD unless another route at the
+same pattern lists HEAD.
+
+Matching walks one trie path per segment (with backtracking only across the
+literal/param/glob alternatives), so its cost grows with the depth of the path,
+not with the number of routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from gateway.config import Route
+
+
+class RouteConflict(Exception):
+    """Two routes tie; raised while the table is built from config."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    index: int
+    name: str
+    path: str
+    methods: frozenset[str] | None
+    scopes: tuple[str, ...]
+    public: bool
+    upstream: str
+    strip_segments: int
+    param_names: tuple[str, ...]
+    max_body_size: int | None
+
+    @classmethod
+    def from_config(cls, index: int, route: Route) -> CompiledRoute:
+        segments = pattern_segments(route.path)
+        return cls(
+            index=index,
+            name=route.name,
+            path=route.path,
+            methods=frozenset(route.methods) if route.methods else None,
+            scopes=route.scopes,
+            public=route.auth == "none",
+            upstream=route.upstream,
+            strip_segments=len(pattern_segments(route.strip_prefix))
+            if route.strip_prefix
+            else 0,
+            param_names=tuple(s[1:-1] for s in segments if s.startswith("{")),
+            max_body_size=route.max_body_size,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    route: CompiledRoute
+    params: dict[str, str]
+
+
+@dataclass(slots=True)
+class _Endpoint:
+    """The routes that end at one trie node, as an exact pattern or as ``/**``."""
+
+    by_method: dict[str, CompiledRoute] = field(default_factory=dict)
+    any_method: CompiledRoute | None = None
+
+    def add(self, route: CompiledRoute) -> None:
+        if route.methods is None:
+            if self.any_method is not None:
+                raise conflict(route, self.any_method)
+            self.any_method = route
+            return
+        for method in sorted(route.methods):
+            if method in self.by_method:
+                raise conflict(route, self.by_method[method])
+            self.by_method[method] = route
+
+    def pick(self, method: str) -> CompiledRoute | None:
+        route = self.by_method.get(method)
+        if route is None and method == "HEAD":
+            route = self.by_method.get("GET")
+        return route or self.any_method
+
+    def methods(self) -> set[str]:
+        names = set(self.by_method)
+        if "GET" in names:
+            names.add("HEAD")
+        return names
+
+
+@dataclass(slots=True)
+class _Node:
+    literal: dict[str, _Node] = field(default_factory=dict)
+    param: _Node | None = None
+    exact: _Endpoint | None = None
+    glob: _Endpoint | None = None
+
+
+def conflict(new: CompiledRoute, old: CompiledRoute) -> RouteConflict:
+    def describe(r: CompiledRoute) -> str:
+        methods = ",".join(sorted(r.methods)) if r.methods else "any method"
+        return f"{r.path} [{methods}]"
+
+    return RouteConflict(
+        f"routes[{new.index}]: ties with routes[{old.index}]: {describe(new)} and "
+        f"{describe(old)} match the same requests equally well; make one more specific"
+    )
+
+
+def pattern_segments(path: str) -> list[str]:
+    return [s for s in path.split("/") if s]
+
+
+class RouteTable:
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self._root = _Node()
+        self.routes: list[CompiledRoute] = []
+        for index, route in enumerate(routes):
+            self._add(CompiledRoute.from_config(index, route))
+
+    def _add(self, route: CompiledRoute) -> None:
+        node = self._root
+        segments = pattern_segments(route.path)
+        glob = bool(segments) and segments[-1] == "**"
+        for seg in segments[:-1] if glob else segments:
+            if seg.startswith("{"):
+                node.param = node.param or _Node()
+                node = node.param
+            else:
+                node = node.literal.setdefault(seg, _Node())
+        if glob:
+            node.glob = node.glob or _Endpoint()
+            node.glob.add(route)
+        else:
+            node.exact = node.exact or _Endpoint()
+            node.exact.add(route)
+        self.routes.append(route)
+
+    def match(self, method: str, segments: tuple[str, ...]) -> Match | None:
+        values: list[str] = []
+        route = self._walk(self._root, segments, 0, method, values)
+        if route is None:
+            return None
+        return Match(route, dict(zip(route.param_names, values, strict=False)))
+
+    def _walk(
+        self, node: _Node, segs: tuple[str, ...], i: int, method: str, values: list[str]
+    ) -> CompiledRoute | None:
+        if i == len(segs):
+            if node.exact is not None and (found := node.exact.pick(method)):
+                return found
+        else:
+            child = node.literal.get(segs[i])
+            if child is not None and (found := self._walk(child, segs, i + 1, method, values)):
+                return found
+            if node.param is not None:
+                values.append(segs[i])
+                if found := self._walk(node.param, segs, i + 1, method, values):
+                    return found
+                values.pop()
+        if node.glob is not None:
+            return node.glob.pick(method)
+        return None
+
+    def allowed_methods(self, segments: tuple[str, ...]) -> tuple[str, ...]:
+        """Every method some route would accept at this path (for 405's Allow)."""
+        found: set[str] = set()
+        self._collect(self._root, segments, 0, found)
+        return tuple(sorted(found))
+
+    def _collect(self, node: _Node, segs: tuple[str, ...], i: int, found: set[str]) -> None:
+        if node.glob is not None:
+            found |= node.glob.methods()
+        if i == len(segs):
+            if node.exact is not None:
+                found |= node.exact.methods()
+            return
+        if (child := node.literal.get(segs[i])) is not None:
+            self._collect(child, segs, i + 1, found)
+        if node.param is not None:
+            self._collect(node.param, segs, i + 1, found)

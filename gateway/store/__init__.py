@@ -1,0 +1,16 @@
+"""Persistence: one Protocol, one implementation per database."""
+
+from __future__ import annotations
+
+from gateway.config import Settings
+from gateway.store.base import ApiKey, Conflict, Org, Store, StoreUnavailable
+
+
+def open_store(settings: Settings) -> Store:
+    """The store named by ``database.url`` (not yet connected: call ``connect``)."""
+    from gateway.store.sqlite import SqliteStore
+
+    return SqliteStore(settings.sqlite_path)
+
+
+__all__ = ["ApiKey", "Conflict", "Org", "Store", "StoreUnavailable", "open_store"]
