@@ -25,7 +25,7 @@ from gateway.usage import LastUsed
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 METRICS: Final = web.AppKey("metrics", Metrics)
-STORE: Final = web.AppKey("store", Store)  # type: ignore[type-abstract]
+STORE: Final = web.AppKey("store", Store)
 PIPELINE: Final = web.AppKey("pipeline", Pipeline)
 CACHE: Final = web.AppKey("credential_cache", CredentialCache)
 PUBLIC_APP: Final = web.AppKey("public_app", web.Application)

@@ -104,7 +104,9 @@ def cmd_routes_explain(settings: Settings, args: argparse.Namespace) -> None:
     if match is None:
         raise CliError(f"no route matches {method} {path.display}: the gateway answers 404")
     route = match.route
-    upstream_url = Target.of(route.upstream, settings.upstreams[route.upstream]).url_for(route, path)
+    upstream_url = Target.of(route.upstream, settings.upstreams[route.upstream]).url_for(
+        route, path
+    )
     data = {
         "route": route.name,
         "index": route.index,
@@ -230,16 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     sub.add_parser("serve", help="run the gateway in the foreground").set_defaults(func=cmd_serve)
-    sub.add_parser("migrate", parents=[json_flag], help="create or upgrade the database").set_defaults(
-        func=cmd_migrate
-    )
+    sub.add_parser(
+        "migrate", parents=[json_flag], help="create or upgrade the database"
+    ).set_defaults(func=cmd_migrate)
 
-    config = sub.add_parser("config", help="configuration").add_subparsers(dest="sub", required=True)
-    config.add_parser("check", parents=[json_flag], help="validate the config and exit").set_defaults(
-        func=cmd_config_check
+    config = sub.add_parser("config", help="configuration").add_subparsers(
+        dest="sub", required=True
     )
+    config.add_parser(
+        "check", parents=[json_flag], help="validate the config and exit"
+    ).set_defaults(func=cmd_config_check)
 
-    routes = sub.add_parser("routes", help="the route map").add_subparsers(dest="sub", required=True)
+    routes = sub.add_parser("routes", help="the route map").add_subparsers(
+        dest="sub", required=True
+    )
     explain = routes.add_parser("explain", parents=[json_flag], help="which route a request hits")
     explain.add_argument("method")
     explain.add_argument("path")
@@ -255,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     key_create = key.add_parser("create", parents=[json_flag])
     key_create.add_argument("--org", required=True, help="organization id or name")
     key_create.add_argument("--name", required=True)
-    key_create.add_argument("--scopes", required=True, help='space-separated, e.g. "a:read b:write"')
+    key_create.add_argument(
+        "--scopes", required=True, help='space-separated, e.g. "a:read b:write"'
+    )
     key_create.add_argument("--expires-in", help="e.g. 3600s, 15m, 12h, 30d, 2w")
     key_create.set_defaults(func=cmd_key_create)
     key_list = key.add_parser("list", parents=[json_flag])

@@ -315,7 +315,9 @@ def cross_check(settings: Settings) -> list[str]:
     for i, route in enumerate(settings.routes):
         if route.id is not None:
             if route.id in names:
-                problems.append(f"routes[{i}].id: {route.id!r} is already used by routes[{names[route.id]}]")
+                problems.append(
+                    f"routes[{i}].id: {route.id!r} is already used by routes[{names[route.id]}]"
+                )
             names[route.id] = i
     if not problems:
         try:

@@ -62,8 +62,11 @@ def check_scopes(requested: Iterable[str], catalog: Mapping[str, str]) -> tuple[
 
 
 async def create_org(store: Store, name: str) -> Org:
-    org = Org(id=crypto.new_id("org"), name=check_name(name, "an organization name"),
-              created_at=time.time())
+    org = Org(
+        id=crypto.new_id("org"),
+        name=check_name(name, "an organization name"),
+        created_at=time.time(),
+    )
     if name.startswith("org_"):
         raise Refused("an organization name may not start with 'org_' (that is how ids look)")
     try:

@@ -13,6 +13,9 @@ import time
 
 from aiohttp import web
 
+from gateway.errors import GatewayError
+from gateway.exchange import Exchange
+
 access_log = logging.getLogger("gateway.access")
 
 
@@ -43,28 +46,31 @@ def configure(level: str, access: bool) -> None:
 
 
 def log_request(
-    request: web.BaseRequest, status: int, duration: float, reason: str | None
+    request: web.Request,
+    exchange: Exchange,
+    status: int,
+    duration: float,
+    error: GatewayError | None,
 ) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
-    route = request.get("route")
-    principal = request.get("principal")
+    principal = exchange.principal
+    upstream = exchange.upstream_seconds
     access_log.info(
         {
             "ts": round(time.time(), 3),
-            "request_id": request.get("request_id"),
+            "request_id": exchange.request_id,
             "method": request.method,
             "path": request.rel_url.raw_path[:512],
-            "route": route.name if route is not None else None,
+            "route": exchange.route.name if exchange.route is not None else None,
             "status": status,
             "duration_ms": round(duration * 1000, 3),
-            "upstream_ms": round(request["upstream_seconds"] * 1000, 3)
-            if "upstream_seconds" in request
-            else None,
+            "upstream_ms": round(upstream * 1000, 3) if upstream is not None else None,
             "org_id": principal.org_id if principal is not None else None,
             "credential_id": principal.credential_id if principal is not None else None,
             "auth_method": principal.method if principal is not None else None,
-            "client_ip": request.get("client_ip", request.remote),
-            "reason": reason,
+            "client_ip": exchange.client_ip or request.remote,
+            "error": error.code if error is not None else None,
+            "reason": error.reason if error is not None else None,
         }
     )

@@ -3,7 +3,7 @@ methods from a fixed list, statuses are classes, reasons are error codes."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (
@@ -23,6 +23,7 @@ class Metrics:
     """One registry per app, so several apps (tests, workers) never collide."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only add noise to every scrape
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(

@@ -3,20 +3,22 @@ rendering, metrics and the access log."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
+import time
 from typing import Final
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import HTTP_STATUS_ERRORS, GatewayError, InternalError
+from gateway.exchange import EXCHANGE, Exchange
 from gateway.logs import log_request
 from gateway.metrics import Metrics, method_label, status_class
 
 log = logging.getLogger("gateway")
 NO_ROUTE: Final = "-"
+CLIENT_CLOSED: Final = 499  # nginx's convention for a connection cut mid-response
 
 
 def new_request_id() -> str:
@@ -31,6 +33,7 @@ def render(error: GatewayError, request_id: str) -> web.Response:
 
 
 def from_http_exception(exc: web.HTTPException) -> GatewayError:
+    """aiohttp raised an HTTP error of its own (body limits, ...): answer in our format."""
     kind = HTTP_STATUS_ERRORS.get(exc.status)
     if kind is not None:
         return kind()
@@ -39,13 +42,11 @@ def from_http_exception(exc: web.HTTPException) -> GatewayError:
     return error
 
 
-def observe(metrics: Metrics) -> web.middleware:  # type: ignore[valid-type]
+def observe(metrics: Metrics) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        request_id = new_request_id()
-        request["request_id"] = request_id
+        exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
+        request[EXCHANGE] = exchange
         error: GatewayError | None = None
         metrics.in_flight.inc()
         try:
@@ -55,29 +56,39 @@ def observe(metrics: Metrics) -> web.middleware:  # type: ignore[valid-type]
         except web.HTTPException as exc:
             error = from_http_exception(exc)
         except Exception:
-            log.exception("unhandled error (request id %s)", request_id)
-            error = InternalError(request_id)
+            log.exception("unhandled error (request id %s)", exchange.request_id)
+            error = InternalError(exchange.request_id)
         finally:
             metrics.in_flight.dec()
         if error is not None:
-            response = render(error, request_id)
-        finished = loop.time()
-        route = request.get("route")
-        route_name = route.name if route is not None else NO_ROUTE
-        principal = request.get("principal")
-        status = 499 if request.get("aborted") else response.status
-        metrics.requests.labels(
-            route_name,
-            method_label(request.method),
-            status_class(status),
-            principal.method if principal is not None else "none",
-        ).inc()
-        if error is not None and error.status in (401, 403):
-            metrics.auth_failures.labels(error.reason).inc()
-        upstream = request.get("upstream_seconds", 0.0)
-        prepared = request.get("prepared_at", finished)
-        metrics.overhead.labels(route_name).observe(max(prepared - started - upstream, 0.0))
-        log_request(request, status, finished - started, error.reason if error else None)
+            response = render(error, exchange.request_id)
+        record(metrics, request, exchange, response.status, error)
         return response
 
     return middleware
+
+
+def record(
+    metrics: Metrics,
+    request: web.Request,
+    exchange: Exchange,
+    status: int,
+    error: GatewayError | None,
+) -> None:
+    finished = time.perf_counter()
+    if exchange.aborted:
+        status = CLIENT_CLOSED
+    route = exchange.route.name if exchange.route is not None else NO_ROUTE
+    principal = exchange.principal
+    metrics.requests.labels(
+        route,
+        method_label(request.method),
+        status_class(status),
+        principal.method if principal is not None else "none",
+    ).inc()
+    if error is not None and error.status in (401, 403):
+        metrics.auth_failures.labels(error.reason).inc()
+    upstream = exchange.upstream_seconds or 0.0
+    prepared = exchange.prepared_at or finished
+    metrics.overhead.labels(route).observe(max(prepared - exchange.started - upstream, 0.0))
+    log_request(request, exchange, status, finished - exchange.started, error)

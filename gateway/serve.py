@@ -20,7 +20,9 @@ async def serve(settings: Settings) -> None:
     public = create_app(settings)
     admin = create_admin_app(public)
     runners = [
-        web.AppRunner(public, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE),
+        web.AppRunner(
+            public, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
+        ),
         web.AppRunner(admin, access_log=None, handle_signals=False, shutdown_timeout=1.0),
     ]
     stop = asyncio.Event()

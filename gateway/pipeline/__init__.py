@@ -1,7 +1,7 @@
 """The request pipeline, readable top to bottom:
 
-    normalize path -> match route -> authenticate -> authorize
-    -> rewrite headers -> forward (stream both ways)
+normalize path -> match route -> authenticate -> authorize
+-> rewrite headers -> forward (stream both ways)
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 from aiohttp import web
 
 from gateway.errors import MethodNotAllowed, NoRoute
+from gateway.exchange import EXCHANGE
 from gateway.pipeline.authn import Authenticator, Principal
 from gateway.pipeline.authz import require_scopes
 from gateway.pipeline.headers import ForwardedFor
@@ -62,16 +63,16 @@ class Pipeline:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = normalize(request.raw_path)
+        exchange = request[EXCHANGE]
         route = self.match(request.method, path.segments).route
-        request["route"] = route
+        exchange.route = route
         principal = None
         if not route.public:
             principal = await self.authenticator.authenticate(request)
-            request["principal"] = principal
+            exchange.principal = principal
             require_scopes(route, principal)
             if principal.method == "api_key":
                 self.last_used.seen(principal.credential_id, time.time())
-        client_ip, forwarded = self.forwarded_for.headers(request)
-        request["client_ip"] = client_ip
-        injected = identity_headers(principal, request["request_id"]) + forwarded
+        exchange.client_ip, forwarded = self.forwarded_for.headers(request)
+        injected = identity_headers(principal, exchange.request_id) + forwarded
         return await self.forwarder.forward(request, route, path, injected)

@@ -139,10 +139,15 @@ class Authenticator:
         return principal
 
     async def _resolve(self, secret: str, digest: str) -> Principal:
-        for prefix, lookup in self._lookups.items():
-            if secret.startswith(prefix) and crypto.well_formed(secret, prefix):
-                break
-        else:
+        lookup = next(
+            (
+                fn
+                for prefix, fn in self._lookups.items()
+                if secret.startswith(prefix) and crypto.well_formed(secret, prefix)
+            ),
+            None,
+        )
+        if lookup is None:
             raise Unauthorized("malformed")
         try:
             principal = await lookup(digest)

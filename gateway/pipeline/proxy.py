@@ -8,8 +8,8 @@ through as the upstream sent them).
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -19,6 +19,7 @@ from yarl import URL
 
 from gateway.config import Upstream
 from gateway.errors import BadRequest, PayloadTooLarge, UpstreamError, UpstreamTimeout
+from gateway.exchange import EXCHANGE
 from gateway.metrics import Metrics
 from gateway.pipeline.headers import downstream_response_headers, upstream_request_headers
 from gateway.pipeline.paths import NormalPath
@@ -121,8 +122,7 @@ class Forwarder:
         url = URL(target.url_for(route, path), encoded=True)
         headers = upstream_request_headers(request.headers, injected)
         data = self._body(request, route)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = time.perf_counter()
         try:
             upstream = await self._session.request(
                 request.method,
@@ -144,9 +144,9 @@ class Forwarder:
             raise self._failed(target, UpstreamError, "connect") from None
         except aiohttp.ClientError:
             raise self._failed(target, UpstreamError, "protocol") from None
-        answered = loop.time()
+        answered = time.perf_counter()
         self.metrics.upstream_latency.labels(target.name).observe(answered - started)
-        request["upstream_seconds"] = answered - started
+        request[EXCHANGE].upstream_seconds = answered - started
         async with upstream:
             return await self._relay(request, target, upstream)
 
@@ -162,7 +162,7 @@ class Forwarder:
             reason=upstream.reason,
             headers=downstream_response_headers(upstream.headers),
         )
-        response.headers["X-Request-Id"] = request["request_id"]
+        response.headers["X-Request-Id"] = request[EXCHANGE].request_id
         try:
             # Read the first chunk before committing to a status, so an upstream that
             # fails straight after its headers can still be answered with a 502.
@@ -172,7 +172,7 @@ class Forwarder:
         except aiohttp.ClientError:
             raise self._failed(target, UpstreamError, "protocol") from None
         await response.prepare(request)
-        request["prepared_at"] = asyncio.get_running_loop().time()
+        request[EXCHANGE].prepared_at = time.perf_counter()
         try:
             chunk = first
             while chunk:
@@ -192,6 +192,6 @@ class Forwarder:
 
 
 def abort(request: web.Request) -> None:
-    request["aborted"] = True
+    request[EXCHANGE].aborted = True
     if request.transport is not None:
         request.transport.close()

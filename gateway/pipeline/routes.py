@@ -49,9 +49,7 @@ class CompiledRoute:
             scopes=route.scopes,
             public=route.auth == "none",
             upstream=route.upstream,
-            strip_segments=len(pattern_segments(route.strip_prefix))
-            if route.strip_prefix
-            else 0,
+            strip_segments=len(pattern_segments(route.strip_prefix)) if route.strip_prefix else 0,
             param_names=tuple(s[1:-1] for s in segments if s.startswith("{")),
             max_body_size=route.max_body_size,
         )

@@ -1,0 +1,166 @@
+"""Shared fixtures: a real upstream_example and a real gateway, both on loopback.
+
+``gw`` builds the gateway app from settings (as ``gateway serve`` does) and
+talks to it over a socket through pytest-aiohttp's client. Keys are minted
+through the same functions the CLI uses.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway import keys
+from gateway.app import CACHE, STORE, create_admin_app, create_app
+from gateway.config import Settings, settings_from_dict
+from gateway.store import Org, Store
+from upstream_example import create_app as create_upstream
+
+AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+AiohttpServer = Callable[..., Awaitable[TestServer]]
+
+SCOPES = {
+    "contacts:read": "Read your contacts",
+    "contacts:write": "Change your contacts",
+    "products:read": "Search products",
+    "admin:all": "Everything under /admin",
+}
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def base_config(upstream_url: str, db_path: Path) -> dict[str, Any]:
+    dead = f"http://127.0.0.1:{free_port()}"
+    return {
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "admin": {"host": "127.0.0.1", "port": 0},
+        "database": {"url": f"sqlite:///{db_path}"},
+        "scopes": SCOPES,
+        "upstreams": {
+            "main": {"url": upstream_url, "timeout": 5},
+            "slow": {"url": upstream_url, "timeout": 0.5},
+            "down": {"url": dead, "timeout": 1, "connect_timeout": 1},
+        },
+        "routes": [
+            {
+                "path": "/contacts",
+                "methods": ["GET", "HEAD"],
+                "scopes": ["contacts:read"],
+                "upstream": "main",
+            },
+            {
+                "path": "/contacts/**",
+                "methods": ["POST", "PATCH", "DELETE"],
+                "scopes": ["contacts:write"],
+                "upstream": "main",
+            },
+            {
+                "path": "/contacts/{id}",
+                "methods": ["GET"],
+                "scopes": ["contacts:read"],
+                "upstream": "main",
+            },
+            {"path": "/echo/**", "upstream": "main"},
+            {
+                "path": "/echo/scoped/**",
+                "scopes": ["contacts:read", "contacts:write"],
+                "upstream": "main",
+            },
+            {
+                "path": "/public/echo/**",
+                "auth": "none",
+                "upstream": "main",
+                "strip_prefix": "/public",
+            },
+            {
+                "path": "/admin/echo/**",
+                "scopes": ["admin:all"],
+                "upstream": "main",
+                "strip_prefix": "/admin",
+            },
+            {"path": "/bytes/{n}", "upstream": "main"},
+            {"path": "/status", "auth": "none", "upstream": "main"},
+            {"path": "/status/{code}", "auth": "none", "upstream": "main"},
+            {"path": "/slow", "upstream": "slow"},
+            {"path": "/slow-body", "upstream": "slow"},
+            {"path": "/down/**", "upstream": "down"},
+        ],
+        "cache": {"credential_ttl": 30, "poll_interval": 0.1},
+        "usage": {"flush_interval": 0.2},
+    }
+
+
+@dataclass
+class Gateway:
+    """A running gateway app and the handles a test needs around it."""
+
+    client: TestClient[Any, Any]
+    app: web.Application
+    settings: Settings
+    db_path: Path
+    admin: TestClient[Any, Any] | None = None
+
+    @property
+    def store(self) -> Store:
+        return self.app[STORE]
+
+    async def org(self, name: str = "acme") -> Org:
+        found = await self.store.find_org(name)
+        return found or await keys.create_org(self.store, name)
+
+    async def mint(
+        self, scopes: list[str], *, org: str = "acme", ttl: int | None = None, name: str = "test"
+    ) -> keys.IssuedKey:
+        return await keys.issue_api_key(
+            self.store,
+            await self.org(org),
+            name=name,
+            scopes=scopes,
+            catalog=self.settings.scopes,
+            ttl_seconds=ttl,
+        )
+
+    def db_rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """Read the SQLite file directly, as an auditor would."""
+        with sqlite3.connect(self.db_path) as db:
+            return list(db.execute(sql))
+
+    @property
+    def cache_size(self) -> int:
+        return len(self.app[CACHE])
+
+
+@pytest.fixture
+async def upstream_url(aiohttp_server: AiohttpServer) -> str:
+    server = await aiohttp_server(create_upstream(), host="127.0.0.1")
+    return f"http://127.0.0.1:{server.port}"
+
+
+@pytest.fixture
+def config(upstream_url: str, tmp_path: Path) -> dict[str, Any]:
+    """The raw config; a test may change it before asking for ``gw``."""
+    return base_config(upstream_url, tmp_path / "gateway.db")
+
+
+@pytest.fixture
+async def gw(
+    config: dict[str, Any], tmp_path: Path, aiohttp_client: AiohttpClient
+) -> AsyncIterator[Gateway]:
+    settings = settings_from_dict(config, base_dir=tmp_path)
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    admin = await aiohttp_client(create_admin_app(app))
+    yield Gateway(client, app, settings, settings.sqlite_path, admin)
