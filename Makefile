@@ -1,0 +1,36 @@
+# The two commands a new user needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: run test lint install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -e '.[test,dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+## make run: prepare the SQLite database, start upstream_example and the gateway, print a demo key.
+run: $(VENV)/.installed
+	@BIN=$(BIN) sh scripts/run-demo.sh
+
+## make test: install the test extras and run the whole suite.
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check gateway upstream_example tests
+	$(BIN)/ruff format --check gateway upstream_example tests
+	$(BIN)/mypy gateway upstream_example
+
+clean:
+	rm -rf $(VENV) gateway.db gateway.db-wal gateway.db-shm .run
