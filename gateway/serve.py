@@ -11,6 +11,7 @@ from aiohttp import web
 from gateway import logs
 from gateway.app import create_admin_app, create_app
 from gateway.config import Settings
+from gateway.httpserver import GatewayRunner
 
 log = logging.getLogger("gateway")
 SHUTDOWN_GRACE = 10.0
@@ -20,10 +21,10 @@ async def serve(settings: Settings) -> None:
     public = create_app(settings)
     admin = create_admin_app(public)
     runners = [
-        web.AppRunner(
+        GatewayRunner(
             public, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
         ),
-        web.AppRunner(admin, access_log=None, handle_signals=False, shutdown_timeout=1.0),
+        GatewayRunner(admin, access_log=None, handle_signals=False, shutdown_timeout=1.0),
     ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
