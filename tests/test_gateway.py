@@ -300,3 +300,22 @@ async def test_admin_listener_serves_health_and_metrics(gw: Gateway) -> None:
     assert key.secret not in text
     # The admin paths are not on the public listener.
     await assert_error(await gw.client.get("/metrics"), 404, "not_found")
+
+
+async def test_unreachable_store_is_503_never_a_pass(gw: Gateway) -> None:
+    cached = await gw.mint(["contacts:read"])
+    fresh = await gw.mint(["contacts:read"])
+    assert (await gw.client.get("/contacts", headers={"X-API-Key": cached.secret})).status == 200
+    await gw.store.close()  # the database goes away under the running gateway
+    resp = await gw.client.get("/contacts", headers={"X-API-Key": fresh.secret})
+    await assert_error(resp, 503, "service_unavailable")
+    assert resp.headers["Retry-After"] == "1"
+    assert gw.admin is not None
+    ready = await gw.admin.get("/readyz")
+    await assert_error(ready, 503, "service_unavailable")
+    # Without a way to see revocations the watcher drops the cache: nothing stale is trusted.
+    deadline = time.monotonic() + 1
+    while gw.cache_size and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    resp = await gw.client.get("/contacts", headers={"X-API-Key": cached.secret})
+    await assert_error(resp, 503, "service_unavailable")
