@@ -62,13 +62,10 @@ def check_scopes(requested: Iterable[str], catalog: Mapping[str, str]) -> tuple[
 
 
 async def create_org(store: Store, name: str) -> Org:
-    org = Org(
-        id=crypto.new_id("org"),
-        name=check_name(name, "an organization name"),
-        created_at=time.time(),
-    )
+    name = check_name(name, "an organization name")
     if name.startswith("org_"):
         raise Refused("an organization name may not start with 'org_' (that is how ids look)")
+    org = Org(id=crypto.new_id("org"), name=name, created_at=time.time())
     try:
         await store.create_org(org)
     except Conflict:

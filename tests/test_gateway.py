@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientResponse
-
 from conftest import Gateway
+
 from gateway import crypto
 from gateway.store import ApiKey
 

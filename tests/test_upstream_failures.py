@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from conftest import Gateway
 
 BEHAVIOURS: dict[str, bytes | None] = {
