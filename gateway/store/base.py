@@ -43,6 +43,90 @@ class KeyWithDigest:
     digest: str
 
 
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    email: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    org: Org
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthClient:
+    id: str
+    name: str
+    public: bool
+    redirect_uris: tuple[str, ...]
+    allowed_scopes: tuple[str, ...]
+    grant_types: tuple[str, ...]
+    created_at: float
+    org_id: str | None = None
+    allow_user_auth: bool = False
+    disabled_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientWithSecret:
+    client: OAuthClient
+    secret_digest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCode:
+    id: str
+    client_id: str
+    redirect_uri: str
+    user_id: str
+    org_id: str
+    grant_id: str
+    scopes: tuple[str, ...]
+    code_challenge: str | None
+    created_at: float
+    expires_at: float
+    used_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthToken:
+    id: str
+    kind: str  # "access" or "refresh"
+    family_id: str
+    client_id: str
+    org_id: str
+    scopes: tuple[str, ...]
+    created_at: float
+    expires_at: float
+    user_id: str | None = None
+    grant_id: str | None = None
+    used_at: float | None = None
+    revoked_at: float | None = None
+
+    def active_at(self, now: float) -> bool:
+        return self.revoked_at is None and now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """A single-use thing taken from the store: ``fresh`` is False on a replay."""
+
+    fresh: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedCode(Consumed):
+    code: AuthCode
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedToken(Consumed):
+    token: OAuthToken
+
+
 class Store(Protocol):
     async def connect(self) -> None: ...
     async def close(self) -> None: ...
@@ -73,3 +157,41 @@ class Store(Protocol):
     async def credential_events_since(self, seq: int) -> tuple[int, list[str]]:
         """Credential ids changed after ``seq``, and the newest seq seen."""
         ...
+
+    # --- people ---
+    async def create_user(self, user: User, password_hash: str) -> None: ...
+    async def find_user(self, email_or_id: str) -> tuple[User, str] | None:
+        """The user and their password hash."""
+        ...
+
+    async def set_membership(self, user_id: str, org_id: str, role: str, at: float) -> None: ...
+    async def memberships(self, user_id: str) -> list[Membership]: ...
+
+    # --- OAuth clients and consents ---
+    async def insert_client(self, client: OAuthClient, secret_digest: str | None) -> None: ...
+    async def get_client(self, client_id: str) -> ClientWithSecret | None: ...
+    async def list_clients(self) -> list[OAuthClient]: ...
+    async def disable_client(self, client_id: str, at: float) -> bool:
+        """Disable a client and revoke every token it holds."""
+        ...
+
+    async def upsert_grant(
+        self,
+        grant_id: str,
+        user_id: str,
+        org_id: str,
+        client_id: str,
+        scopes: tuple[str, ...],
+        at: float,
+    ) -> str:
+        """Record a consent; returns the id of the (possibly existing) grant."""
+        ...
+
+    # --- codes and tokens: single-use things are consumed atomically ---
+    async def insert_code(self, code: AuthCode, digest: str) -> None: ...
+    async def consume_code(self, digest: str, at: float) -> ConsumedCode | None: ...
+    async def insert_tokens(self, tokens: list[tuple[OAuthToken, str]]) -> None: ...
+    async def find_token(self, digest: str) -> OAuthToken | None: ...
+    async def consume_refresh_token(self, digest: str, at: float) -> ConsumedToken | None: ...
+    async def revoke_token(self, token_id: str, at: float) -> None: ...
+    async def revoke_family(self, family_id: str, at: float) -> None: ...

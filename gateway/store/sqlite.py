@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
-from gateway.store.base import ApiKey, Conflict, KeyWithDigest, Org, StoreUnavailable
+from gateway.store.base import ApiKey, KeyWithDigest, Org
+from gateway.store.sqlite_oauth import OAuthTables
 
 KEY_COLUMNS = "id, org_id, name, prefix, scopes, created_at, expires_at, last_used_at, revoked_at"
-
-
-def migration_files() -> list[tuple[str, str]]:
-    folder = resources.files("gateway.store") / "migrations"
-    found = [(p.name, p.read_text(encoding="utf-8")) for p in folder.iterdir()]
-    return sorted((name, sql) for name, sql in found if name.endswith(".sql"))
 
 
 def key_from_row(row: Iterable[Any]) -> ApiKey:
@@ -36,79 +26,8 @@ def key_from_row(row: Iterable[Any]) -> ApiKey:
     )
 
 
-class SqliteStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: aiosqlite.Connection | None = None
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreUnavailable("the store is not connected")
-        return self._db
-
-    async def connect(self) -> None:
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA busy_timeout=5000")
-            await self._db.execute("PRAGMA foreign_keys=ON")
-            await self._db.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-
-    async def migrate(self) -> list[str]:
-        db = self.db
-        await db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)"
-        )
-        async with db.execute("SELECT name FROM schema_migrations") as cur:
-            done = {row[0] for row in await cur.fetchall()}
-        applied = []
-        for name, sql in migration_files():
-            if name in done:
-                continue
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in split_sql(sql):
-                    await db.execute(statement)
-                await db.execute(
-                    "INSERT INTO schema_migrations VALUES (?, strftime('%s','now'))", (name,)
-                )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            applied.append(name)
-        return applied
-
-    async def ping(self) -> None:
-        try:
-            async with self.db.execute("SELECT 1 FROM schema_migrations LIMIT 1") as cur:
-                await cur.fetchone()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from None
-
-    async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
-        try:
-            cur = await self.db.execute(sql, tuple(params))
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(str(exc)) from None
-        return cur.rowcount
-
-    async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        try:
-            async with self.db.execute(sql, tuple(params)) as cur:
-                return list(await cur.fetchall())
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from None
+class SqliteStore(OAuthTables):
+    """The embedded store: organizations and API keys here, OAuth in OAuthTables."""
 
     async def create_org(self, org: Org) -> None:
         await self._write(
@@ -157,20 +76,13 @@ class SqliteStore:
         return [key_from_row(r) for r in rows]
 
     async def revoke_api_key(self, key_id: str, at: float) -> bool:
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self.transaction():
             changed = await self._write(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 (at, key_id),
             )
             if changed:
-                await self._write(
-                    "INSERT INTO credential_events (credential_id, at) VALUES (?, ?)", (key_id, at)
-                )
-            await self.db.execute("COMMIT")
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
+                await self.record_events([key_id], at)
         return bool(changed)
 
     async def find_api_key_by_digest(self, digest: str) -> KeyWithDigest | None:
@@ -185,7 +97,7 @@ class SqliteStore:
     async def record_last_used(self, seen: dict[str, float]) -> None:
         if not seen:
             return
-        await self.db.executemany(
+        await self._write_many(
             "UPDATE api_keys SET last_used_at = ? "
             "WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
             [(ts, kid, ts) for kid, ts in seen.items()],
@@ -198,9 +110,3 @@ class SqliteStore:
         if not rows:
             return seq, []
         return rows[-1][0], [r[1] for r in rows]
-
-
-def split_sql(script: str) -> list[str]:
-    """Split a migration into statements (our migrations hold no ';' inside literals)."""
-    lines = [line.split("--", 1)[0] for line in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -1,0 +1,142 @@
+"""The SQLite connection and its helpers, shared by the store's table groups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import sqlite3
+from collections.abc import AsyncIterator, Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from gateway.store.base import Conflict, StoreUnavailable
+
+IN_TRANSACTION: contextvars.ContextVar[bool] = contextvars.ContextVar("in_tx", default=False)
+
+
+def migration_files() -> list[tuple[str, str]]:
+    folder = resources.files("gateway.store") / "migrations"
+    found = [(p.name, p.read_text(encoding="utf-8")) for p in folder.iterdir()]
+    return sorted((name, sql) for name, sql in found if name.endswith(".sql"))
+
+
+def split_sql(script: str) -> list[str]:
+    """Split a migration into statements (our migrations hold no ';' inside literals)."""
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+class SqliteBase:
+    """One aiosqlite connection (WAL, busy timeout); writes serialized by a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._tx_lock = asyncio.Lock()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreUnavailable("the store is not connected")
+        return self._db
+
+    async def connect(self) -> None:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._db.execute("PRAGMA foreign_keys=ON")
+            await self._db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def migrate(self) -> list[str]:
+        db = self.db
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)"
+        )
+        async with db.execute("SELECT name FROM schema_migrations") as cur:
+            done = {row[0] for row in await cur.fetchall()}
+        applied = []
+        for name, sql in migration_files():
+            if name in done:
+                continue
+            async with self.transaction():
+                for statement in split_sql(sql):
+                    await db.execute(statement)
+                await db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, strftime('%s','now'))", (name,)
+                )
+            applied.append(name)
+        return applied
+
+    async def ping(self) -> None:
+        try:
+            async with self.db.execute("SELECT 1 FROM schema_migrations LIMIT 1") as cur:
+                await cur.fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT: writers queue instead of failing mid-way."""
+        if IN_TRANSACTION.get():
+            yield  # nested: part of the enclosing transaction
+            return
+        async with self._tx_lock:  # one connection: transactions must not interleave
+            db = self.db
+            token = IN_TRANSACTION.set(True)
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            else:
+                await db.execute("COMMIT")
+            finally:
+                IN_TRANSACTION.reset(token)
+
+    async def record_events(self, credential_ids: Iterable[str], at: float) -> None:
+        await self._write_many(
+            "INSERT INTO credential_events (credential_id, at) VALUES (?, ?)",
+            [(cid, at) for cid in credential_ids],
+        )
+
+    async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """One statement, inside the caller's transaction or as its own."""
+        async with self.transaction():
+            try:
+                cur = await self.db.execute(sql, tuple(params))
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(str(exc)) from None
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(str(exc)) from None
+            return cur.rowcount
+
+    async def _write_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        async with self.transaction():
+            try:
+                await self.db.executemany(sql, rows)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(str(exc)) from None
+
+    async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        try:
+            async with self.db.execute(sql, tuple(params)) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from None

@@ -1,0 +1,281 @@
+"""SQLite tables for people, OAuth clients, consents, codes and tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from gateway.store.base import (
+    AuthCode,
+    ClientWithSecret,
+    ConsumedCode,
+    ConsumedToken,
+    Membership,
+    OAuthClient,
+    OAuthToken,
+    Org,
+    User,
+)
+from gateway.store.sqlite_base import SqliteBase
+
+CLIENT_COLUMNS = (
+    "id, name, secret_digest, redirect_uris, allowed_scopes, grant_types, org_id, "
+    "allow_user_auth, created_at, disabled_at"
+)
+CODE_COLUMNS = (
+    "id, client_id, redirect_uri, user_id, org_id, grant_id, scopes, code_challenge, "
+    "created_at, expires_at, used_at"
+)
+TOKEN_COLUMNS = (
+    "id, kind, family_id, client_id, org_id, scopes, created_at, expires_at, user_id, "
+    "grant_id, used_at, revoked_at"
+)
+
+
+def client_from_row(row: Iterable[Any]) -> ClientWithSecret:
+    cid, name, secret, uris, scopes, grants, org_id, user_auth, created, disabled = row
+    client = OAuthClient(
+        id=cid,
+        name=name,
+        public=secret is None,
+        redirect_uris=tuple(u for u in uris.split("\n") if u),
+        allowed_scopes=tuple(scopes.split()),
+        grant_types=tuple(grants.split()),
+        created_at=created,
+        org_id=org_id,
+        allow_user_auth=bool(user_auth),
+        disabled_at=disabled,
+    )
+    return ClientWithSecret(client, secret)
+
+
+def code_from_row(row: Iterable[Any]) -> AuthCode:
+    cid, client_id, uri, user_id, org_id, grant_id, scopes, challenge, created, exp, used = row
+    return AuthCode(
+        id=cid,
+        client_id=client_id,
+        redirect_uri=uri,
+        user_id=user_id,
+        org_id=org_id,
+        grant_id=grant_id,
+        scopes=tuple(scopes.split()),
+        code_challenge=challenge,
+        created_at=created,
+        expires_at=exp,
+        used_at=used,
+    )
+
+
+def token_from_row(row: Iterable[Any]) -> OAuthToken:
+    tid, kind, family, client_id, org_id, scopes, created, exp, user_id, grant, used, rev = row
+    return OAuthToken(
+        id=tid,
+        kind=kind,
+        family_id=family,
+        client_id=client_id,
+        org_id=org_id,
+        scopes=tuple(scopes.split()),
+        created_at=created,
+        expires_at=exp,
+        user_id=user_id,
+        grant_id=grant,
+        used_at=used,
+        revoked_at=rev,
+    )
+
+
+class OAuthTables(SqliteBase):
+    # --- people ---
+
+    async def create_user(self, user: User, password_hash: str) -> None:
+        await self._write(
+            "INSERT INTO users (id, email, password_hash, created_at) VALUES (?, ?, ?, ?)",
+            (user.id, user.email, password_hash, user.created_at),
+        )
+
+    async def find_user(self, email_or_id: str) -> tuple[User, str] | None:
+        rows = await self._rows(
+            "SELECT id, email, created_at, password_hash FROM users WHERE email = ? OR id = ?",
+            (email_or_id.lower(), email_or_id),
+        )
+        if not rows:
+            return None
+        uid, email, created, password_hash = rows[0]
+        return User(uid, email, created), password_hash
+
+    async def set_membership(self, user_id: str, org_id: str, role: str, at: float) -> None:
+        await self._write(
+            "INSERT INTO memberships (user_id, org_id, role, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (user_id, org_id) DO UPDATE SET role = excluded.role",
+            (user_id, org_id, role, at),
+        )
+
+    async def memberships(self, user_id: str) -> list[Membership]:
+        rows = await self._rows(
+            "SELECT o.id, o.name, o.created_at, m.role FROM memberships m "
+            "JOIN orgs o ON o.id = m.org_id WHERE m.user_id = ? ORDER BY o.name",
+            (user_id,),
+        )
+        return [Membership(Org(oid, name, created), role) for oid, name, created, role in rows]
+
+    # --- clients and consents ---
+
+    async def insert_client(self, client: OAuthClient, secret_digest: str | None) -> None:
+        await self._write(
+            f"INSERT INTO oauth_clients ({CLIENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                client.id,
+                client.name,
+                secret_digest,
+                "\n".join(client.redirect_uris),
+                " ".join(client.allowed_scopes),
+                " ".join(client.grant_types),
+                client.org_id,
+                int(client.allow_user_auth),
+                client.created_at,
+                client.disabled_at,
+            ),
+        )
+
+    async def get_client(self, client_id: str) -> ClientWithSecret | None:
+        rows = await self._rows(
+            f"SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE id = ?", (client_id,)
+        )
+        return client_from_row(rows[0]) if rows else None
+
+    async def list_clients(self) -> list[OAuthClient]:
+        rows = await self._rows(f"SELECT {CLIENT_COLUMNS} FROM oauth_clients ORDER BY created_at")
+        return [client_from_row(r).client for r in rows]
+
+    async def disable_client(self, client_id: str, at: float) -> bool:
+        async with self.transaction():
+            changed = await self._write(
+                "UPDATE oauth_clients SET disabled_at = ? WHERE id = ? AND disabled_at IS NULL",
+                (at, client_id),
+            )
+            if changed:
+                await self._revoke_where("client_id = ?", (client_id,), at)
+        return bool(changed)
+
+    async def upsert_grant(
+        self,
+        grant_id: str,
+        user_id: str,
+        org_id: str,
+        client_id: str,
+        scopes: tuple[str, ...],
+        at: float,
+    ) -> str:
+        async with self.transaction():
+            await self._write(
+                "INSERT INTO oauth_grants (id, user_id, org_id, client_id, scopes, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (user_id, org_id, client_id) DO UPDATE SET "
+                "scopes = excluded.scopes, updated_at = excluded.updated_at, revoked_at = NULL",
+                (grant_id, user_id, org_id, client_id, " ".join(scopes), at, at),
+            )
+            rows = await self._rows(
+                "SELECT id FROM oauth_grants WHERE user_id = ? AND org_id = ? AND client_id = ?",
+                (user_id, org_id, client_id),
+            )
+        return str(rows[0][0])
+
+    # --- codes and tokens ---
+
+    async def insert_code(self, code: AuthCode, digest: str) -> None:
+        await self._write(
+            f"INSERT INTO oauth_codes ({CODE_COLUMNS}, digest) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                code.id,
+                code.client_id,
+                code.redirect_uri,
+                code.user_id,
+                code.org_id,
+                code.grant_id,
+                " ".join(code.scopes),
+                code.code_challenge,
+                code.created_at,
+                code.expires_at,
+                code.used_at,
+                digest,
+            ),
+        )
+
+    async def consume_code(self, digest: str, at: float) -> ConsumedCode | None:
+        async with self.transaction():
+            fresh = await self._write(
+                "UPDATE oauth_codes SET used_at = ? WHERE digest = ? AND used_at IS NULL",
+                (at, digest),
+            )
+            rows = await self._rows(
+                f"SELECT {CODE_COLUMNS} FROM oauth_codes WHERE digest = ?", (digest,)
+            )
+        if not rows:
+            return None
+        return ConsumedCode(fresh=bool(fresh), code=code_from_row(rows[0]))
+
+    async def insert_tokens(self, tokens: list[tuple[OAuthToken, str]]) -> None:
+        await self._write_many(
+            f"INSERT INTO oauth_tokens ({TOKEN_COLUMNS}, digest) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    t.id,
+                    t.kind,
+                    t.family_id,
+                    t.client_id,
+                    t.org_id,
+                    " ".join(t.scopes),
+                    t.created_at,
+                    t.expires_at,
+                    t.user_id,
+                    t.grant_id,
+                    t.used_at,
+                    t.revoked_at,
+                    digest,
+                )
+                for t, digest in tokens
+            ],
+        )
+
+    async def find_token(self, digest: str) -> OAuthToken | None:
+        rows = await self._rows(
+            f"SELECT {TOKEN_COLUMNS} FROM oauth_tokens WHERE digest = ?", (digest,)
+        )
+        return token_from_row(rows[0]) if rows else None
+
+    async def consume_refresh_token(self, digest: str, at: float) -> ConsumedToken | None:
+        async with self.transaction():
+            fresh = await self._write(
+                "UPDATE oauth_tokens SET used_at = ? "
+                "WHERE digest = ? AND kind = 'refresh' AND used_at IS NULL",
+                (at, digest),
+            )
+            rows = await self._rows(
+                f"SELECT {TOKEN_COLUMNS} FROM oauth_tokens WHERE digest = ? AND kind = 'refresh'",
+                (digest,),
+            )
+        if not rows:
+            return None
+        return ConsumedToken(fresh=bool(fresh), token=token_from_row(rows[0]))
+
+    async def revoke_token(self, token_id: str, at: float) -> None:
+        await self._revoke_where("id = ?", (token_id,), at)
+
+    async def revoke_family(self, family_id: str, at: float) -> None:
+        await self._revoke_where("family_id = ?", (family_id,), at)
+
+    async def _revoke_where(self, where: str, params: tuple[Any, ...], at: float) -> None:
+        """Revoke matching live tokens and tell every node's cache about each one."""
+        async with self.transaction():
+            rows = await self._rows(
+                f"SELECT id FROM oauth_tokens WHERE {where} AND revoked_at IS NULL", params
+            )
+            if not rows:
+                return
+            await self._write(
+                f"UPDATE oauth_tokens SET revoked_at = ? WHERE {where} AND revoked_at IS NULL",
+                (at, *params),
+            )
+            await self.record_events([r[0] for r in rows], at)
