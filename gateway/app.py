@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import crypto
 from gateway.config import Settings
-from gateway.errors import ServiceUnavailable
+from gateway.errors import MethodNotAllowed, ServiceUnavailable
+from gateway.expect import expect_later, expect_now
 from gateway.metrics import Metrics
 from gateway.middleware import observe, render
+from gateway.oauth.authorize import AuthorizeEndpoint
+from gateway.oauth.introspection import IntrospectionEndpoint
+from gateway.oauth.metadata import WELL_KNOWN, issuer, metadata_handler
+from gateway.oauth.revocation import RevocationEndpoint
+from gateway.oauth.token import TokenEndpoint
+from gateway.oauth.tokens import TokenService
 from gateway.pipeline import Pipeline
 from gateway.pipeline.authn import Authenticator, CredentialCache, RevocationWatcher
 from gateway.pipeline.headers import ForwardedFor
@@ -22,6 +32,10 @@ from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import RouteTable
 from gateway.store import Store, StoreUnavailable, open_store
 from gateway.usage import LastUsed
+from gateway.web.login import LoginViews
+from gateway.web.pages import setup_templates
+from gateway.web.session import Sessions
+from gateway.web.throttle import LoginThrottle
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 METRICS: Final = web.AppKey("metrics", Metrics)
@@ -31,6 +45,7 @@ CACHE: Final = web.AppKey("credential_cache", CredentialCache)
 PUBLIC_APP: Final = web.AppKey("public_app", web.Application)
 
 UPSTREAM_CONNECTIONS = 256
+BODY_LIMIT = 64 * 1024  # for the gateway's own endpoints; proxied bodies are streamed
 
 
 @contextlib.asynccontextmanager
@@ -44,31 +59,63 @@ async def background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
             await task
 
 
+@dataclass(frozen=True, slots=True)
+class OAuthServer:
+    """The OAuth endpoints and pages, built at start-up."""
+
+    authorize: AuthorizeEndpoint
+    token: TokenEndpoint
+    revoke: RevocationEndpoint
+    introspect: IntrospectionEndpoint
+    login: LoginViews
+
+
+OAUTH: Final = web.AppKey("oauth", OAuthServer)
+
+
+def oauth_server(settings: Settings, store: Store, tokens: TokenService) -> OAuthServer:
+    sessions = Sessions(settings)
+    return OAuthServer(
+        authorize=AuthorizeEndpoint(store, settings, sessions),
+        token=TokenEndpoint(store, tokens),
+        revoke=RevocationEndpoint(store, tokens),
+        introspect=IntrospectionEndpoint(store, tokens, issuer(settings)),
+        login=LoginViews(store, settings, sessions, LoginThrottle(settings.oauth.login_throttle)),
+    )
+
+
 async def resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     metrics = app[METRICS]
     store = open_store(settings)
+    cache = CredentialCache(settings.cache.credential_ttl, settings.cache.max_entries)
+    tokens = TokenService(store, settings.oauth)
+    authenticator = Authenticator(
+        store, cache, access_token_header=settings.oauth.access_token_header
+    )
+    authenticator.register(crypto.ACCESS_TOKEN_PREFIX, tokens.principal)
+    forwarder = Forwarder(
+        settings.upstreams, metrics, settings.proxy.max_body_size, UPSTREAM_CONNECTIONS
+    )
+    last_used = LastUsed(store)
+    watcher = RevocationWatcher(store, cache, settings.cache.poll_interval)
+    app[STORE] = store
+    app[CACHE] = cache
+    app[OAUTH] = oauth_server(settings, store, tokens)
+    app[PIPELINE] = Pipeline(
+        RouteTable(settings.routes),
+        authenticator,
+        forwarder,
+        ForwardedFor(settings.proxy.trusted_proxies),
+        last_used,
+    )
+    metrics.credential_cache.set_function(lambda: len(cache))
+    # Only now the things that hold connections, each undone if a later one fails.
     await store.connect()
     try:
         await store.migrate()
-        cache = CredentialCache(settings.cache.credential_ttl, settings.cache.max_entries)
-        watcher = RevocationWatcher(store, cache, settings.cache.poll_interval)
         await watcher.start()
-        forwarder = Forwarder(
-            settings.upstreams, metrics, settings.proxy.max_body_size, UPSTREAM_CONNECTIONS
-        )
         await forwarder.start()
-        last_used = LastUsed(store)
-        app[STORE] = store
-        app[CACHE] = cache
-        app[PIPELINE] = Pipeline(
-            RouteTable(settings.routes),
-            Authenticator(store, cache),
-            forwarder,
-            ForwardedFor(settings.proxy.trusted_proxies),
-            last_used,
-        )
-        metrics.credential_cache.set_function(lambda: len(cache))
         try:
             async with (
                 background(watcher.run()),
@@ -86,14 +133,55 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     return await request.app[PIPELINE].handle(request)
 
 
+Endpoint = Callable[[OAuthServer, web.Request], Awaitable[web.StreamResponse]]
+
+
+def endpoint(methods: dict[str, Endpoint]) -> Handler:
+    """One handler per path that dispatches on method, so that a wrong method on an
+    OAuth path is a 405 here rather than falling through to the proxied routes."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        method = methods.get(request.method)
+        if method is None:
+            raise MethodNotAllowed(request.method, tuple(methods))
+        return await method(request.app[OAUTH], request)
+
+    return handler
+
+
+def add_oauth_routes(app: web.Application, settings: Settings) -> None:
+    paths = settings.oauth.paths
+    table: dict[str, dict[str, Endpoint]] = {
+        paths.authorize: {
+            "GET": lambda o, r: o.authorize.get(r),
+            "POST": lambda o, r: o.authorize.post(r),
+        },
+        paths.login: {"GET": lambda o, r: o.login.get(r), "POST": lambda o, r: o.login.post(r)},
+        paths.logout: {"POST": lambda o, r: o.login.logout(r)},
+        paths.token: {"POST": lambda o, r: o.token.handle(r)},
+        paths.revoke: {"POST": lambda o, r: o.revoke.handle(r)},
+        paths.introspect: {"POST": lambda o, r: o.introspect.handle(r)},
+    }
+    for path, methods in table.items():
+        app.router.add_route("*", path, endpoint(methods), expect_handler=expect_now)
+    app.router.add_get(WELL_KNOWN, metadata_handler(settings))
+
+
 def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
-    """The public listener: the proxied routes (and, later, OAuth and management)."""
+    """The public listener: OAuth endpoints and pages first, then every proxied route."""
     metrics = metrics or Metrics()
-    app = web.Application(middlewares=[observe(metrics)], handler_args={"max_field_size": 16384})
+    app = web.Application(
+        middlewares=[observe(metrics)],
+        handler_args={"max_field_size": 16384},
+        client_max_size=BODY_LIMIT,
+    )
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app.cleanup_ctx.append(resources)
-    app.router.add_route("*", "/{tail:.*}", proxy_handler)
+    setup_templates(app)
+    add_oauth_routes(app, settings)
+    # [\s\S]: a decoded path may hold a newline, which '.' would not match.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", proxy_handler, expect_handler=expect_later)
     return app
 
 

@@ -144,6 +144,70 @@ class Usage(Strict):
     flush_interval: float = Field(5.0, gt=0, description="seconds between last_used_at flushes")
 
 
+class OAuthPaths(Strict):
+    """Where the OAuth endpoints are mounted; they take precedence over routes."""
+
+    authorize: str = "/oauth/authorize"
+    token: str = "/oauth/token"  # noqa: S105 - a path, not a secret
+    revoke: str = "/oauth/revoke"
+    introspect: str = "/oauth/introspect"
+    login: str = "/oauth/login"
+    logout: str = "/oauth/logout"
+
+    @field_validator("*")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        if not path.startswith("/") or "?" in path or "#" in path or "{" in path:
+            raise ValueError("expected an absolute path such as /oauth/token")
+        return path
+
+
+class Throttle(Strict):
+    """Failed-login limits, in the `limits` library's notation ("5/15 minutes")."""
+
+    per_account: str = "5/15 minutes"
+    per_ip: str = "30/15 minutes"
+
+    @field_validator("per_account", "per_ip")
+    @classmethod
+    def _parses(cls, text: str) -> str:
+        from limits import parse
+
+        try:
+            parse(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a rate such as '5/15 minutes'") from None
+        return text
+
+
+class OAuth(Strict):
+    paths: OAuthPaths = OAuthPaths()
+    access_token_ttl: int = Field(3600, gt=0, description="seconds")
+    refresh_token_ttl: int = Field(30 * 86400, gt=0, description="seconds")
+    code_ttl: int = Field(60, gt=0, le=600, description="seconds")
+    default_scopes: tuple[str, ...] = Field((), description="granted when scope is omitted")
+    require_pkce: Literal["public", "all"] = "public"
+    access_token_header: bool = Field(
+        False, description="also accept the credential in an 'access_token:' header"
+    )
+    login_throttle: Throttle = Throttle()
+
+
+class Session(Strict):
+    secret: str | None = Field(
+        None, description="32+ characters shared by every node; random per process when unset"
+    )
+    cookie_name: str = "gateway_session"
+    max_age: int = Field(8 * 3600, gt=0, description="seconds a login lasts")
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, secret: str | None) -> str | None:
+        if secret is not None and len(secret) < 32:
+            raise ValueError("use at least 32 random characters")
+        return secret
+
+
 class Logging(Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
@@ -160,6 +224,8 @@ class Settings(Strict):
     proxy: Proxy = Proxy()
     cache: Cache = Cache()
     usage: Usage = Usage()
+    oauth: OAuth = OAuth()
+    session: Session = Session()
     logging: Logging = Logging()
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -208,6 +274,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "GATEWAY_LISTEN_PORT": ("listen", "port"),
     "GATEWAY_ADMIN_HOST": ("admin", "host"),
     "GATEWAY_ADMIN_PORT": ("admin", "port"),
+    "GATEWAY_SESSION_SECRET": ("session", "secret"),
 }
 UPSTREAM_URL_ENV = re.compile(r"^GATEWAY_UPSTREAM_([A-Z0-9_]+)_URL$")
 
@@ -311,6 +378,12 @@ def cross_check(settings: Settings) -> list[str]:
                 f"routes[{i}].strip_prefix: {route.strip_prefix!r} is not a leading "
                 f"run of literal segments of {route.path!r}"
             )
+    for j, scope in enumerate(settings.oauth.default_scopes):
+        if scope not in settings.scopes:
+            problems.append(f"oauth.default_scopes[{j}]: unknown scope {scope!r}")
+    paths = settings.oauth.paths.model_dump()
+    if len(set(paths.values())) != len(paths):
+        problems.append("oauth.paths: two endpoints share a path")
     names: dict[str, int] = {}
     for i, route in enumerate(settings.routes):
         if route.id is not None:

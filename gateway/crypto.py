@@ -9,13 +9,22 @@ stored form: a slow password hash would add nothing but latency on every request
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
 import zlib
+from functools import lru_cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 API_KEY_PREFIX = "gwk_"
+ACCESS_TOKEN_PREFIX = "gwa_"  # noqa: S105 - prefixes, not secrets
+REFRESH_TOKEN_PREFIX = "gwr_"  # noqa: S105
+CODE_PREFIX = "gwc_"
+CLIENT_SECRET_PREFIX = "gws_"  # noqa: S105
 RANDOM_CHARS = 30
 CHECKSUM_CHARS = 6
 DISPLAY_PREFIX_CHARS = len(API_KEY_PREFIX) + 8
@@ -47,9 +56,10 @@ def well_formed(secret: str, prefix: str) -> bool:
     """Cheap structural check before any lookup (prefix, length, alphabet, checksum)."""
     if len(secret) != len(prefix) + RANDOM_CHARS + CHECKSUM_CHARS or not secret.startswith(prefix):
         return False
-    body, check = secret[:-CHECKSUM_CHARS], secret[-CHECKSUM_CHARS:]
-    if not body[len(prefix) :].isascii() or not body[len(prefix) :].isalnum():
+    rest = secret[len(prefix) :]
+    if not rest.isascii() or not rest.isalnum():
         return False
+    body, check = secret[:-CHECKSUM_CHARS], secret[-CHECKSUM_CHARS:]
     return hmac.compare_digest(check, checksum(body))
 
 
@@ -70,3 +80,33 @@ def display_prefix(secret: str) -> str:
 def new_id(kind: str) -> str:
     """A public identifier such as ``org_5Xk2...``: random, not secret."""
     return f"{kind}_{secrets.token_hex(8)}"
+
+
+@lru_cache(maxsize=1)
+def password_hasher() -> PasswordHasher:
+    """Argon2id with argon2-cffi's current defaults (RFC 9106 low-memory profile)."""
+    return PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    """Slow on purpose: call it in a thread, never on the event loop."""
+    return password_hasher().hash(password)
+
+
+# A real hash of a random password, so an unknown account costs as much as a wrong password.
+@lru_cache(maxsize=1)
+def decoy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return password_hasher().verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def s256(verifier: str) -> str:
+    """RFC 7636 §4.2: BASE64URL(SHA256(ASCII(code_verifier))) without padding."""
+    digest_bytes = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest_bytes).rstrip(b"=").decode("ascii")

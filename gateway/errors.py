@@ -116,6 +116,12 @@ class MethodNotAllowed(GatewayError):
         return {"Allow": ", ".join(self.allowed)}
 
 
+class ExpectationFailed(GatewayError):
+    status = 417
+    code = "expectation_failed"
+    message = "Only 'Expect: 100-continue' is supported."
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     code = "payload_too_large"
@@ -148,6 +154,80 @@ class ServiceUnavailable(GatewayError):
 
     def headers(self) -> Mapping[str, str]:
         return {"Retry-After": "1"}
+
+
+class OAuthError(GatewayError):
+    """RFC 6749 §5.2: ``{"error", "error_description"}``, 400 unless said otherwise.
+
+    At the authorization endpoint the same errors travel as redirect parameters
+    (§4.1.2.1), but only once the redirect_uri has been validated.
+    """
+
+    status = 400
+    code = "invalid_request"
+    message = "The request is missing a parameter or is otherwise malformed."
+
+    def body(self) -> dict[str, object]:
+        return {"error": self.code, "error_description": self.message}
+
+
+class InvalidRequest(OAuthError):
+    code = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    """§5.2: 401 with a WWW-Authenticate challenge for the scheme clients may use."""
+
+    status = 401
+    code = "invalid_client"
+    message = "Client authentication failed."
+
+    def headers(self) -> Mapping[str, str]:
+        return {"WWW-Authenticate": 'Basic realm="gateway"'}
+
+
+class InvalidGrant(OAuthError):
+    code = "invalid_grant"
+    message = "The grant is invalid, expired, revoked or was issued to another client."
+
+
+class UnauthorizedClient(OAuthError):
+    code = "unauthorized_client"
+    message = "This client may not use this grant type."
+
+
+class UnsupportedGrantType(OAuthError):
+    code = "unsupported_grant_type"
+    message = "The grant type is not supported."
+
+
+class InvalidScope(OAuthError):
+    code = "invalid_scope"
+    message = "The requested scope is invalid, unknown or exceeds what is allowed."
+
+
+class AccessDenied(OAuthError):
+    status = 403
+    code = "access_denied"
+    message = "The resource owner denied the request."
+
+
+class UnsupportedResponseType(OAuthError):
+    code = "unsupported_response_type"
+    message = "Only response_type=code is supported."
+
+
+class TooManyRequests(GatewayError):
+    status = 429
+    code = "rate_limited"
+    message = "Too many requests; try again later."
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class InternalError(GatewayError):

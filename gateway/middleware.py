@@ -11,7 +11,7 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway.errors import HTTP_STATUS_ERRORS, GatewayError, InternalError
+from gateway.errors import HTTP_STATUS_ERRORS, GatewayError, InternalError, MethodNotAllowed
 from gateway.exchange import EXCHANGE, Exchange
 from gateway.logs import log_request
 from gateway.metrics import Metrics, method_label, status_class
@@ -34,6 +34,8 @@ def render(error: GatewayError, request_id: str) -> web.Response:
 
 def from_http_exception(exc: web.HTTPException) -> GatewayError:
     """aiohttp raised an HTTP error of its own (body limits, ...): answer in our format."""
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(exc.method, tuple(sorted(exc.allowed_methods)))
     kind = HTTP_STATUS_ERRORS.get(exc.status)
     if kind is not None:
         return kind()
@@ -62,6 +64,9 @@ def observe(metrics: Metrics) -> Middleware:
             metrics.in_flight.dec()
         if error is not None:
             response = render(error, exchange.request_id)
+            if "Expect" in request.headers:
+                # The client may be holding its body back for a 100 we never sent.
+                response.force_close()
         record(metrics, request, exchange, response.status, error)
         return response
 

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.errors import MethodNotAllowed, NoRoute
 from gateway.exchange import EXCHANGE
+from gateway.expect import send_continue
 from gateway.pipeline.authn import Authenticator, Principal
 from gateway.pipeline.authz import require_scopes
 from gateway.pipeline.headers import ForwardedFor
@@ -74,5 +75,6 @@ class Pipeline:
             if principal.method == "api_key":
                 self.last_used.seen(principal.credential_id, time.time())
         exchange.client_ip, forwarded = self.forwarded_for.headers(request)
+        await send_continue(request)
         injected = identity_headers(principal, exchange.request_id) + forwarded
         return await self.forwarder.forward(request, route, path, injected)

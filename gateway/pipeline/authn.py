@@ -46,18 +46,26 @@ class Principal:
 Lookup = Callable[[str], Awaitable[Principal | None]]
 
 
-def read_credential(request: web.Request) -> str | None:
+def read_credential(request: web.Request, access_token_header: bool = False) -> str | None:
     """The one credential a request carries, or None; 400 when it carries two."""
     headers = request.headers
     api_keys = headers.getall("X-API-Key", ())
     auths = headers.getall("Authorization", ())
-    if len(api_keys) > 1 or len(auths) > 1:
+    legacy = headers.getall("access_token", ()) if access_token_header else ()
+    if len(api_keys) > 1 or len(auths) > 1 or len(legacy) > 1:
         raise BadRequest("Send one credential: a header was repeated.")
-    bearer = bearer_token(auths[0]) if auths else None
-    api_key = api_keys[0].strip() if api_keys else None
-    if api_key is not None and bearer is not None:
-        raise BadRequest("Send one credential: either X-API-Key or Authorization, not both.")
-    return api_key if api_key is not None else bearer
+    found = [
+        c
+        for c in (
+            api_keys[0].strip() if api_keys else None,
+            bearer_token(auths[0]) if auths else None,
+            legacy[0].strip() if legacy else None,
+        )
+        if c is not None
+    ]
+    if len(found) > 1:
+        raise BadRequest("Send one credential: X-API-Key, Authorization or access_token.")
+    return found[0] if found else None
 
 
 def bearer_token(value: str) -> str | None:
@@ -114,9 +122,12 @@ class CredentialCache:
 class Authenticator:
     """Resolves a raw secret to a Principal through the cache and the store."""
 
-    def __init__(self, store: Store, cache: CredentialCache) -> None:
+    def __init__(
+        self, store: Store, cache: CredentialCache, *, access_token_header: bool = False
+    ) -> None:
         self.store = store
         self.cache = cache
+        self.access_token_header = access_token_header
         self._lookups: dict[str, Lookup] = {crypto.API_KEY_PREFIX: self._api_key}
 
     def register(self, prefix: str, lookup: Lookup) -> None:
@@ -124,7 +135,7 @@ class Authenticator:
         self._lookups[prefix] = lookup
 
     async def authenticate(self, request: web.Request) -> Principal:
-        secret = read_credential(request)
+        secret = read_credential(request, self.access_token_header)
         if not secret:
             raise Unauthorized("missing")
         now = time.time()

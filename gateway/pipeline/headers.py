@@ -19,6 +19,8 @@ from functools import lru_cache
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.errors import BadRequest
+
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -46,7 +48,7 @@ INJECTED = (
     "X-Forwarded-Proto",
     "X-Forwarded-Host",
 )
-CREDENTIALS = ("Authorization", "X-API-Key")
+CREDENTIALS = ("Authorization", "X-API-Key", "Access-Token")
 # Also dropped: other spellings of forwarding information a backend might trust.
 SPOOFABLE = ("Forwarded", "X-Real-IP", "X-Forwarded-Port", "X-Forwarded-Prefix", "Host")
 STRIPPED = frozenset(n.lower() for n in (*INJECTED, *CREDENTIALS, *SPOOFABLE))
@@ -75,10 +77,22 @@ def upstream_request_headers(
         key = canonical(name)
         if key in HOP_BY_HOP or key in STRIPPED or key in listed:
             continue
+        if not value.isascii():
+            forwardable(name, value)
         out.add(name, value)
     for name, value in injected:
         out.add(name, value)
     return out
+
+
+def forwardable(name: str, value: str) -> None:
+    """A value whose bytes were not UTF-8 cannot be re-sent as the client sent it (the
+    HTTP client would silently drop them), so the gateway refuses it rather than let the
+    upstream read something other than what was checked."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"Header {name!r} has a value that is not valid UTF-8.") from None
 
 
 def downstream_response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:

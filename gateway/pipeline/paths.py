@@ -55,6 +55,9 @@ def bad_path(detail: str) -> BadRequest:
 def normalize(raw_target: str) -> NormalPath:
     """Split a raw request target into a normalized path and its query string."""
     path, _, query = raw_target.partition("?")
+    if path.startswith(("http://", "https://")):
+        # RFC 9112 §3.2.2: a server accepts the absolute-form too; the authority is ours.
+        path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
     if not path.startswith("/"):
         raise bad_path("it must be an absolute path")
     if not PATH_CHARS.match(path):

@@ -160,8 +160,8 @@ class Store(Protocol):
 
     # --- people ---
     async def create_user(self, user: User, password_hash: str) -> None: ...
-    async def find_user(self, email_or_id: str) -> tuple[User, str] | None:
-        """The user and their password hash."""
+    async def find_user(self, email: str) -> tuple[User, str] | None:
+        """The user with this (lower-cased) email and their password hash."""
         ...
 
     async def set_membership(self, user_id: str, org_id: str, role: str, at: float) -> None: ...

@@ -93,10 +93,10 @@ class OAuthTables(SqliteBase):
             (user.id, user.email, password_hash, user.created_at),
         )
 
-    async def find_user(self, email_or_id: str) -> tuple[User, str] | None:
+    async def find_user(self, email: str) -> tuple[User, str] | None:
         rows = await self._rows(
-            "SELECT id, email, created_at, password_hash FROM users WHERE email = ? OR id = ?",
-            (email_or_id.lower(), email_or_id),
+            "SELECT id, email, created_at, password_hash FROM users WHERE email = ?",
+            (email.lower(),),
         )
         if not rows:
             return None

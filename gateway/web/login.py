@@ -1,0 +1,121 @@
+"""Login and logout pages.
+
+A failed login shows the same message whatever was wrong, costs the same
+Argon2 verification whether or not the account exists, and counts against
+both the account and the client address (``oauth.login_throttle``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from gateway import users
+from gateway.config import Settings
+from gateway.store import Store
+from gateway.web.pages import error_page, render
+from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
+from gateway.web.throttle import LoginThrottle
+
+BAD_LOGIN = "The email or password is not right."
+
+
+class LoginViews:
+    def __init__(
+        self, store: Store, settings: Settings, sessions: Sessions, throttle: LoginThrottle
+    ) -> None:
+        self.store = store
+        self.paths = settings.oauth.paths
+        self.sessions = sessions
+        self.throttle = throttle
+
+    def safe_next(self, value: object) -> str:
+        """Only back to our own authorization endpoint (no open redirect)."""
+        if isinstance(value, str) and value.startswith(self.paths.authorize + "?"):
+            return value
+        return self.paths.login
+
+    def form(
+        self,
+        request: web.Request,
+        csrf: str,
+        next_url: str,
+        error: str | None = None,
+        status: int = 200,
+    ) -> web.Response:
+        context = {
+            "action": self.paths.login,
+            "next": next_url,
+            "csrf_token": csrf,
+            "csrf_field": CSRF_FIELD,
+            "error": error,
+        }
+        return render(request, "login.html", context, status=status)
+
+    async def get(self, request: web.Request) -> web.Response:
+        session = await self.sessions.load(request)
+        if "user_id" in session and "next" not in request.query:
+            response = render(
+                request,
+                "signed_in.html",
+                {
+                    "email": session.get("email"),
+                    "logout": self.paths.logout,
+                    "csrf_token": csrf_token(session),
+                    "csrf_field": CSRF_FIELD,
+                },
+            )
+        else:
+            next_url = self.safe_next(request.query.get("next"))
+            response = self.form(request, csrf_token(session), next_url)
+        await self.sessions.save(request, response, session)
+        return response
+
+    async def post(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        session = await self.sessions.load(request)
+        next_url = self.safe_next(form.get("next"))
+        sent = form.get(CSRF_FIELD)
+        if not csrf_ok(session, sent if isinstance(sent, str) else None):
+            response = self.form(
+                request, csrf_token(session), next_url, "Your session expired; try again.", 400
+            )
+            await self.sessions.save(request, response, session)
+            return response
+        email = str(form.get("email", "")).strip().lower()[:320]
+        password = str(form.get("password", ""))
+        ip = request.remote or "-"
+        wait = await self.throttle.retry_after(email, ip)
+        if wait is not None:
+            response = self.form(
+                request,
+                csrf_token(session),
+                next_url,
+                f"Too many failed attempts. Try again in {wait} seconds.",
+                429,
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
+        user = await users.verify_login(self.store, email, password)
+        if user is None:
+            await self.throttle.failed(email, ip)
+            return self.form(request, csrf_token(session), next_url, BAD_LOGIN, 401)
+        fresh = await self.sessions.new()
+        fresh["user_id"] = user.id
+        fresh["email"] = user.email
+        fresh["login_at"] = time.time()
+        response = web.Response(status=303, headers={"Location": next_url})
+        await self.sessions.save(request, response, fresh)
+        return response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        session = await self.sessions.load(request)
+        sent = form.get(CSRF_FIELD)
+        if not csrf_ok(session, sent if isinstance(sent, str) else None):
+            return error_page(request, 400, "Session expired", "Reload the page and try again.")
+        session.invalidate()
+        response = web.Response(status=303, headers={"Location": self.paths.login})
+        await self.sessions.save(request, response, session)
+        return response
