@@ -1,0 +1,50 @@
+"""The ``gateway`` command: parse arguments, load config, call into the package.
+
+Output is stable; ``--json`` prints exactly one JSON object on stdout. Errors
+print one line on stderr and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.cli import core, keys, oauth
+from gateway.cli.common import EXIT_USAGE, CliError
+from gateway.config import config_path, load_config
+from gateway.errors import ConfigError
+from gateway.keys import Refused
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="gateway", description="Authentication gateway.")
+    parser.add_argument("--config", help="config file (default: $GATEWAY_CONFIG or ./config.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for module in (core, keys, oauth):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_config(config_path(args.config))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        args.func(settings, args)
+    except (CliError, Refused) as exc:
+        print(f"gateway: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,93 @@
+"""serve, migrate, config check, routes explain."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from gateway.cli.common import CliError, emit, json_parent, with_store
+from gateway.config import Settings
+from gateway.errors import GatewayError
+from gateway.pipeline.paths import normalize
+from gateway.pipeline.proxy import Target
+from gateway.pipeline.routes import RouteTable
+from gateway.store import Store
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> None:
+    from gateway.serve import run
+
+    try:
+        run(settings)
+    except OSError as exc:
+        raise CliError(f"cannot listen: {exc.strerror or exc}") from None
+
+
+async def migrate(store: Store, settings: Settings, args: argparse.Namespace) -> None:
+    # with_store has applied the pending migrations by now.
+    emit(args, {"ok": True}, [f"database ready: {settings.database.url}"])
+
+
+def config_check(settings: Settings, args: argparse.Namespace) -> None:
+    emit(
+        args,
+        {"ok": True, "config": settings.source, "routes": len(settings.routes)},
+        [f"{settings.source}: ok ({len(settings.routes)} routes, {len(settings.scopes)} scopes)"],
+    )
+
+
+def routes_explain(settings: Settings, args: argparse.Namespace) -> None:
+    method = args.method.upper()
+    try:
+        path = normalize(args.path)
+    except GatewayError as exc:
+        raise CliError(f"400 {exc.message}") from None
+    match = RouteTable(settings.routes).match(method, path.segments)
+    if match is None:
+        raise CliError(f"no route matches {method} {path.display}: the gateway answers 404")
+    route = match.route
+    target = Target.of(route.upstream, settings.upstreams[route.upstream])
+    upstream_url = target.url_for(route, path)
+    methods = ", ".join(sorted(route.methods)) if route.methods else "any method"
+    data: dict[str, Any] = {
+        "route": route.name,
+        "index": route.index,
+        "path": route.path,
+        "methods": sorted(route.methods) if route.methods else None,
+        "auth": "none" if route.public else "required",
+        "scopes": list(route.scopes),
+        "params": match.params,
+        "upstream": route.upstream,
+        "upstream_url": upstream_url,
+    }
+    emit(
+        args,
+        data,
+        [
+            f"route:    routes[{route.index}] {route.path} [{methods}]",
+            f"auth:     {'none (public)' if route.public else 'required'}",
+            f"scopes:   {' '.join(route.scopes) or '(none)'}",
+            f"upstream: {route.upstream} -> {method} {upstream_url}",
+        ],
+    )
+
+
+def register(sub: Any) -> None:
+    js = json_parent()
+    sub.add_parser("serve", help="run the gateway in the foreground").set_defaults(func=serve)
+    sub.add_parser("migrate", parents=[js], help="create or upgrade the database").set_defaults(
+        func=with_store(migrate)
+    )
+    config = sub.add_parser("config", help="configuration").add_subparsers(
+        dest="sub", required=True
+    )
+    config.add_parser("check", parents=[js], help="validate the config and exit").set_defaults(
+        func=config_check
+    )
+    routes = sub.add_parser("routes", help="the route map").add_subparsers(
+        dest="sub", required=True
+    )
+    explain = routes.add_parser("explain", parents=[js], help="which route a request hits")
+    explain.add_argument("method")
+    explain.add_argument("path")
+    explain.set_defaults(func=routes_explain)

@@ -1,0 +1,51 @@
+"""The JSON shape of records, shared by the CLI's --json output and the APIs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.store.base import ApiKey, OAuthClient, Org, User
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def org_json(org: Org) -> dict[str, Any]:
+    return {"id": org.id, "name": org.name, "created_at": rfc3339(org.created_at)}
+
+
+def key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "org_id": key.org_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "scopes": list(key.scopes),
+        "created_at": rfc3339(key.created_at),
+        "expires_at": rfc3339(key.expires_at),
+        "last_used_at": rfc3339(key.last_used_at),
+        "revoked_at": rfc3339(key.revoked_at),
+    }
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {"id": user.id, "email": user.email, "created_at": rfc3339(user.created_at)}
+
+
+def client_json(client: OAuthClient) -> dict[str, Any]:
+    return {
+        "client_id": client.id,
+        "name": client.name,
+        "public": client.public,
+        "redirect_uris": list(client.redirect_uris),
+        "allowed_scopes": list(client.allowed_scopes),
+        "grant_types": list(client.grant_types),
+        "org_id": client.org_id,
+        "allow_user_auth": client.allow_user_auth,
+        "created_at": rfc3339(client.created_at),
+        "disabled_at": rfc3339(client.disabled_at),
+    }
