@@ -18,10 +18,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway import keys
+from gateway import keys, users
 from gateway.app import CACHE, STORE, create_admin_app, create_app
 from gateway.config import Settings, settings_from_dict
+from gateway.oauth.clients import RegisteredClient, register_client
 from gateway.store import Org, Store
+from gateway.store.base import User
 from upstream_example import create_app as create_upstream
 
 AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -33,6 +35,10 @@ SCOPES = {
     "products:read": "Search products",
     "admin:all": "Everything under /admin",
 }
+
+
+PASSWORD = "correct horse battery"
+REDIRECT_URI = "http://127.0.0.1:18999/callback"
 
 
 def free_port() -> int:
@@ -99,6 +105,7 @@ def base_config(upstream_url: str, db_path: Path) -> dict[str, Any]:
             {"path": "/down/**", "upstream": "down"},
         ],
         "cache": {"credential_ttl": 30, "poll_interval": 0.1},
+        "oauth": {"default_scopes": ["contacts:read"]},
         "usage": {"flush_interval": 0.2},
     }
 
@@ -137,6 +144,50 @@ class Gateway:
         """Read the SQLite file directly, as an auditor would."""
         with sqlite3.connect(self.db_path) as db:
             return list(db.execute(sql))
+
+    async def user(
+        self,
+        email: str = "ada@example.com",
+        password: str = PASSWORD,
+        orgs: tuple[str, ...] = ("acme",),
+        role: str = "admin",
+    ) -> User:
+        """A person who can sign in, member of each of ``orgs`` (created if needed)."""
+        for name in orgs:
+            await self.org(name)
+        user = await users.create_user(self.store, email, password, orgs[0], role)
+        for name in orgs[1:]:
+            await users.add_to_org(self.store, email, name, role)
+        return user
+
+    async def oauth_client(
+        self,
+        *,
+        name: str = "Zap",
+        redirect_uris: tuple[str, ...] = (REDIRECT_URI,),
+        scopes: tuple[str, ...] = ("contacts:read", "contacts:write"),
+        public: bool = False,
+        grant_types: tuple[str, ...] = (),
+        org: str | None = None,
+        allow_user_auth: bool = False,
+    ) -> RegisteredClient:
+        if org is not None:
+            await self.org(org)
+        return await register_client(
+            self.store,
+            name=name,
+            redirect_uris=redirect_uris,
+            scopes=scopes,
+            catalog=self.settings.scopes,
+            public=public,
+            grant_types=grant_types,
+            org=org,
+            allow_user_auth=allow_user_auth,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.client.server.port}"
 
     @property
     def cache_size(self) -> int:
