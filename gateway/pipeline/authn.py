@@ -170,7 +170,7 @@ class Authenticator:
         return principal
 
     async def _api_key(self, digest: str) -> Principal | None:
-        found = await self.store.find_api_key_by_digest(digest)
+        found = await self.store.find_api_key_by_digest(digest, time.time())
         if found is None or not crypto.same_digest(found.digest, digest):
             return None
         key = found.key

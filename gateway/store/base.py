@@ -32,6 +32,10 @@ class ApiKey:
     expires_at: float | None = None
     last_used_at: float | None = None
     revoked_at: float | None = None
+    max_requests: int | None = None
+    rate_limit: int | None = None  # requests per minute
+    allowed_ips: tuple[str, ...] = ()
+    request_count: int = 0
 
     def usable_at(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
@@ -41,6 +45,35 @@ class ApiKey:
 class KeyWithDigest:
     key: ApiKey
     digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Counts for one (org, day, credential, route, status, client address)."""
+
+    org_id: str
+    day: str
+    credential_id: str
+    route: str
+    status: int
+    client_ip: str
+    requests: int
+    errors: int
+    paid_requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    org_id: str
+    at: float
+    request_id: str
+    method: str
+    route: str
+    status: int
+    reason: str
+    credential_id: str | None
+    client_ip: str | None
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +182,33 @@ class Store(Protocol):
         """Mark a key revoked and record a credential event; False if unknown or already."""
         ...
 
-    async def find_api_key_by_digest(self, digest: str) -> KeyWithDigest | None: ...
-    async def record_last_used(self, seen: dict[str, float]) -> None:
-        """Batch-write last_used_at (never moving it backwards)."""
+    async def find_api_key_by_digest(self, digest: str, now: float) -> KeyWithDigest | None:
+        """By current digest, or by the previous one while its rotation grace lasts."""
         ...
+
+    async def list_api_keys_page(
+        self, org_id: str, after: str | None, limit: int
+    ) -> list[ApiKey]: ...
+    async def update_api_key(self, key: ApiKey, at: float) -> None:
+        """Write name, scopes, expiry and limits; evict the key from every cache."""
+        ...
+
+    async def rotate_api_key(
+        self, key_id: str, digest: str, prefix: str, previous_valid_until: float, at: float
+    ) -> None: ...
+    async def delete_api_key(self, key_id: str, at: float) -> bool: ...
+    async def record_last_used(
+        self, seen: dict[str, float], counts: dict[str, int] | None = None
+    ) -> None:
+        """Batch-write last_used_at (never moving it backwards) and add request counts."""
+        ...
+
+    async def add_usage(self, rows: list[UsageRow]) -> None: ...
+    async def usage(self, org_id: str, from_day: str, to_day: str) -> list[UsageRow]: ...
+    async def add_errors(self, rows: list[ErrorRow], keep: int) -> None: ...
+    async def errors_page(
+        self, org_id: str, before_seq: int | None, limit: int
+    ) -> list[ErrorRow]: ...
 
     async def credential_events_since(self, seq: int) -> tuple[int, list[str]]:
         """Credential ids changed after ``seq``, and the newest seq seen."""

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import astuple
 from typing import Any
 
-from gateway.store.base import ApiKey, KeyWithDigest, Org
+from gateway.store.base import ApiKey, ErrorRow, KeyWithDigest, Org, UsageRow
 from gateway.store.sqlite_oauth import OAuthTables
 
-KEY_COLUMNS = "id, org_id, name, prefix, scopes, created_at, expires_at, last_used_at, revoked_at"
+KEY_COLUMNS = (
+    "id, org_id, name, prefix, scopes, created_at, expires_at, last_used_at, revoked_at, "
+    "max_requests, rate_limit, allowed_ips, request_count"
+)
+USAGE_COLUMNS = (
+    "org_id, day, credential_id, route, status, client_ip, requests, errors, paid_requests"
+)
+ERROR_COLUMNS = (
+    "org_id, at, request_id, method, route, status, reason, credential_id, client_ip, seq"
+)
 
 
 def key_from_row(row: Iterable[Any]) -> ApiKey:
-    kid, org_id, name, prefix, scopes, created, expires, last_used, revoked = row
+    (kid, org_id, name, prefix, scopes, created, expires, last_used, revoked,
+     max_requests, rate_limit, allowed_ips, request_count) = row  # fmt: skip
     return ApiKey(
         id=kid,
         org_id=org_id,
@@ -23,6 +34,28 @@ def key_from_row(row: Iterable[Any]) -> ApiKey:
         expires_at=expires,
         last_used_at=last_used,
         revoked_at=revoked,
+        max_requests=max_requests,
+        rate_limit=rate_limit,
+        allowed_ips=tuple((allowed_ips or "").split()),
+        request_count=request_count,
+    )
+
+
+def key_params(key: ApiKey) -> tuple[Any, ...]:
+    return (
+        key.id,
+        key.org_id,
+        key.name,
+        key.prefix,
+        " ".join(key.scopes),
+        key.created_at,
+        key.expires_at,
+        key.last_used_at,
+        key.revoked_at,
+        key.max_requests,
+        key.rate_limit,
+        " ".join(key.allowed_ips) or None,
+        key.request_count,
     )
 
 
@@ -49,19 +82,9 @@ class SqliteStore(OAuthTables):
 
     async def insert_api_key(self, key: ApiKey, digest: str) -> None:
         await self._write(
-            f"INSERT INTO api_keys ({KEY_COLUMNS}, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                key.id,
-                key.org_id,
-                key.name,
-                key.prefix,
-                " ".join(key.scopes),
-                key.created_at,
-                key.expires_at,
-                key.last_used_at,
-                key.revoked_at,
-                digest,
-            ),
+            f"INSERT INTO api_keys ({KEY_COLUMNS}, digest) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*key_params(key), digest),
         )
 
     async def get_api_key(self, key_id: str) -> ApiKey | None:
@@ -85,23 +108,109 @@ class SqliteStore(OAuthTables):
                 await self.record_events([key_id], at)
         return bool(changed)
 
-    async def find_api_key_by_digest(self, digest: str) -> KeyWithDigest | None:
+    async def find_api_key_by_digest(self, digest: str, now: float) -> KeyWithDigest | None:
         rows = await self._rows(
-            f"SELECT {KEY_COLUMNS}, digest FROM api_keys WHERE digest = ?", (digest,)
+            f"SELECT {KEY_COLUMNS}, digest FROM api_keys WHERE digest = ? "
+            f"UNION ALL SELECT {KEY_COLUMNS}, previous_digest FROM api_keys "
+            "WHERE previous_digest = ? AND previous_valid_until > ?",
+            (digest, digest, now),
         )
         if not rows:
             return None
         *columns, stored = rows[0]
         return KeyWithDigest(key_from_row(columns), stored)
 
-    async def record_last_used(self, seen: dict[str, float]) -> None:
-        if not seen:
-            return
-        await self._write_many(
-            "UPDATE api_keys SET last_used_at = ? "
-            "WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
-            [(ts, kid, ts) for kid, ts in seen.items()],
+    async def list_api_keys_page(self, org_id: str, after: str | None, limit: int) -> list[ApiKey]:
+        rows = await self._rows(
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (org_id, after or "", limit),
         )
+        return [key_from_row(r) for r in rows]
+
+    async def update_api_key(self, key: ApiKey, at: float) -> None:
+        async with self.transaction():
+            await self._write(
+                "UPDATE api_keys SET name = ?, scopes = ?, expires_at = ?, max_requests = ?, "
+                "rate_limit = ?, allowed_ips = ? WHERE id = ?",
+                (
+                    key.name,
+                    " ".join(key.scopes),
+                    key.expires_at,
+                    key.max_requests,
+                    key.rate_limit,
+                    " ".join(key.allowed_ips) or None,
+                    key.id,
+                ),
+            )
+            await self.record_events([key.id], at)
+
+    async def rotate_api_key(
+        self, key_id: str, digest: str, prefix: str, previous_valid_until: float, at: float
+    ) -> None:
+        async with self.transaction():
+            await self._write(
+                "UPDATE api_keys SET previous_digest = digest, previous_valid_until = ?, "
+                "digest = ?, prefix = ? WHERE id = ?",
+                (previous_valid_until, digest, prefix, key_id),
+            )
+            await self.record_events([key_id], at)
+
+    async def delete_api_key(self, key_id: str, at: float) -> bool:
+        async with self.transaction():
+            deleted = await self._write("DELETE FROM api_keys WHERE id = ?", (key_id,))
+            if deleted:
+                await self.record_events([key_id], at)
+        return bool(deleted)
+
+    async def record_last_used(
+        self, seen: dict[str, float], counts: dict[str, int] | None = None
+    ) -> None:
+        async with self.transaction():
+            await self._write_many(
+                "UPDATE api_keys SET last_used_at = ? "
+                "WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+                [(ts, kid, ts) for kid, ts in seen.items()],
+            )
+            await self._write_many(
+                "UPDATE api_keys SET request_count = request_count + ? WHERE id = ?",
+                [(n, kid) for kid, n in (counts or {}).items()],
+            )
+
+    async def add_usage(self, rows: list[UsageRow]) -> None:
+        await self._write_many(
+            f"INSERT INTO usage_daily ({USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (org_id, day, credential_id, route, status, client_ip) DO UPDATE SET "
+            "requests = requests + excluded.requests, errors = errors + excluded.errors, "
+            "paid_requests = paid_requests + excluded.paid_requests",
+            [astuple(r) for r in rows],
+        )
+
+    async def usage(self, org_id: str, from_day: str, to_day: str) -> list[UsageRow]:
+        rows = await self._rows(
+            f"SELECT {USAGE_COLUMNS} FROM usage_daily WHERE org_id = ? AND day >= ? AND day <= ?",
+            (org_id, from_day, to_day),
+        )
+        return [UsageRow(*r) for r in rows]
+
+    async def add_errors(self, rows: list[ErrorRow], keep: int) -> None:
+        async with self.transaction():
+            await self._write_many(
+                "INSERT INTO request_errors (org_id, at, request_id, method, route, status, "
+                "reason, credential_id, client_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [astuple(r)[:-1] for r in rows],  # all but seq, which the table assigns
+            )
+            await self._write(
+                "DELETE FROM request_errors WHERE seq <= (SELECT MAX(seq) FROM request_errors) - ?",
+                (keep,),
+            )
+
+    async def errors_page(self, org_id: str, before_seq: int | None, limit: int) -> list[ErrorRow]:
+        rows = await self._rows(
+            f"SELECT {ERROR_COLUMNS} FROM request_errors WHERE org_id = ? AND seq < ? "
+            "ORDER BY seq DESC LIMIT ?",
+            (org_id, before_seq if before_seq is not None else 2**62, limit),
+        )
+        return [ErrorRow(*r) for r in rows]
 
     async def credential_events_since(self, seq: int) -> tuple[int, list[str]]:
         rows = await self._rows(
