@@ -17,6 +17,7 @@ from gateway import crypto
 from gateway.config import Settings
 from gateway.errors import MethodNotAllowed, ServiceUnavailable
 from gateway.expect import expect_later, expect_now
+from gateway.limits import Limiter
 from gateway.metrics import Metrics
 from gateway.middleware import observe, render
 from gateway.oauth.authorize import AuthorizeEndpoint
@@ -31,7 +32,7 @@ from gateway.pipeline.headers import ForwardedFor
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import RouteTable
 from gateway.store import Store, StoreUnavailable, open_store
-from gateway.usage import LastUsed
+from gateway.usage import UsageBook
 from gateway.web.login import LoginViews
 from gateway.web.pages import setup_templates
 from gateway.web.session import Sessions
@@ -42,6 +43,7 @@ METRICS: Final = web.AppKey("metrics", Metrics)
 STORE: Final = web.AppKey("store", Store)
 PIPELINE: Final = web.AppKey("pipeline", Pipeline)
 CACHE: Final = web.AppKey("credential_cache", CredentialCache)
+USAGE: Final = web.AppKey("usage", UsageBook)
 PUBLIC_APP: Final = web.AppKey("public_app", web.Application)
 
 UPSTREAM_CONNECTIONS = 256
@@ -87,6 +89,7 @@ def oauth_server(settings: Settings, store: Store, tokens: TokenService) -> OAut
 async def resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     metrics = app[METRICS]
+    usage = app[USAGE]
     store = open_store(settings)
     cache = CredentialCache(settings.cache.credential_ttl, settings.cache.max_entries)
     tokens = TokenService(store, settings.oauth)
@@ -97,7 +100,6 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     forwarder = Forwarder(
         settings.upstreams, metrics, settings.proxy.max_body_size, UPSTREAM_CONNECTIONS
     )
-    last_used = LastUsed(store)
     watcher = RevocationWatcher(store, cache, settings.cache.poll_interval)
     app[STORE] = store
     app[CACHE] = cache
@@ -107,7 +109,8 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         authenticator,
         forwarder,
         ForwardedFor(settings.proxy.trusted_proxies),
-        last_used,
+        Limiter(settings.limits),
+        usage,
     )
     metrics.credential_cache.set_function(lambda: len(cache))
     # Only now the things that hold connections, each undone if a later one fails.
@@ -119,12 +122,12 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         try:
             async with (
                 background(watcher.run()),
-                background(last_used.run(settings.usage.flush_interval)),
+                background(usage.run(store, settings.usage.flush_interval)),
             ):
                 yield
         finally:
             await forwarder.close()
-            await last_used.flush()
+            await usage.flush(store)
     finally:
         await store.close()
 
@@ -170,13 +173,15 @@ def add_oauth_routes(app: web.Application, settings: Settings) -> None:
 def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
     """The public listener: OAuth endpoints and pages first, then every proxied route."""
     metrics = metrics or Metrics()
+    usage = UsageBook()
     app = web.Application(
-        middlewares=[observe(metrics)],
+        middlewares=[observe(metrics, usage)],
         handler_args={"max_field_size": 16384},
         client_max_size=BODY_LIMIT,
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[USAGE] = usage
     app.cleanup_ctx.append(resources)
     setup_templates(app)
     add_oauth_routes(app, settings)

@@ -132,6 +132,13 @@ class Proxy(Strict):
         return cidrs
 
 
+class Limits(Strict):
+    """Defaults for every credential and organization; a key's own limits only tighten."""
+
+    per_credential: int | None = Field(10_000, gt=0, description="requests per minute")
+    per_org: int | None = Field(10_000, gt=0, description="requests per minute")
+
+
 class Cache(Strict):
     credential_ttl: float = Field(30.0, ge=0, description="seconds a verified credential is kept")
     max_entries: int = Field(100_000, ge=0)
@@ -222,6 +229,7 @@ class Settings(Strict):
     upstreams: dict[str, Upstream] = {}
     routes: tuple[Route, ...] = ()
     proxy: Proxy = Proxy()
+    limits: Limits = Limits()
     cache: Cache = Cache()
     usage: Usage = Usage()
     oauth: OAuth = OAuth()

@@ -15,6 +15,7 @@ from gateway.errors import HTTP_STATUS_ERRORS, GatewayError, InternalError, Meth
 from gateway.exchange import EXCHANGE, Exchange
 from gateway.logs import log_request
 from gateway.metrics import Metrics, method_label, status_class
+from gateway.usage import UsageBook
 
 log = logging.getLogger("gateway")
 NO_ROUTE: Final = "-"
@@ -44,7 +45,7 @@ def from_http_exception(exc: web.HTTPException) -> GatewayError:
     return error
 
 
-def observe(metrics: Metrics) -> Middleware:
+def observe(metrics: Metrics, usage: UsageBook) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
@@ -67,7 +68,7 @@ def observe(metrics: Metrics) -> Middleware:
             if "Expect" in request.headers:
                 # The client may be holding its body back for a 100 we never sent.
                 response.force_close()
-        record(metrics, request, exchange, response.status, error)
+        record(metrics, usage, request, exchange, response.status, error)
         return response
 
     return middleware
@@ -75,6 +76,7 @@ def observe(metrics: Metrics) -> Middleware:
 
 def record(
     metrics: Metrics,
+    usage: UsageBook,
     request: web.Request,
     exchange: Exchange,
     status: int,
@@ -96,4 +98,16 @@ def record(
     upstream = exchange.upstream_seconds or 0.0
     prepared = exchange.prepared_at or finished
     metrics.overhead.labels(route).observe(max(prepared - exchange.started - upstream, 0.0))
+    if principal is not None:
+        usage.decided(
+            org_id=principal.org_id,
+            credential_id=principal.credential_id,
+            route=route,
+            status=status,
+            client_ip=exchange.client_ip or "",
+            now=time.time(),
+            failure=(exchange.request_id, request.method, error.reason)
+            if error is not None
+            else None,
+        )
     log_request(request, exchange, status, finished - exchange.started, error)

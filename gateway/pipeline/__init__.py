@@ -13,13 +13,14 @@ from aiohttp import web
 from gateway.errors import MethodNotAllowed, NoRoute
 from gateway.exchange import EXCHANGE
 from gateway.expect import send_continue
+from gateway.limits import Limiter
 from gateway.pipeline.authn import Authenticator, Principal
 from gateway.pipeline.authz import require_scopes
 from gateway.pipeline.headers import ForwardedFor
 from gateway.pipeline.paths import normalize
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import Match, RouteTable
-from gateway.usage import LastUsed
+from gateway.usage import UsageBook
 
 
 def identity_headers(principal: Principal | None, request_id: str) -> list[tuple[str, str]]:
@@ -47,13 +48,15 @@ class Pipeline:
         authenticator: Authenticator,
         forwarder: Forwarder,
         forwarded_for: ForwardedFor,
-        last_used: LastUsed,
+        limiter: Limiter,
+        usage: UsageBook,
     ) -> None:
         self.routes = routes
         self.authenticator = authenticator
         self.forwarder = forwarder
         self.forwarded_for = forwarded_for
-        self.last_used = last_used
+        self.limiter = limiter
+        self.usage = usage
 
     def match(self, method: str, segments: tuple[str, ...]) -> Match:
         found = self.routes.match(method, segments)
@@ -67,14 +70,21 @@ class Pipeline:
         exchange = request[EXCHANGE]
         route = self.match(request.method, path.segments).route
         exchange.route = route
+        exchange.client_ip, forwarded = self.forwarded_for.headers(request)
         principal = None
         if not route.public:
             principal = await self.authenticator.authenticate(request)
             exchange.principal = principal
+            self.limiter.check_address(principal.limits, exchange.client_ip)
             require_scopes(route, principal)
+            self.limiter.admit(
+                principal.credential_id,
+                principal.org_id,
+                principal.limits,
+                principal.request_count,
+            )
             if principal.method == "api_key":
-                self.last_used.seen(principal.credential_id, time.time())
-        exchange.client_ip, forwarded = self.forwarded_for.headers(request)
+                self.usage.key_used(principal.credential_id, time.time())
         await send_continue(request)
         injected = identity_headers(principal, exchange.request_id) + forwarded
         return await self.forwarder.forward(request, route, path, injected)

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway import crypto
 from gateway.errors import BadRequest, ServiceUnavailable, Unauthorized
+from gateway.limits import KeyLimits
 from gateway.store import Store, StoreUnavailable
 
 log = logging.getLogger("gateway.authn")
@@ -38,6 +39,8 @@ class Principal:
     expires_at: float | None = None
     client_id: str | None = None
     user_id: str | None = None
+    limits: KeyLimits | None = None
+    request_count: int = 0  # as stored when this principal was loaded (for quotas)
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -82,7 +85,7 @@ class CredentialCache:
         self.ttl = ttl
         self.max_entries = max_entries
         self._entries: dict[str, tuple[Principal, float]] = {}
-        self._by_id: dict[str, str] = {}
+        self._by_id: dict[str, set[str]] = {}
 
     def get(self, digest: str, now: float) -> Principal | None:
         entry = self._entries.get(digest)
@@ -99,11 +102,11 @@ class CredentialCache:
         while len(self._entries) >= self.max_entries:
             self._drop(next(iter(self._entries)))
         self._entries[digest] = (principal, now + self.ttl)
-        self._by_id[principal.credential_id] = digest
+        # A rotated key may be cached under its old and its new secret at once.
+        self._by_id.setdefault(principal.credential_id, set()).add(digest)
 
     def evict(self, credential_id: str) -> None:
-        digest = self._by_id.get(credential_id)
-        if digest is not None:
+        for digest in self._by_id.pop(credential_id, set()).copy():
             self._drop(digest)
 
     def clear(self) -> None:
@@ -113,7 +116,11 @@ class CredentialCache:
     def _drop(self, digest: str) -> None:
         entry = self._entries.pop(digest, None)
         if entry is not None:
-            self._by_id.pop(entry[0].credential_id, None)
+            digests = self._by_id.get(entry[0].credential_id)
+            if digests is not None:
+                digests.discard(digest)
+                if not digests:
+                    del self._by_id[entry[0].credential_id]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -183,6 +190,8 @@ class Authenticator:
             scope_header=" ".join(key.scopes),
             method="api_key",
             expires_at=key.expires_at,
+            limits=KeyLimits.of(key.max_requests, key.rate_limit, key.allowed_ips),
+            request_count=key.request_count,
         )
 
 
