@@ -106,9 +106,12 @@ class Limiter:
 
     @staticmethod
     def check_address(limits: KeyLimits | None, client_ip: str | None) -> None:
-        if limits is not None and limits.allowed_ips:
-            if not address_allowed(limits.allowed_ips, client_ip):
-                raise AddressNotAllowed()
+        if (
+            limits is not None
+            and limits.allowed_ips
+            and not address_allowed(limits.allowed_ips, client_ip)
+        ):
+            raise AddressNotAllowed()
 
     def admit(
         self, credential_id: str, org_id: str, limits: KeyLimits | None, already_used: int
