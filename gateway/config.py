@@ -27,6 +27,8 @@ from pydantic import (
 from gateway.errors import ConfigError
 
 DEFAULT_CONFIG = "config.yaml"
+ADMIN_SCOPE = "gateway:admin"  # built in: manage one's own organization through the API
+ADMIN_SCOPE_TEXT = "Manage this organization's API keys, apps and usage"
 SCOPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
 METHOD_TOKEN = re.compile(r"^[A-Z][A-Z0-9_\-]*$")
 SEGMENT_PARAM = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")
@@ -194,6 +196,7 @@ class OAuth(Strict):
     code_ttl: int = Field(60, gt=0, le=600, description="seconds")
     default_scopes: tuple[str, ...] = Field((), description="granted when scope is omitted")
     require_pkce: Literal["public", "all"] = "public"
+    allow_admin_scope: bool = Field(False, description="let OAuth clients be granted gateway:admin")
     access_token_header: bool = Field(
         False, description="also accept the credential in an 'access_token:' header"
     )
@@ -245,7 +248,8 @@ class Settings(Strict):
         for name in scopes:
             if not SCOPE_NAME.match(name):
                 raise ValueError(f"bad scope name {name!r}")
-        return scopes
+        # Always in the catalog, whatever the file says.
+        return {**scopes, ADMIN_SCOPE: scopes.get(ADMIN_SCOPE) or ADMIN_SCOPE_TEXT}
 
     @field_validator("upstreams")
     @classmethod

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from gateway import crypto
+from gateway.config import ADMIN_SCOPE
 from gateway.keys import Refused, check_name, check_scopes, resolve_org
 from gateway.store import Store
-from gateway.store.base import OAuthClient
+from gateway.store.base import OAuthClient, Org
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -57,6 +58,8 @@ async def register_client(
     grant_types: Iterable[str] = (),
     org: str | None = None,
     allow_user_auth: bool = False,
+    owner: Org | None = None,
+    allow_admin_scope: bool = False,
 ) -> RegisteredClient:
     grants = tuple(dict.fromkeys(grant_types)) or ("authorization_code", "refresh_token")
     for grant in grants:
@@ -71,6 +74,9 @@ async def register_client(
         raise Refused("a client_credentials client must be bound to an organization (--org)")
     if allow_user_auth and "client_credentials" not in grants:
         raise Refused("--allow-user-auth only applies to the client_credentials grant")
+    scopes = list(scopes)
+    if ADMIN_SCOPE in scopes and not allow_admin_scope:
+        raise Refused(f"{ADMIN_SCOPE} cannot be granted to OAuth clients (oauth.allow_admin_scope)")
     bound = await resolve_org(store, org) if org is not None else None
     secret = None if public else crypto.new_secret(crypto.CLIENT_SECRET_PREFIX)
     client = OAuthClient(
@@ -83,6 +89,7 @@ async def register_client(
         created_at=time.time(),
         org_id=bound.id if bound else None,
         allow_user_auth=allow_user_auth,
+        owner_org_id=owner.id if owner else (bound.id if bound else None),
     )
     await store.insert_client(client, crypto.digest(secret) if secret else None)
     return RegisteredClient(client, secret)

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.config import Settings
+from gateway.config import ADMIN_SCOPE, Settings
 
 WELL_KNOWN = "/.well-known/oauth-authorization-server"
 
@@ -25,7 +25,9 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "token_endpoint": base + paths.token,
         "revocation_endpoint": base + paths.revoke,
         "introspection_endpoint": base + paths.introspect,
-        "scopes_supported": sorted(settings.scopes),
+        "scopes_supported": sorted(
+            s for s in settings.scopes if s != ADMIN_SCOPE or settings.oauth.allow_admin_scope
+        ),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],

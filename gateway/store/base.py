@@ -101,6 +101,23 @@ class OAuthClient:
     org_id: str | None = None
     allow_user_auth: bool = False
     disabled_at: float | None = None
+    owner_org_id: str | None = None  # the organization that registered it
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A user's consent for a client in one organization ("connected app")."""
+
+    id: str
+    user_id: str
+    user_email: str
+    org_id: str
+    client_id: str
+    client_name: str
+    scopes: tuple[str, ...]
+    created_at: float
+    updated_at: float
+    revoked_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +246,23 @@ class Store(Protocol):
     async def list_clients(self) -> list[OAuthClient]: ...
     async def disable_client(self, client_id: str, at: float) -> bool:
         """Disable a client and revoke every token it holds."""
+        ...
+
+    async def list_clients_page(
+        self, owner_org_id: str, after: str | None, limit: int
+    ) -> list[OAuthClient]: ...
+    async def update_client(self, client: OAuthClient) -> None: ...
+    async def set_client_secret(self, client_id: str, secret_digest: str) -> None: ...
+    async def delete_client(self, client_id: str, at: float) -> bool:
+        """Delete a client, its grants, and revoke every token it holds."""
+        ...
+
+    async def list_grants_page(
+        self, org_id: str, user_id: str | None, after: str | None, limit: int
+    ) -> list[Grant]: ...
+    async def get_grant(self, grant_id: str) -> Grant | None: ...
+    async def revoke_grant(self, grant_id: str, at: float) -> None:
+        """Mark the consent revoked and revoke every token issued under it."""
         ...
 
     async def upsert_grant(

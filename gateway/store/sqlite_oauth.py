@@ -10,6 +10,7 @@ from gateway.store.base import (
     ClientWithSecret,
     ConsumedCode,
     ConsumedToken,
+    Grant,
     Membership,
     OAuthClient,
     OAuthToken,
@@ -20,7 +21,12 @@ from gateway.store.sqlite_base import SqliteBase
 
 CLIENT_COLUMNS = (
     "id, name, secret_digest, redirect_uris, allowed_scopes, grant_types, org_id, "
-    "allow_user_auth, created_at, disabled_at"
+    "allow_user_auth, created_at, disabled_at, owner_org_id"
+)
+GRANT_SELECT = (
+    "SELECT g.id, g.user_id, u.email, g.org_id, g.client_id, c.name, g.scopes, g.created_at, "
+    "g.updated_at, g.revoked_at FROM oauth_grants g JOIN users u ON u.id = g.user_id "
+    "JOIN oauth_clients c ON c.id = g.client_id"
 )
 CODE_COLUMNS = (
     "id, client_id, redirect_uri, user_id, org_id, grant_id, scopes, code_challenge, "
@@ -33,7 +39,7 @@ TOKEN_COLUMNS = (
 
 
 def client_from_row(row: Iterable[Any]) -> ClientWithSecret:
-    cid, name, secret, uris, scopes, grants, org_id, user_auth, created, disabled = row
+    cid, name, secret, uris, scopes, grants, org_id, user_auth, created, disabled, owner = row
     client = OAuthClient(
         id=cid,
         name=name,
@@ -45,8 +51,25 @@ def client_from_row(row: Iterable[Any]) -> ClientWithSecret:
         org_id=org_id,
         allow_user_auth=bool(user_auth),
         disabled_at=disabled,
+        owner_org_id=owner,
     )
     return ClientWithSecret(client, secret)
+
+
+def grant_from_row(row: Iterable[Any]) -> Grant:
+    gid, user_id, email, org_id, client_id, client_name, scopes, created, updated, rev = row
+    return Grant(
+        id=gid,
+        user_id=user_id,
+        user_email=email,
+        org_id=org_id,
+        client_id=client_id,
+        client_name=client_name,
+        scopes=tuple(scopes.split()),
+        created_at=created,
+        updated_at=updated,
+        revoked_at=rev,
+    )
 
 
 def code_from_row(row: Iterable[Any]) -> AuthCode:
@@ -122,7 +145,8 @@ class OAuthTables(SqliteBase):
 
     async def insert_client(self, client: OAuthClient, secret_digest: str | None) -> None:
         await self._write(
-            f"INSERT INTO oauth_clients ({CLIENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO oauth_clients ({CLIENT_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 client.id,
                 client.name,
@@ -134,6 +158,7 @@ class OAuthTables(SqliteBase):
                 int(client.allow_user_auth),
                 client.created_at,
                 client.disabled_at,
+                client.owner_org_id,
             ),
         )
 
@@ -156,6 +181,60 @@ class OAuthTables(SqliteBase):
             if changed:
                 await self._revoke_where("client_id = ?", (client_id,), at)
         return bool(changed)
+
+    async def list_clients_page(
+        self, owner_org_id: str, after: str | None, limit: int
+    ) -> list[OAuthClient]:
+        rows = await self._rows(
+            f"SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE owner_org_id = ? AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (owner_org_id, after or "", limit),
+        )
+        return [client_from_row(r).client for r in rows]
+
+    async def update_client(self, client: OAuthClient) -> None:
+        await self._write(
+            "UPDATE oauth_clients SET name = ?, redirect_uris = ?, allowed_scopes = ? WHERE id = ?",
+            (
+                client.name,
+                "\n".join(client.redirect_uris),
+                " ".join(client.allowed_scopes),
+                client.id,
+            ),
+        )
+
+    async def set_client_secret(self, client_id: str, secret_digest: str) -> None:
+        await self._write(
+            "UPDATE oauth_clients SET secret_digest = ? WHERE id = ?", (secret_digest, client_id)
+        )
+
+    async def delete_client(self, client_id: str, at: float) -> bool:
+        async with self.transaction():
+            await self._revoke_where("client_id = ?", (client_id,), at)
+            deleted = await self._write("DELETE FROM oauth_clients WHERE id = ?", (client_id,))
+        return bool(deleted)
+
+    async def list_grants_page(
+        self, org_id: str, user_id: str | None, after: str | None, limit: int
+    ) -> list[Grant]:
+        rows = await self._rows(
+            f"{GRANT_SELECT} WHERE g.org_id = ? AND g.revoked_at IS NULL AND g.id > ? "
+            "AND (? IS NULL OR g.user_id = ?) ORDER BY g.id LIMIT ?",
+            (org_id, after or "", user_id, user_id, limit),
+        )
+        return [grant_from_row(r) for r in rows]
+
+    async def get_grant(self, grant_id: str) -> Grant | None:
+        rows = await self._rows(f"{GRANT_SELECT} WHERE g.id = ?", (grant_id,))
+        return grant_from_row(rows[0]) if rows else None
+
+    async def revoke_grant(self, grant_id: str, at: float) -> None:
+        async with self.transaction():
+            await self._write(
+                "UPDATE oauth_grants SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (at, grant_id),
+            )
+            await self._revoke_where("grant_id = ?", (grant_id,), at)
 
     async def upsert_grant(
         self,
