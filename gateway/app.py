@@ -16,8 +16,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import crypto
 from gateway.config import Settings
 from gateway.errors import MethodNotAllowed, ServiceUnavailable
+from gateway.exchange import EXCHANGE
 from gateway.expect import expect_later, expect_now
 from gateway.limits import Limiter
+from gateway.manage import MANAGEMENT, add_management_routes, management_api
+from gateway.manage.auth import ManagementAuth
 from gateway.metrics import Metrics
 from gateway.middleware import observe, render
 from gateway.oauth.authorize import AuthorizeEndpoint
@@ -75,8 +78,9 @@ class OAuthServer:
 OAUTH: Final = web.AppKey("oauth", OAuthServer)
 
 
-def oauth_server(settings: Settings, store: Store, tokens: TokenService) -> OAuthServer:
-    sessions = Sessions(settings)
+def oauth_server(
+    settings: Settings, store: Store, tokens: TokenService, sessions: Sessions
+) -> OAuthServer:
     return OAuthServer(
         authorize=AuthorizeEndpoint(store, settings, sessions),
         token=TokenEndpoint(store, tokens),
@@ -101,17 +105,17 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         settings.upstreams, metrics, settings.proxy.max_body_size, UPSTREAM_CONNECTIONS
     )
     watcher = RevocationWatcher(store, cache, settings.cache.poll_interval)
+    sessions = Sessions(settings)
+    limiter = Limiter(settings.limits)
+    forwarded_for = ForwardedFor(settings.proxy.trusted_proxies)
     app[STORE] = store
     app[CACHE] = cache
-    app[OAUTH] = oauth_server(settings, store, tokens)
+    app[OAUTH] = oauth_server(settings, store, tokens, sessions)
     app[PIPELINE] = Pipeline(
-        RouteTable(settings.routes),
-        authenticator,
-        forwarder,
-        ForwardedFor(settings.proxy.trusted_proxies),
-        Limiter(settings.limits),
-        usage,
+        RouteTable(settings.routes), authenticator, forwarder, forwarded_for, limiter, usage
     )
+    manage_auth = ManagementAuth(store, authenticator, limiter, sessions, forwarded_for)
+    app[MANAGEMENT] = management_api(store, settings, manage_auth, usage)
     metrics.credential_cache.set_function(lambda: len(cache))
     # Only now the things that hold connections, each undone if a later one fails.
     await store.connect()
@@ -139,11 +143,13 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
 Endpoint = Callable[[OAuthServer, web.Request], Awaitable[web.StreamResponse]]
 
 
-def endpoint(methods: dict[str, Endpoint]) -> Handler:
+def endpoint(name: str, methods: dict[str, Endpoint]) -> Handler:
     """One handler per path that dispatches on method, so that a wrong method on an
     OAuth path is a 405 here rather than falling through to the proxied routes."""
+    label = "oauth:" + name
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        request[EXCHANGE].endpoint = label
         method = methods.get(request.method)
         if method is None:
             raise MethodNotAllowed(request.method, tuple(methods))
@@ -154,19 +160,22 @@ def endpoint(methods: dict[str, Endpoint]) -> Handler:
 
 def add_oauth_routes(app: web.Application, settings: Settings) -> None:
     paths = settings.oauth.paths
-    table: dict[str, dict[str, Endpoint]] = {
-        paths.authorize: {
+    table: dict[str, tuple[str, dict[str, Endpoint]]] = {
+        "authorize": (paths.authorize, {
             "GET": lambda o, r: o.authorize.get(r),
             "POST": lambda o, r: o.authorize.post(r),
-        },
-        paths.login: {"GET": lambda o, r: o.login.get(r), "POST": lambda o, r: o.login.post(r)},
-        paths.logout: {"POST": lambda o, r: o.login.logout(r)},
-        paths.token: {"POST": lambda o, r: o.token.handle(r)},
-        paths.revoke: {"POST": lambda o, r: o.revoke.handle(r)},
-        paths.introspect: {"POST": lambda o, r: o.introspect.handle(r)},
-    }
-    for path, methods in table.items():
-        app.router.add_route("*", path, endpoint(methods), expect_handler=expect_now)
+        }),
+        "login": (paths.login, {
+            "GET": lambda o, r: o.login.get(r),
+            "POST": lambda o, r: o.login.post(r),
+        }),
+        "logout": (paths.logout, {"POST": lambda o, r: o.login.logout(r)}),
+        "token": (paths.token, {"POST": lambda o, r: o.token.handle(r)}),
+        "revoke": (paths.revoke, {"POST": lambda o, r: o.revoke.handle(r)}),
+        "introspect": (paths.introspect, {"POST": lambda o, r: o.introspect.handle(r)}),
+    }  # fmt: skip
+    for name, (path, methods) in table.items():
+        app.router.add_route("*", path, endpoint(name, methods), expect_handler=expect_now)
     app.router.add_get(WELL_KNOWN, metadata_handler(settings))
 
 
@@ -185,6 +194,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     app.cleanup_ctx.append(resources)
     setup_templates(app)
     add_oauth_routes(app, settings)
+    add_management_routes(app, settings)
     # [\s\S]: a decoded path may hold a newline, which '.' would not match.
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy_handler, expect_handler=expect_later)
     return app

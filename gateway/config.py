@@ -218,6 +218,20 @@ class Session(Strict):
         return secret
 
 
+class Management(Strict):
+    prefix: str = "/_gateway/v1"
+    rotation_grace: float = Field(
+        0, ge=0, le=30 * 86400, description="seconds a rotated key's old secret still works"
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        if not prefix.startswith("/") or prefix.endswith("/") or "{" in prefix or "?" in prefix:
+            raise ValueError("expected an absolute path without a trailing '/'")
+        return prefix
+
+
 class Logging(Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
@@ -237,6 +251,7 @@ class Settings(Strict):
     usage: Usage = Usage()
     oauth: OAuth = OAuth()
     session: Session = Session()
+    management: Management = Management()
     logging: Logging = Logging()
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)

@@ -230,6 +230,33 @@ class TooManyRequests(GatewayError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class ApiError(GatewayError):
+    """Errors of the management API: ``{"error", "message"}`` plus ``field`` for 400s."""
+
+
+class ValidationFailed(ApiError):
+    status = 400
+    code = "validation_error"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}" if field else problem)
+        self.field = field
+
+    def body(self) -> dict[str, object]:
+        return {**super().body(), "field": self.field}
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+    message = "No such resource in your organization."
+
+
+class ApiConflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
 class InternalError(GatewayError):
     """Any unexpected exception; the text of the original never reaches the client."""
 

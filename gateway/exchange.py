@@ -21,6 +21,7 @@ class Exchange:
     request_id: str
     started: float
     route: CompiledRoute | None = None
+    endpoint: str | None = None  # the gateway's own endpoint (OAuth, management), if any
     principal: Principal | None = None
     client_ip: str | None = None
     upstream_seconds: float | None = None  # from sending upstream to its response headers

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway import crypto
 from gateway.store import ApiKey, Conflict, Org, Store
@@ -80,6 +80,13 @@ async def resolve_org(store: Store, id_or_name: str) -> Org:
     return org
 
 
+@dataclass(frozen=True, slots=True)
+class KeyLimitsIn:
+    max_requests: int | None = None
+    rate_limit: int | None = None
+    allowed_ips: tuple[str, ...] = ()
+
+
 async def issue_api_key(
     store: Store,
     org: Org,
@@ -88,8 +95,14 @@ async def issue_api_key(
     scopes: Iterable[str],
     catalog: Mapping[str, str],
     ttl_seconds: int | None = None,
+    expires_at: float | None = None,
+    limits: KeyLimitsIn = KeyLimitsIn(),
 ) -> IssuedKey:
     now = time.time()
+    if ttl_seconds:
+        expires_at = now + ttl_seconds
+    if expires_at is not None and expires_at <= now:
+        raise Refused("the expiry must be in the future")
     secret = crypto.new_api_key()
     record = ApiKey(
         id=crypto.new_id("key"),
@@ -98,10 +111,33 @@ async def issue_api_key(
         prefix=crypto.display_prefix(secret),
         scopes=check_scopes(scopes, catalog),
         created_at=now,
-        expires_at=now + ttl_seconds if ttl_seconds else None,
+        expires_at=expires_at,
+        max_requests=limits.max_requests,
+        rate_limit=limits.rate_limit,
+        allowed_ips=limits.allowed_ips,
     )
     await store.insert_api_key(record, crypto.digest(secret))
     return IssuedKey(record, secret)
+
+
+async def update_api_key(store: Store, key: ApiKey, **changes: object) -> ApiKey:
+    """Apply validated changes (name, scopes, expires_at, limits) and evict caches."""
+    updated = replace(key, **changes)  # type: ignore[arg-type]
+    if updated.expires_at is not None and updated.expires_at <= time.time():
+        raise Refused("the expiry must be in the future")
+    await store.update_api_key(updated, time.time())
+    return updated
+
+
+async def rotate_api_key(store: Store, key: ApiKey, grace_seconds: float) -> IssuedKey:
+    """A new secret; the old one keeps working for ``grace_seconds`` (0: not at all)."""
+    if key.revoked_at is not None:
+        raise Refused("a revoked key cannot be rotated")
+    now = time.time()
+    secret = crypto.new_api_key()
+    prefix = crypto.display_prefix(secret)
+    await store.rotate_api_key(key.id, crypto.digest(secret), prefix, now + grace_seconds, now)
+    return IssuedKey(replace(key, prefix=prefix), secret)
 
 
 async def revoke_api_key(store: Store, key_id: str) -> ApiKey:

@@ -62,7 +62,7 @@ def log_request(
             "request_id": exchange.request_id,
             "method": request.method,
             "path": request.rel_url.raw_path[:512],
-            "route": exchange.route.name if exchange.route is not None else None,
+            "route": exchange.route.name if exchange.route is not None else exchange.endpoint,
             "status": status,
             "duration_ms": round(duration * 1000, 3),
             "upstream_ms": round(upstream * 1000, 3) if upstream is not None else None,

@@ -85,7 +85,7 @@ def record(
     finished = time.perf_counter()
     if exchange.aborted:
         status = CLIENT_CLOSED
-    route = exchange.route.name if exchange.route is not None else NO_ROUTE
+    route = exchange.route.name if exchange.route is not None else exchange.endpoint or NO_ROUTE
     principal = exchange.principal
     metrics.requests.labels(
         route,

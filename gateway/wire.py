@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.store.base import ApiKey, OAuthClient, Org, User
+from gateway.store.base import ApiKey, ErrorRow, Grant, OAuthClient, Org, User
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -29,6 +29,12 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "expires_at": rfc3339(key.expires_at),
         "last_used_at": rfc3339(key.last_used_at),
         "revoked_at": rfc3339(key.revoked_at),
+        "limits": {
+            "max_requests": key.max_requests,
+            "rate_limit": key.rate_limit,
+            "allowed_ips": list(key.allowed_ips),
+        },
+        "requests": key.request_count,
     }
 
 
@@ -48,4 +54,30 @@ def client_json(client: OAuthClient) -> dict[str, Any]:
         "allow_user_auth": client.allow_user_auth,
         "created_at": rfc3339(client.created_at),
         "disabled_at": rfc3339(client.disabled_at),
+    }
+
+
+def grant_json(grant: Grant) -> dict[str, Any]:
+    return {
+        "id": grant.id,
+        "user_id": grant.user_id,
+        "user_email": grant.user_email,
+        "client_id": grant.client_id,
+        "client_name": grant.client_name,
+        "scopes": list(grant.scopes),
+        "created_at": rfc3339(grant.created_at),
+        "updated_at": rfc3339(grant.updated_at),
+    }
+
+
+def error_json(row: ErrorRow) -> dict[str, Any]:
+    return {
+        "at": rfc3339(row.at),
+        "request_id": row.request_id,
+        "method": row.method,
+        "route": row.route,
+        "status": row.status,
+        "reason": row.reason,
+        "credential_id": row.credential_id,
+        "client_ip": row.client_ip,
     }

@@ -97,22 +97,28 @@ class RefreshTokenGrant:
         if not crypto.well_formed(raw, crypto.REFRESH_TOKEN_PREFIX):
             raise InvalidGrant("The refresh token is invalid.")
         now = time.time()
-        consumed = await self.store.consume_refresh_token(crypto.digest(raw), now)
-        if consumed is None or consumed.token.client_id != client.id:
+        digest = crypto.digest(raw)
+        # Check everything that can be checked before spending the token, so that a
+        # request refused for its scope leaves the refresh token usable.
+        token = await self.store.find_token(digest)
+        if token is None or token.kind != "refresh" or token.client_id != client.id:
             raise InvalidGrant("The refresh token is invalid.")
-        token = consumed.token
-        if not consumed.fresh:
+        scopes = narrowed(scope_list(params.get("scope")), token.scopes)
+        if token.used_at is None and not token.active_at(now):
+            raise InvalidGrant("The refresh token has expired or was revoked.")
+        consumed = await self.store.consume_refresh_token(digest, now)
+        if consumed is None or not consumed.fresh:
             await self.store.revoke_family(token.family_id, now)
             raise InvalidGrant("The refresh token was already used; its grant is revoked.")
-        if not token.active_at(now):
-            raise InvalidGrant("The refresh token has expired or was revoked.")
         return Issuance(
             client_id=client.id,
             org_id=token.org_id,
-            scopes=narrowed(scope_list(params.get("scope")), token.scopes),
+            scopes=scopes,
             family_id=token.family_id,
             user_id=token.user_id,
             grant_id=token.grant_id,
+            # §6: the new refresh token keeps the scope of the one presented.
+            refresh_scopes=token.scopes,
         )
 
 

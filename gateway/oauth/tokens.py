@@ -8,7 +8,7 @@ the whole family (RFC 9700 §2.2.2, §4.14).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway import crypto
@@ -30,6 +30,7 @@ class Issuance:
     user_id: str | None = None
     grant_id: str | None = None
     with_refresh: bool = True
+    refresh_scopes: tuple[str, ...] | None = None  # default: the access token's scopes
 
 
 class TokenService:
@@ -50,9 +51,10 @@ class TokenService:
         }
         if issuance.with_refresh:
             refresh = crypto.new_secret(crypto.REFRESH_TOKEN_PREFIX)
-            rows.append(
-                (self._record("refresh", issuance, now, self.settings.refresh_token_ttl), refresh)
-            )
+            record = self._record("refresh", issuance, now, self.settings.refresh_token_ttl)
+            if issuance.refresh_scopes is not None:
+                record = replace(record, scopes=issuance.refresh_scopes)
+            rows.append((record, refresh))
             body["refresh_token"] = refresh
         await self.store.insert_tokens([(record, crypto.digest(raw)) for record, raw in rows])
         return body

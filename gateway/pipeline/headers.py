@@ -125,6 +125,10 @@ class ForwardedFor:
             return False
         return any(ip in net for net in self.trusted)
 
+    def client(self, request: web.Request) -> str:
+        """The client's address: the peer, or from X-Forwarded-For behind a trusted proxy."""
+        return self.headers(request)[0]
+
     def headers(self, request: web.Request) -> tuple[str, list[tuple[str, str]]]:
         """(client address, X-Forwarded-* headers to send upstream)."""
         peer = request.remote or ""

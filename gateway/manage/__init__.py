@@ -1,0 +1,145 @@
+"""The management API: one table of operations drives both routing and the
+OpenAPI 3.1 document, so the document cannot drift from what is served."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from gateway.config import Settings
+from gateway.errors import MethodNotAllowed
+from gateway.exchange import EXCHANGE
+from gateway.expect import expect_now
+from gateway.manage import schemas as s
+from gateway.manage.apps import AppsApi
+from gateway.manage.auth import ManagementAuth
+from gateway.manage.keys import KeysApi
+from gateway.manage.openapi import build
+from gateway.manage.usage import UsageApi
+from gateway.store import Store
+from gateway.usage import UsageBook
+
+
+@dataclass(frozen=True, slots=True)
+class ManagementApi:
+    keys: KeysApi
+    apps: AppsApi
+    usage: UsageApi
+
+
+MANAGEMENT: Final = web.AppKey("management", ManagementApi)
+Call = Callable[[ManagementApi, web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    name: str
+    description: str
+    schema: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    method: str
+    path: str  # below the prefix
+    call: Call
+    summary: str
+    ok: tuple[int, type[BaseModel] | None]
+    body: type[BaseModel] | None = None
+    query: tuple[Query, ...] = ()
+
+
+PAGE = (
+    Query("cursor", "next_cursor from the previous page", {"type": "string"}),
+    Query("limit", "items per page (1 to 200, default 50)", {"type": "integer"}),
+)
+DAY = {"type": "string", "description": "YYYY-MM-DD or RFC 3339"}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("POST", "/keys", lambda m, r: m.keys.create(r), "Create an API key",
+              (201, s.KeyCreated), body=s.KeyCreate),
+    Operation("GET", "/keys", lambda m, r: m.keys.list(r), "List API keys",
+              (200, s.KeyPage), query=PAGE),
+    Operation("GET", "/keys/{key_id}", lambda m, r: m.keys.get(r), "Get an API key",
+              (200, s.KeyOut)),
+    Operation("PATCH", "/keys/{key_id}", lambda m, r: m.keys.patch(r),
+              "Change name, scopes, expiry or limits", (200, s.KeyOut), body=s.KeyPatch),
+    Operation("DELETE", "/keys/{key_id}", lambda m, r: m.keys.delete(r), "Delete an API key",
+              (204, None)),
+    Operation("POST", "/keys/{key_id}/rotate", lambda m, r: m.keys.rotate(r),
+              "Rotate the secret (shown once)", (200, s.KeyCreated)),
+    Operation("GET", "/scopes", lambda m, r: m.usage.scopes(r),
+              "The scope catalog and the routes each scope unlocks", (200, s.ScopeList)),
+    Operation("POST", "/clients", lambda m, r: m.apps.create(r),
+              "Register a developer application", (201, s.ClientCreated), body=s.ClientCreate),
+    Operation("GET", "/clients", lambda m, r: m.apps.list(r), "List developer applications",
+              (200, s.ClientPage), query=PAGE),
+    Operation("GET", "/clients/{client_id}", lambda m, r: m.apps.get(r),
+              "Get a developer application", (200, s.ClientOut)),
+    Operation("PATCH", "/clients/{client_id}", lambda m, r: m.apps.patch(r),
+              "Change name, redirect URIs or allowed scopes", (200, s.ClientOut),
+              body=s.ClientPatch),
+    Operation("DELETE", "/clients/{client_id}", lambda m, r: m.apps.delete(r),
+              "Delete an application and revoke its tokens", (204, None)),
+    Operation("POST", "/clients/{client_id}/secret", lambda m, r: m.apps.rotate_secret(r),
+              "Rotate the client secret (shown once)", (200, s.ClientSecret)),
+    Operation("GET", "/grants", lambda m, r: m.apps.list_grants(r),
+              "Connected apps: what users approved", (200, s.GrantPage), query=PAGE),
+    Operation("DELETE", "/grants/{grant_id}", lambda m, r: m.apps.delete_grant(r),
+              "Revoke a connected app and every token of it", (204, None)),
+    Operation("GET", "/stats", lambda m, r: m.usage.stats(r), "Usage counts", (200, s.Stats),
+              query=(Query("from", "first day (default: 29 days before 'to')", DAY),
+                     Query("to", "last day (default: today, UTC)", DAY),
+                     Query("group_by", "group the counts",
+                           {"type": "string", "enum": ["key", "route", "status", "ip", "day"]}))),
+    Operation("GET", "/errors", lambda m, r: m.usage.errors(r), "The latest failed requests",
+              (200, s.ErrorPage), query=PAGE),
+)  # fmt: skip
+
+
+def dispatcher(
+    path: str, table: dict[str, Call]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    label = "manage:" + path
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        request[EXCHANGE].endpoint = label
+        call = table.get(request.method)
+        if call is None:
+            raise MethodNotAllowed(request.method, tuple(sorted(table)))
+        return await call(request.app[MANAGEMENT], request)
+
+    return handler
+
+
+def add_management_routes(app: web.Application, settings: Settings) -> None:
+    prefix = settings.management.prefix
+    by_path: dict[str, dict[str, Call]] = {}
+    for op in OPERATIONS:
+        by_path.setdefault(op.path, {})[op.method] = op.call
+    for path, table in by_path.items():
+        app.router.add_route("*", prefix + path, dispatcher(path, table), expect_handler=expect_now)
+    document = openapi_document(settings)
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.router.add_get(prefix + "/openapi.json", openapi)
+
+
+def management_api(
+    store: Store, settings: Settings, auth: ManagementAuth, usage: UsageBook
+) -> ManagementApi:
+    return ManagementApi(
+        keys=KeysApi(store, settings, auth),
+        apps=AppsApi(store, settings, auth),
+        usage=UsageApi(store, settings, auth, usage),
+    )
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    return build(settings, OPERATIONS)

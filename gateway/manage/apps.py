@@ -1,0 +1,136 @@
+"""/clients (developer applications) and /grants (connected apps)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from aiohttp import web
+
+from gateway import crypto
+from gateway.config import Settings
+from gateway.errors import NotFound, ValidationFailed
+from gateway.keys import Refused
+from gateway.manage.auth import ManagementAuth
+from gateway.manage.common import json_response, page, page_params, read_body
+from gateway.manage.keys import catalog_scopes
+from gateway.manage.schemas import ClientCreate, ClientPatch
+from gateway.oauth.clients import check_redirect_uri, register_client
+from gateway.store import Store
+from gateway.store.base import Grant, OAuthClient
+from gateway.wire import client_json, grant_json
+
+
+class AppsApi:
+    def __init__(self, store: Store, settings: Settings, auth: ManagementAuth) -> None:
+        self.store = store
+        self.settings = settings
+        self.auth = auth
+
+    async def own_client(self, request: web.Request, org_id: str) -> OAuthClient:
+        found = await self.store.get_client(request.match_info["client_id"])
+        if found is None or found.client.owner_org_id != org_id:
+            raise NotFound()
+        return found.client
+
+    def redirect_uris(self, uris: list[str]) -> tuple[str, ...]:
+        checked = []
+        for i, uri in enumerate(uris):
+            try:
+                checked.append(check_redirect_uri(uri))
+            except Refused as exc:
+                raise ValidationFailed(f"redirect_uris[{i}]", str(exc)) from None
+        return tuple(dict.fromkeys(checked))
+
+    async def create(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        body = await read_body(request, ClientCreate)
+        org = await self.store.find_org(caller.org_id)
+        assert org is not None
+        grants = tuple(body.grant_types or ())
+        try:
+            registered = await register_client(
+                self.store,
+                name=body.name,
+                redirect_uris=self.redirect_uris(body.redirect_uris),
+                scopes=catalog_scopes(body.scopes, self.settings.scopes),
+                catalog=self.settings.scopes,
+                public=body.public,
+                grant_types=grants,
+                org=org.id if "client_credentials" in grants else None,
+                owner=org,
+                allow_admin_scope=self.settings.oauth.allow_admin_scope,
+            )
+        except Refused as exc:
+            raise ValidationFailed("", str(exc)) from None
+        data = {**client_json(registered.client), "client_secret": registered.secret}
+        return json_response(data, status=201)
+
+    async def list(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        after, limit = page_params(request)
+        found = await self.store.list_clients_page(caller.org_id, after, limit + 1)
+        last = found[limit - 1].id if len(found) > limit else None
+        return json_response(page([client_json(c) for c in found], limit, last))
+
+    async def get(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        return json_response(client_json(await self.own_client(request, caller.org_id)))
+
+    async def patch(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        client = await self.own_client(request, caller.org_id)
+        body = await read_body(request, ClientPatch)
+        updated = client
+        if body.name is not None:
+            updated = replace(updated, name=body.name.strip() or client.name)
+        if body.redirect_uris is not None:
+            uris = self.redirect_uris(body.redirect_uris)
+            if not uris and "authorization_code" in client.grant_types:
+                raise ValidationFailed("redirect_uris", "this app needs at least one")
+            updated = replace(updated, redirect_uris=uris)
+        if body.scopes is not None:
+            scopes = catalog_scopes(body.scopes, self.settings.scopes)
+            if "gateway:admin" in scopes and not self.settings.oauth.allow_admin_scope:
+                raise ValidationFailed("scopes", "gateway:admin cannot be granted to apps")
+            updated = replace(updated, allowed_scopes=scopes)
+        await self.store.update_client(updated)
+        return json_response(client_json(updated))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        client = await self.own_client(request, caller.org_id)
+        await self.store.delete_client(client.id, time.time())
+        return web.Response(status=204)
+
+    async def rotate_secret(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        client = await self.own_client(request, caller.org_id)
+        if client.public:
+            raise ValidationFailed("", "a public client has no secret")
+        secret = crypto.new_secret(crypto.CLIENT_SECRET_PREFIX)
+        await self.store.set_client_secret(client.id, crypto.digest(secret))
+        return json_response({"client_id": client.id, "client_secret": secret})
+
+    # --- connected apps ---
+
+    async def own_grant(self, request: web.Request, org_id: str, user_id: str | None) -> Grant:
+        grant = await self.store.get_grant(request.match_info["grant_id"])
+        if grant is None or grant.org_id != org_id or grant.revoked_at is not None:
+            raise NotFound()
+        if user_id is not None and grant.user_id != user_id:
+            raise NotFound()
+        return grant
+
+    async def list_grants(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        after, limit = page_params(request)
+        found = await self.store.list_grants_page(caller.org_id, None, after, limit + 1)
+        last = found[limit - 1].id if len(found) > limit else None
+        return json_response(page([grant_json(g) for g in found], limit, last))
+
+    async def delete_grant(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        grant = await self.own_grant(request, caller.org_id, None)
+        await self.store.revoke_grant(grant.id, time.time())
+        return web.Response(status=204)

@@ -1,0 +1,208 @@
+"""Request and response bodies of the management API, as pydantic models.
+
+The same models validate what clients send and describe, in the OpenAPI
+document, what the API answers; the schemathesis test keeps the two honest.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Scope = Annotated[str, Field(min_length=1, max_length=100)]
+GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
+Timestamp = Annotated[str, Field(description="RFC 3339, UTC", examples=["2026-11-23T07:35:52Z"])]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LimitsIn(Body):
+    max_requests: int | None = Field(None, ge=1, le=10**12, description="total quota")
+    rate_limit: int | None = Field(None, ge=1, le=10**9, description="requests per minute")
+    allowed_ips: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None, max_length=100, description="CIDRs; other addresses get 403"
+    )
+
+    @field_validator("allowed_ips")
+    @classmethod
+    def _cidrs(cls, cidrs: list[str] | None) -> list[str] | None:
+        for cidr in cidrs or ():
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
+        return cidrs
+
+
+class KeyCreate(Body):
+    name: Name
+    scopes: list[Scope] = Field(min_length=1, max_length=100)
+    ttl: int | None = Field(None, ge=1, le=10 * 365 * 86400, description="seconds")
+    expires_at: datetime | None = None
+    limits: LimitsIn | None = None
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> KeyCreate:
+        if self.ttl is not None and self.expires_at is not None:
+            raise ValueError("give ttl or expires_at, not both")
+        return self
+
+
+class KeyPatch(Body):
+    name: Name | None = None
+    scopes: list[Scope] | None = Field(None, min_length=1, max_length=100)
+    ttl: int | None = Field(None, ge=1, le=10 * 365 * 86400)
+    expires_at: datetime | None = Field(None, description="null removes the expiry")
+    limits: LimitsIn | None = None
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> KeyPatch:
+        if self.ttl is not None and self.expires_at is not None:
+            raise ValueError("give ttl or expires_at, not both")
+        return self
+
+
+class LimitsOut(BaseModel):
+    max_requests: int | None
+    rate_limit: int | None
+    allowed_ips: list[str]
+
+
+class KeyOut(BaseModel):
+    id: str
+    org_id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    last_used_at: Timestamp | None
+    revoked_at: Timestamp | None
+    limits: LimitsOut
+    requests: int = Field(description="requests made with this key (flushed in batches)")
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="the raw key: shown this once, stored only as a digest")
+
+
+class KeyPage(BaseModel):
+    data: list[KeyOut]
+    next_cursor: str | None
+
+
+class ClientCreate(Body):
+    name: Name
+    redirect_uris: list[Annotated[str, Field(max_length=2000)]] = Field(
+        default_factory=list, max_length=20
+    )
+    scopes: list[Scope] = Field(min_length=1, max_length=100)
+    public: bool = False
+    grant_types: list[GrantType] | None = Field(None, min_length=1)
+
+
+class ClientPatch(Body):
+    name: Name | None = None
+    redirect_uris: list[Annotated[str, Field(max_length=2000)]] | None = Field(None, max_length=20)
+    scopes: list[Scope] | None = Field(None, min_length=1, max_length=100)
+
+
+class ClientOut(BaseModel):
+    client_id: str
+    name: str
+    public: bool
+    redirect_uris: list[str]
+    allowed_scopes: list[str]
+    grant_types: list[str]
+    org_id: str | None
+    allow_user_auth: bool
+    created_at: Timestamp
+    disabled_at: Timestamp | None
+
+
+class ClientCreated(ClientOut):
+    client_secret: str | None = Field(description="shown this once; null for public clients")
+
+
+class ClientPage(BaseModel):
+    data: list[ClientOut]
+    next_cursor: str | None
+
+
+class ClientSecret(BaseModel):
+    client_id: str
+    client_secret: str
+
+
+class GrantOut(BaseModel):
+    id: str
+    user_id: str
+    user_email: str
+    client_id: str
+    client_name: str
+    scopes: list[str]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class GrantPage(BaseModel):
+    data: list[GrantOut]
+    next_cursor: str | None
+
+
+class RouteOut(BaseModel):
+    methods: list[str] | None = Field(description="null: every method")
+    path: str
+    upstream: str
+
+
+class ScopeOut(BaseModel):
+    name: str
+    description: str
+    routes: list[RouteOut]
+
+
+class ScopeList(BaseModel):
+    data: list[ScopeOut]
+
+
+class Counts(BaseModel):
+    requests: int
+    errors: int
+    paid_requests: int
+
+
+class Group(Counts):
+    group: str
+
+
+class Stats(Counts):
+    groups: list[Group]
+
+
+class ErrorEntry(BaseModel):
+    at: Timestamp
+    request_id: str
+    method: str
+    route: str
+    status: int
+    reason: str
+    credential_id: str | None
+    client_ip: str | None
+
+
+class ErrorPage(BaseModel):
+    data: list[ErrorEntry]
+    next_cursor: str | None
+
+
+class Problem(BaseModel):
+    error: str
+    message: str
+    field: str | None = None

@@ -1,0 +1,120 @@
+"""/stats, /errors and /scopes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config import Settings
+from gateway.errors import ValidationFailed
+from gateway.manage.auth import ManagementAuth
+from gateway.manage.common import json_response, page, page_params
+from gateway.store import Store
+from gateway.store.base import UsageRow
+from gateway.usage import UsageBook
+from gateway.wire import error_json
+
+GROUPS: dict[str, Callable[[UsageRow], str]] = {
+    "key": lambda r: r.credential_id,
+    "route": lambda r: r.route,
+    "status": lambda r: str(r.status),
+    "ip": lambda r: r.client_ip,
+    "day": lambda r: r.day,
+}
+DEFAULT_DAYS = 30
+MAX_DAYS = 366
+
+
+def parse_day(name: str, text: str) -> date:
+    """YYYY-MM-DD or an RFC 3339 timestamp (its UTC date)."""
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).date()
+    except ValueError:
+        raise ValidationFailed(name, "expected YYYY-MM-DD or an RFC 3339 timestamp") from None
+
+
+def one(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise ValidationFailed(name, "give it once")
+    return values[0] if values else None
+
+
+def totals(rows: list[UsageRow]) -> dict[str, int]:
+    return {
+        "requests": sum(r.requests for r in rows),
+        "errors": sum(r.errors for r in rows),
+        "paid_requests": sum(r.paid_requests for r in rows),
+    }
+
+
+class UsageApi:
+    def __init__(
+        self, store: Store, settings: Settings, auth: ManagementAuth, usage: UsageBook
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.auth = auth
+        self.usage = usage
+
+    async def stats(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        today = datetime.now(UTC).date()
+        to_text, from_text = one(request, "to"), one(request, "from")
+        to_day = parse_day("to", to_text) if to_text else today
+        from_day = (
+            parse_day("from", from_text) if from_text else to_day - timedelta(days=DEFAULT_DAYS - 1)
+        )
+        if from_day > to_day:
+            raise ValidationFailed("from", "must not be after 'to'")
+        if (to_day - from_day).days >= MAX_DAYS:
+            raise ValidationFailed("from", f"a range covers at most {MAX_DAYS} days")
+        group_by = one(request, "group_by")
+        if group_by is not None and group_by not in GROUPS:
+            raise ValidationFailed("group_by", f"one of: {', '.join(GROUPS)}")
+        await self.usage.flush(self.store)  # this node's latest counts, then read them all
+        rows = await self.store.usage(caller.org_id, from_day.isoformat(), to_day.isoformat())
+        groups: list[dict[str, Any]] = []
+        if group_by is not None:
+            buckets: dict[str, list[UsageRow]] = {}
+            for row in rows:
+                buckets.setdefault(GROUPS[group_by](row), []).append(row)
+            groups = [{"group": g, **totals(rs)} for g, rs in sorted(buckets.items())]
+        return json_response({**totals(rows), "groups": groups})
+
+    async def errors(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        cursor, limit = page_params(request)
+        if cursor is not None and not cursor.isdigit():
+            raise ValidationFailed("cursor", "not a cursor this API returned")
+        await self.usage.flush(self.store)
+        found = await self.store.errors_page(
+            caller.org_id, int(cursor) if cursor else None, limit + 1
+        )
+        last = str(found[limit - 1].seq) if len(found) > limit else None
+        return json_response(page([error_json(e) for e in found], limit, last))
+
+    async def scopes(self, request: web.Request) -> web.Response:
+        await self.auth.caller(request)
+        data = [
+            {
+                "name": name,
+                "description": text,
+                "routes": [
+                    {
+                        "methods": list(r.methods) if r.methods else None,
+                        "path": r.path,
+                        "upstream": r.upstream,
+                    }
+                    for r in self.settings.routes
+                    if name in r.scopes
+                ],
+            }
+            for name, text in self.settings.scopes.items()
+        ]
+        return json_response({"data": data})
