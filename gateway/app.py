@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import crypto
 from gateway.config import Settings
-from gateway.errors import MethodNotAllowed, ServiceUnavailable
-from gateway.exchange import EXCHANGE
-from gateway.expect import expect_later, expect_now
+from gateway.dispatch import View, add_endpoint
+from gateway.errors import ServiceUnavailable
+from gateway.expect import expect_later
 from gateway.limits import Limiter
 from gateway.manage import MANAGEMENT, add_management_routes, management_api
 from gateway.manage.auth import ManagementAuth
@@ -36,6 +35,7 @@ from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import RouteTable
 from gateway.store import Store, StoreUnavailable, open_store
 from gateway.usage import UsageBook
+from gateway.web.dashboard import DASHBOARD, Dashboard, add_dashboard_routes
 from gateway.web.login import LoginViews
 from gateway.web.pages import setup_templates
 from gateway.web.session import Sessions
@@ -116,6 +116,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     )
     manage_auth = ManagementAuth(store, authenticator, limiter, sessions, forwarded_for)
     app[MANAGEMENT] = management_api(store, settings, manage_auth, usage)
+    app[DASHBOARD] = Dashboard(store, settings, sessions, app[MANAGEMENT], usage)
     metrics.credential_cache.set_function(lambda: len(cache))
     # Only now the things that hold connections, each undone if a later one fails.
     await store.connect()
@@ -140,42 +141,33 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     return await request.app[PIPELINE].handle(request)
 
 
-Endpoint = Callable[[OAuthServer, web.Request], Awaitable[web.StreamResponse]]
+def oauth_view(call: Callable[[OAuthServer, web.Request], Awaitable[web.Response]]) -> View:
+    async def view(request: web.Request) -> web.StreamResponse:
+        return await call(request.app[OAUTH], request)
 
-
-def endpoint(name: str, methods: dict[str, Endpoint]) -> Handler:
-    """One handler per path that dispatches on method, so that a wrong method on an
-    OAuth path is a 405 here rather than falling through to the proxied routes."""
-    label = "oauth:" + name
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        request[EXCHANGE].endpoint = label
-        method = methods.get(request.method)
-        if method is None:
-            raise MethodNotAllowed(request.method, tuple(methods))
-        return await method(request.app[OAUTH], request)
-
-    return handler
+    return view
 
 
 def add_oauth_routes(app: web.Application, settings: Settings) -> None:
     paths = settings.oauth.paths
-    table: dict[str, tuple[str, dict[str, Endpoint]]] = {
+    table = {
         "authorize": (paths.authorize, {
-            "GET": lambda o, r: o.authorize.get(r),
-            "POST": lambda o, r: o.authorize.post(r),
+            "GET": oauth_view(lambda o, r: o.authorize.get(r)),
+            "POST": oauth_view(lambda o, r: o.authorize.post(r)),
         }),
         "login": (paths.login, {
-            "GET": lambda o, r: o.login.get(r),
-            "POST": lambda o, r: o.login.post(r),
+            "GET": oauth_view(lambda o, r: o.login.get(r)),
+            "POST": oauth_view(lambda o, r: o.login.post(r)),
         }),
-        "logout": (paths.logout, {"POST": lambda o, r: o.login.logout(r)}),
-        "token": (paths.token, {"POST": lambda o, r: o.token.handle(r)}),
-        "revoke": (paths.revoke, {"POST": lambda o, r: o.revoke.handle(r)}),
-        "introspect": (paths.introspect, {"POST": lambda o, r: o.introspect.handle(r)}),
+        "logout": (paths.logout, {"POST": oauth_view(lambda o, r: o.login.logout(r))}),
+        "token": (paths.token, {"POST": oauth_view(lambda o, r: o.token.handle(r))}),
+        "revoke": (paths.revoke, {"POST": oauth_view(lambda o, r: o.revoke.handle(r))}),
+        "introspect": (paths.introspect, {
+            "POST": oauth_view(lambda o, r: o.introspect.handle(r)),
+        }),
     }  # fmt: skip
     for name, (path, methods) in table.items():
-        app.router.add_route("*", path, endpoint(name, methods), expect_handler=expect_now)
+        add_endpoint(app, path, "oauth:" + name, methods)
     app.router.add_get(WELL_KNOWN, metadata_handler(settings))
 
 
@@ -195,6 +187,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     setup_templates(app)
     add_oauth_routes(app, settings)
     add_management_routes(app, settings)
+    add_dashboard_routes(app, settings)
     # [\s\S]: a decoded path may hold a newline, which '.' would not match.
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy_handler, expect_handler=expect_later)
     return app

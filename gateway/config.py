@@ -232,6 +232,15 @@ class Management(Strict):
         return prefix
 
 
+class Dashboard(Strict):
+    path: str = "/dashboard"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        return Management._prefix(path)
+
+
 class Logging(Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
@@ -252,6 +261,7 @@ class Settings(Strict):
     oauth: OAuth = OAuth()
     session: Session = Session()
     management: Management = Management()
+    dashboard: Dashboard = Dashboard()
     logging: Logging = Logging()
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)

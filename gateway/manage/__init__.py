@@ -11,9 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gateway.config import Settings
-from gateway.errors import MethodNotAllowed
-from gateway.exchange import EXCHANGE
-from gateway.expect import expect_now
+from gateway.dispatch import View, add_endpoint
 from gateway.manage import schemas as s
 from gateway.manage.apps import AppsApi
 from gateway.manage.auth import ManagementAuth
@@ -101,28 +99,20 @@ OPERATIONS: tuple[Operation, ...] = (
 )  # fmt: skip
 
 
-def dispatcher(
-    path: str, table: dict[str, Call]
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    label = "manage:" + path
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        request[EXCHANGE].endpoint = label
-        call = table.get(request.method)
-        if call is None:
-            raise MethodNotAllowed(request.method, tuple(sorted(table)))
+def bind(call: Call) -> View:
+    async def view(request: web.Request) -> web.StreamResponse:
         return await call(request.app[MANAGEMENT], request)
 
-    return handler
+    return view
 
 
 def add_management_routes(app: web.Application, settings: Settings) -> None:
     prefix = settings.management.prefix
-    by_path: dict[str, dict[str, Call]] = {}
+    by_path: dict[str, dict[str, View]] = {}
     for op in OPERATIONS:
-        by_path.setdefault(op.path, {})[op.method] = op.call
+        by_path.setdefault(op.path, {})[op.method] = bind(op.call)
     for path, table in by_path.items():
-        app.router.add_route("*", prefix + path, dispatcher(path, table), expect_handler=expect_now)
+        add_endpoint(app, prefix + path, "manage:" + path, table)
     document = openapi_document(settings)
 
     async def openapi(request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import Any
 
 from aiohttp import web
 
@@ -17,7 +18,7 @@ from gateway.manage.keys import catalog_scopes
 from gateway.manage.schemas import ClientCreate, ClientPatch
 from gateway.oauth.clients import check_redirect_uri, register_client
 from gateway.store import Store
-from gateway.store.base import Grant, OAuthClient
+from gateway.store.base import OAuthClient
 from gateway.wire import client_json, grant_json
 
 
@@ -28,10 +29,7 @@ class AppsApi:
         self.auth = auth
 
     async def own_client(self, request: web.Request, org_id: str) -> OAuthClient:
-        found = await self.store.get_client(request.match_info["client_id"])
-        if found is None or found.client.owner_org_id != org_id:
-            raise NotFound()
-        return found.client
+        return await self.client_of(org_id, request.match_info["client_id"])
 
     def redirect_uris(self, uris: list[str]) -> tuple[str, ...]:
         checked = []
@@ -42,10 +40,16 @@ class AppsApi:
                 raise ValidationFailed(f"redirect_uris[{i}]", str(exc)) from None
         return tuple(dict.fromkeys(checked))
 
-    async def create(self, request: web.Request) -> web.Response:
-        caller = await self.auth.caller(request)
-        body = await read_body(request, ClientCreate)
-        org = await self.store.find_org(caller.org_id)
+    # --- operations (shared with the dashboard) ---
+
+    async def client_of(self, org_id: str, client_id: str) -> OAuthClient:
+        found = await self.store.get_client(client_id)
+        if found is None or found.client.owner_org_id != org_id:
+            raise NotFound()
+        return found.client
+
+    async def create_client(self, org_id: str, body: ClientCreate) -> dict[str, Any]:
+        org = await self.store.find_org(org_id)
         assert org is not None
         grants = tuple(body.grant_types or ())
         try:
@@ -63,8 +67,30 @@ class AppsApi:
             )
         except Refused as exc:
             raise ValidationFailed("", str(exc)) from None
-        data = {**client_json(registered.client), "client_secret": registered.secret}
-        return json_response(data, status=201)
+        return {**client_json(registered.client), "client_secret": registered.secret}
+
+    async def new_secret(self, org_id: str, client_id: str) -> dict[str, Any]:
+        client = await self.client_of(org_id, client_id)
+        if client.public:
+            raise ValidationFailed("", "a public client has no secret")
+        secret = crypto.new_secret(crypto.CLIENT_SECRET_PREFIX)
+        await self.store.set_client_secret(client.id, crypto.digest(secret))
+        return {"client_id": client.id, "client_secret": secret}
+
+    async def revoke_grant(self, org_id: str, grant_id: str, user_id: str | None) -> None:
+        grant = await self.store.get_grant(grant_id)
+        if grant is None or grant.org_id != org_id or grant.revoked_at is not None:
+            raise NotFound()
+        if user_id is not None and grant.user_id != user_id:
+            raise NotFound()
+        await self.store.revoke_grant(grant.id, time.time())
+
+    # --- HTTP ---
+
+    async def create(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        body = await read_body(request, ClientCreate)
+        return json_response(await self.create_client(caller.org_id, body), status=201)
 
     async def list(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
@@ -105,22 +131,8 @@ class AppsApi:
 
     async def rotate_secret(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
-        client = await self.own_client(request, caller.org_id)
-        if client.public:
-            raise ValidationFailed("", "a public client has no secret")
-        secret = crypto.new_secret(crypto.CLIENT_SECRET_PREFIX)
-        await self.store.set_client_secret(client.id, crypto.digest(secret))
-        return json_response({"client_id": client.id, "client_secret": secret})
-
-    # --- connected apps ---
-
-    async def own_grant(self, request: web.Request, org_id: str, user_id: str | None) -> Grant:
-        grant = await self.store.get_grant(request.match_info["grant_id"])
-        if grant is None or grant.org_id != org_id or grant.revoked_at is not None:
-            raise NotFound()
-        if user_id is not None and grant.user_id != user_id:
-            raise NotFound()
-        return grant
+        client_id = request.match_info["client_id"]
+        return json_response(await self.new_secret(caller.org_id, client_id))
 
     async def list_grants(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
@@ -131,6 +143,5 @@ class AppsApi:
 
     async def delete_grant(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
-        grant = await self.own_grant(request, caller.org_id, None)
-        await self.store.revoke_grant(grant.id, time.time())
+        await self.revoke_grant(caller.org_id, request.match_info["grant_id"], None)
         return web.Response(status=204)

@@ -51,16 +51,16 @@ class KeysApi:
         self.settings = settings
         self.auth = auth
 
-    async def own_key(self, request: web.Request, org_id: str) -> ApiKey:
-        key = await self.store.get_api_key(request.match_info["key_id"])
+    # --- operations (shared with the dashboard) ---
+
+    async def key_of(self, org_id: str, key_id: str) -> ApiKey:
+        key = await self.store.get_api_key(key_id)
         if key is None or key.org_id != org_id:
             raise NotFound()
         return key
 
-    async def create(self, request: web.Request) -> web.Response:
-        caller = await self.auth.caller(request)
-        body = await read_body(request, KeyCreate)
-        org = await self.store.find_org(caller.org_id)
+    async def create_key(self, org_id: str, body: KeyCreate) -> dict[str, Any]:
+        org = await self.store.find_org(org_id)
         assert org is not None
         expires_at = body.expires_at.timestamp() if body.expires_at else None
         if expires_at is not None and expires_at <= time.time():
@@ -75,7 +75,31 @@ class KeysApi:
             expires_at=expires_at,
             limits=limits_in(body.limits),
         )
-        return json_response({**key_json(issued.record), "key": issued.secret}, status=201)
+        return {**key_json(issued.record), "key": issued.secret}
+
+    async def rotate_key(self, org_id: str, key_id: str) -> dict[str, Any]:
+        key = await self.key_of(org_id, key_id)
+        try:
+            issued = await keys.rotate_api_key(
+                self.store, key, self.settings.management.rotation_grace
+            )
+        except keys.Refused as exc:
+            raise refused("", exc) from None
+        return {**key_json(issued.record), "key": issued.secret}
+
+    async def delete_key(self, org_id: str, key_id: str) -> None:
+        key = await self.key_of(org_id, key_id)
+        await self.store.delete_api_key(key.id, time.time())
+
+    # --- HTTP ---
+
+    async def own_key(self, request: web.Request, org_id: str) -> ApiKey:
+        return await self.key_of(org_id, request.match_info["key_id"])
+
+    async def create(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        body = await read_body(request, KeyCreate)
+        return json_response(await self.create_key(caller.org_id, body), status=201)
 
     async def list(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
@@ -118,17 +142,9 @@ class KeysApi:
 
     async def delete(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
-        key = await self.own_key(request, caller.org_id)
-        await self.store.delete_api_key(key.id, time.time())
+        await self.delete_key(caller.org_id, request.match_info["key_id"])
         return web.Response(status=204)
 
     async def rotate(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
-        key = await self.own_key(request, caller.org_id)
-        try:
-            issued = await keys.rotate_api_key(
-                self.store, key, self.settings.management.rotation_grace
-            )
-        except keys.Refused as exc:
-            raise refused("", exc) from None
-        return json_response({**key_json(issued.record), "key": issued.secret})
+        return json_response(await self.rotate_key(caller.org_id, request.match_info["key_id"]))

@@ -27,12 +27,17 @@ class LoginViews:
     ) -> None:
         self.store = store
         self.paths = settings.oauth.paths
+        self.dashboard = settings.dashboard.path
         self.sessions = sessions
         self.throttle = throttle
 
     def safe_next(self, value: object) -> str:
-        """Only back to our own authorization endpoint (no open redirect)."""
-        if isinstance(value, str) and value.startswith(self.paths.authorize + "?"):
+        """Only back to our authorization endpoint or the dashboard (no open redirect)."""
+        if isinstance(value, str) and (
+            value.startswith(self.paths.authorize + "?")
+            or value == self.dashboard
+            or value.startswith(self.dashboard + "/")
+        ):
             return value
         return self.paths.login
 

@@ -35,6 +35,7 @@ def render(
     *,
     status: int = 200,
     form_targets: tuple[str, ...] = (),
+    scripts: bool = False,
 ) -> web.Response:
     nonce = secrets.token_urlsafe(16)
     response = aiohttp_jinja2.render_template(
@@ -47,7 +48,8 @@ def render(
         {
             "Content-Security-Policy": (
                 f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' data:; "
-                f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+                + (f"script-src 'nonce-{nonce}'; " if scripts else "")
+                + f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
             ),
             "X-Frame-Options": "DENY",
             "X-Content-Type-Options": "nosniff",

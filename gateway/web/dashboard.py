@@ -1,0 +1,395 @@
+"""The dashboard: keys, developer applications, connected apps and usage.
+
+Server-rendered pages over the same operations as the management API (so both
+refuse the same things the same way). Every form carries the session's CSRF
+token. Owners and admins manage their organization; every signed-in user sees
+and can revoke the apps they approved.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp_session import Session
+from multidict import MultiMapping
+
+from gateway.config import Settings
+from gateway.dispatch import View, add_endpoint
+from gateway.errors import ApiError, ValidationFailed
+from gateway.manage import ManagementApi
+from gateway.manage.auth import ADMIN_ROLES
+from gateway.manage.common import validate
+from gateway.manage.schemas import ClientCreate, KeyCreate
+from gateway.store import Store
+from gateway.store.base import Membership
+from gateway.usage import UsageBook
+from gateway.web.charts import daily_series, line_chart
+from gateway.web.pages import error_page, render
+from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
+from gateway.wire import rfc3339
+
+CHART_DAYS = 30
+
+
+class Redirect(Exception):
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.location = location
+
+
+class NotAdmin(Exception):
+    """The page needs an owner or admin of the current organization."""
+
+
+def form_list(text: str) -> list[str]:
+    return [part for part in text.replace(",", " ").split() if part]
+
+
+def optional_int(form: MultiMapping[Any], name: str) -> int | None:
+    text = str(form.get(name, "")).strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ValidationFailed(name, "a whole number")
+    return int(text)
+
+
+class Dashboard:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        sessions: Sessions,
+        api: ManagementApi,
+        usage: UsageBook,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.sessions = sessions
+        self.api = api
+        self.usage = usage
+        self.base = settings.dashboard.path
+        self.login = settings.oauth.paths.login
+
+    # --- plumbing ---
+
+    async def context(self, request: web.Request) -> tuple[Session, list[Membership], str]:
+        """The signed-in user's session, memberships and current organization."""
+        session = await self.sessions.load(request)
+        user_id = session.get("user_id")
+        if not isinstance(user_id, str):
+            raise Redirect(f"{self.login}?next={self.base}")
+        memberships = await self.store.memberships(user_id)
+        ids = [m.org.id for m in memberships]
+        org_id = session.get("org_id")
+        if org_id not in ids:
+            org_id = ids[0] if ids else ""
+            session["org_id"] = org_id
+        return session, memberships, org_id
+
+    def page(
+        self,
+        request: web.Request,
+        session: Session,
+        memberships: list[Membership],
+        org_id: str,
+        template: str,
+        data: dict[str, Any],
+        *,
+        status: int = 200,
+    ) -> web.Response:
+        role = next((m.role for m in memberships if m.org.id == org_id), None)
+        context = {
+            "base": self.base,
+            "email": session.get("email"),
+            "orgs": [{"id": m.org.id, "name": m.org.name} for m in memberships],
+            "org_id": org_id,
+            "is_admin": role in ADMIN_ROLES,
+            "csrf_field": CSRF_FIELD,
+            "csrf_token": csrf_token(session),
+            "logout": self.settings.oauth.paths.logout,
+            **data,
+        }
+        return render(request, template, context, status=status, scripts=True)
+
+    async def respond(
+        self, request: web.Request, session: Session, response: web.Response
+    ) -> web.Response:
+        await self.sessions.save(request, response, session)
+        return response
+
+    async def checked_form(self, request: web.Request, session: Session) -> MultiMapping[Any]:
+        form = await request.post()
+        sent = form.get(CSRF_FIELD)
+        if not csrf_ok(session, sent if isinstance(sent, str) else None):
+            raise ValidationFailed("", "your session expired; reload the page and try again")
+        return form
+
+    def admin_org(self, memberships: list[Membership], org_id: str) -> str:
+        if not any(m.org.id == org_id and m.role in ADMIN_ROLES for m in memberships):
+            raise NotAdmin()
+        return org_id
+
+    # --- pages ---
+
+    async def home(self, request: web.Request) -> web.Response:
+        raise Redirect(f"{self.base}/keys")
+
+    async def switch_org(self, request: web.Request) -> web.Response:
+        session, memberships, _ = await self.context(request)
+        form = await request.post()
+        sent = form.get(CSRF_FIELD)
+        wanted = form.get("org_id")
+        if csrf_ok(session, sent if isinstance(sent, str) else None) and wanted in {
+            m.org.id for m in memberships
+        }:
+            session["org_id"] = wanted
+        response = see_other(f"{self.base}/keys")
+        return await self.respond(request, session, response)
+
+    async def keys_page(
+        self,
+        request: web.Request,
+        *,
+        shown: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> web.Response:
+        session, memberships, org_id = await self.context(request)
+        listing: list[dict[str, Any]] = []
+        if any(m.org.id == org_id and m.role in ADMIN_ROLES for m in memberships):
+            found = await self.store.list_api_keys(org_id)
+            listing = [
+                {
+                    "id": k.id,
+                    "name": k.name,
+                    "prefix": k.prefix,
+                    "scopes": k.scopes,
+                    "created": rfc3339(k.created_at),
+                    "last_used": rfc3339(k.last_used_at) or "never",
+                    "expires": rfc3339(k.expires_at) or "never",
+                    "revoked": k.revoked_at is not None,
+                    "requests": k.request_count,
+                }
+                for k in found
+            ]
+        data = {
+            "keys": listing,
+            "scopes": self.settings.scopes,
+            "shown": shown,
+            "error": error,
+            "section": "keys",
+        }
+        status = 400 if error else 200
+        response = self.page(request, session, memberships, org_id, "dash_keys.html", data,
+                             status=status)  # fmt: skip
+        return await self.respond(request, session, response)
+
+    async def keys_view(self, request: web.Request) -> web.Response:
+        return await self.keys_page(request)
+
+    async def key_create(self, request: web.Request) -> web.Response:
+        session, memberships, org_id = await self.context(request)
+        try:
+            form = await self.checked_form(request, session)
+            org_id = self.admin_org(memberships, org_id)
+            days = optional_int(form, "expires_in_days")
+            body = validate(
+                KeyCreate,
+                {
+                    "name": str(form.get("name", "")),
+                    "scopes": [str(s) for s in form.getall("scopes", [])],
+                    "ttl": days * 86400 if days else None,
+                    "limits": {
+                        "rate_limit": optional_int(form, "rate_limit"),
+                        "max_requests": optional_int(form, "max_requests"),
+                        "allowed_ips": form_list(str(form.get("allowed_ips", ""))) or None,
+                    },
+                },
+            )
+            created = await self.api.keys.create_key(org_id, body)
+        except ApiError as exc:
+            return await self.keys_page(request, error=exc.message)
+        shown = {"label": created["name"], "secret": created["key"]}
+        return await self.keys_page(request, shown=shown)
+
+    async def key_rotate(self, request: web.Request) -> web.Response:
+        session, memberships, org_id = await self.context(request)
+        try:
+            await self.checked_form(request, session)
+            org_id = self.admin_org(memberships, org_id)
+            rotated = await self.api.keys.rotate_key(org_id, request.match_info["key_id"])
+        except ApiError as exc:
+            return await self.keys_page(request, error=exc.message)
+        shown = {"label": rotated["name"], "secret": rotated["key"]}
+        return await self.keys_page(request, shown=shown)
+
+    async def key_revoke(self, request: web.Request) -> web.Response:
+        session, memberships, org_id = await self.context(request)
+        try:
+            await self.checked_form(request, session)
+            org_id = self.admin_org(memberships, org_id)
+            key = await self.api.keys.key_of(org_id, request.match_info["key_id"])
+            if key.revoked_at is None:
+                await self.store.revoke_api_key(key.id, time.time())
+        except ApiError as exc:
+            return await self.keys_page(request, error=exc.message)
+        raise Redirect(f"{self.base}/keys")
+
+    # --- developer applications ---
+
+    async def apps_page(
+        self,
+        request: web.Request,
+        *,
+        shown: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> web.Response:
+        session, memberships, org_id = await self.context(request)
+        apps = []
+        if any(m.org.id == org_id and m.role in ADMIN_ROLES for m in memberships):
+            apps = await self.store.list_clients_page(org_id, None, 500)
+        data = {
+            "apps": apps,
+            "scopes": {k: v for k, v in self.settings.scopes.items() if k != "gateway:admin"},
+            "shown": shown,
+            "error": error,
+            "section": "apps",
+        }
+        response = self.page(request, session, memberships, org_id, "dash_apps.html", data,
+                             status=400 if error else 200)  # fmt: skip
+        return await self.respond(request, session, response)
+
+    async def apps_view(self, request: web.Request) -> web.Response:
+        return await self.apps_page(request)
+
+    async def app_create(self, request: web.Request) -> web.Response:
+        session, memberships, org_id = await self.context(request)
+        try:
+            form = await self.checked_form(request, session)
+            org_id = self.admin_org(memberships, org_id)
+            body = validate(
+                ClientCreate,
+                {
+                    "name": str(form.get("name", "")),
+                    "redirect_uris": form_list(str(form.get("redirect_uris", ""))),
+                    "scopes": [str(s) for s in form.getall("scopes", [])],
+                    "public": form.get("public") == "on",
+                },
+            )
+            created = await self.api.apps.create_client(org_id, body)
+        except ApiError as exc:
+            return await self.apps_page(request, error=exc.message)
+        shown = {"client_id": created["client_id"], "secret": created["client_secret"]}
+        return await self.apps_page(request, shown=shown)
+
+    async def app_secret(self, request: web.Request) -> web.Response:
+        session, memberships, org_id = await self.context(request)
+        try:
+            await self.checked_form(request, session)
+            org_id = self.admin_org(memberships, org_id)
+            new = await self.api.apps.new_secret(org_id, request.match_info["client_id"])
+        except ApiError as exc:
+            return await self.apps_page(request, error=exc.message)
+        return await self.apps_page(
+            request, shown={"client_id": new["client_id"], "secret": new["client_secret"]}
+        )
+
+    # --- connected apps (this user's approvals, every organization) ---
+
+    async def connected_view(self, request: web.Request) -> web.Response:
+        session, memberships, org_id = await self.context(request)
+        grants = []
+        for m in memberships:
+            for g in await self.store.list_grants_page(m.org.id, session["user_id"], None, 500):
+                grants.append({"grant": g, "org": m.org.name, "since": rfc3339(g.created_at)})
+        data = {"grants": grants, "section": "connected"}
+        response = self.page(request, session, memberships, org_id, "dash_connected.html", data)
+        return await self.respond(request, session, response)
+
+    async def connected_revoke(self, request: web.Request) -> web.Response:
+        session, _, _ = await self.context(request)
+        await self.checked_form(request, session)
+        grant = await self.store.get_grant(request.match_info["grant_id"])
+        if grant is not None and grant.user_id == session["user_id"]:
+            await self.api.apps.revoke_grant(grant.org_id, grant.id, session["user_id"])
+        raise Redirect(f"{self.base}/connected")
+
+    # --- usage ---
+
+    async def usage_view(self, request: web.Request) -> web.Response:
+        session, memberships, org_id = await self.context(request)
+        self.admin_org(memberships, org_id)
+        today = datetime.now(UTC).date()
+        days = [(today - timedelta(days=CHART_DAYS - 1 - i)).isoformat() for i in range(CHART_DAYS)]
+        await self.usage.flush(self.store)
+        rows = await self.store.usage(org_id, days[0], days[-1])
+        per_key: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        per_route: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for r in rows:
+            per_key[r.credential_id][r.day] += r.requests
+            per_route[r.route][r.day] += r.requests
+        names = {k.id: f"{k.name} ({k.prefix}…)" for k in await self.store.list_api_keys(org_id)}
+        errors = await self.store.errors_page(org_id, None, 25)
+        data = {
+            "section": "usage",
+            "by_key": line_chart("Requests per day by key", days,
+                                 daily_series(days, per_key, names)),
+            "by_route": line_chart("Requests per day by route", days,
+                                   daily_series(days, per_route, {})),
+            "total": sum(r.requests for r in rows),
+            "errors": [
+                {"at": rfc3339(e.at), "route": e.route, "status": e.status, "reason": e.reason,
+                 "credential": names.get(e.credential_id or "", e.credential_id or "-"),
+                 "client_ip": e.client_ip or "-"}
+                for e in errors
+            ],
+        }  # fmt: skip
+        response = self.page(request, session, memberships, org_id, "dash_usage.html", data)
+        return await self.respond(request, session, response)
+
+
+def see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+DASHBOARD: Final = web.AppKey("dashboard", Dashboard)
+
+
+def page_view(name: str) -> View:
+    """A dashboard method as a view; sign-in redirects and admin-only pages handled here."""
+
+    async def view(request: web.Request) -> web.StreamResponse:
+        try:
+            result: web.Response = await getattr(request.app[DASHBOARD], name)(request)
+        except Redirect as exc:
+            return see_other(exc.location)
+        except NotAdmin:
+            return error_page(
+                request, 403, "Not allowed", "Only an owner or admin of this organization can."
+            )
+        return result
+
+    return view
+
+
+def add_dashboard_routes(app: web.Application, settings: Settings) -> None:
+    base = settings.dashboard.path
+    pages: dict[str, dict[str, str]] = {
+        "": {"GET": "home"},
+        "/org": {"POST": "switch_org"},
+        "/keys": {"GET": "keys_view", "POST": "key_create"},
+        "/keys/{key_id}/rotate": {"POST": "key_rotate"},
+        "/keys/{key_id}/revoke": {"POST": "key_revoke"},
+        "/apps": {"GET": "apps_view", "POST": "app_create"},
+        "/apps/{client_id}/secret": {"POST": "app_secret"},
+        "/connected": {"GET": "connected_view"},
+        "/connected/{grant_id}/revoke": {"POST": "connected_revoke"},
+        "/usage": {"GET": "usage_view"},
+    }
+    for path, methods in pages.items():
+        table = {method: page_view(name) for method, name in methods.items()}
+        add_endpoint(app, base + path, "dashboard:" + (path or "/"), table)
