@@ -35,6 +35,7 @@ from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import RouteTable
 from gateway.store import Store, StoreUnavailable, open_store
 from gateway.usage import UsageBook
+from gateway.wallet import Wallet
 from gateway.web.dashboard import DASHBOARD, Dashboard, add_dashboard_routes
 from gateway.web.login import LoginViews
 from gateway.web.pages import setup_templates
@@ -112,7 +113,13 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     app[CACHE] = cache
     app[OAUTH] = oauth_server(settings, store, tokens, sessions)
     app[PIPELINE] = Pipeline(
-        RouteTable(settings.routes), authenticator, forwarder, forwarded_for, limiter, usage
+        RouteTable(settings.routes),
+        authenticator,
+        forwarder,
+        forwarded_for,
+        limiter,
+        usage,
+        Wallet(store),
     )
     manage_auth = ManagementAuth(store, authenticator, limiter, sessions, forwarded_for)
     app[MANAGEMENT] = management_api(store, settings, manage_auth, usage)

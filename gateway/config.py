@@ -74,6 +74,7 @@ class Route(Strict):
     id: str | None = Field(None, description="a stable name used in metrics and logs")
     strip_prefix: str | None = None
     max_body_size: int | None = Field(None, ge=0)
+    cost: int | None = Field(None, ge=1, description="wallet credits per successful call")
 
     @field_validator("path")
     @classmethod
@@ -241,6 +242,14 @@ class Dashboard(Strict):
         return Management._prefix(path)
 
 
+class Plugin(Strict):
+    """A first-party plugin that gets client-credentials access without manual set-up."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    org: str = Field(min_length=1, description="organization id or name")
+    scopes: tuple[str, ...] = Field(min_length=1)
+
+
 class Logging(Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
@@ -262,6 +271,7 @@ class Settings(Strict):
     session: Session = Session()
     management: Management = Management()
     dashboard: Dashboard = Dashboard()
+    plugins: tuple[Plugin, ...] = ()
     logging: Logging = Logging()
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -410,6 +420,8 @@ def cross_check(settings: Settings) -> list[str]:
                 problems.append(f"routes[{i}].scopes[{j}]: unknown scope {scope!r}")
         if route.auth == "none" and route.scopes:
             problems.append(f"routes[{i}].scopes: a route with 'auth: none' cannot require scopes")
+        if route.auth == "none" and route.cost:
+            problems.append(f"routes[{i}].cost: a public route has nobody to charge")
         if route.strip_prefix is not None and not strips_cleanly(route.path, route.strip_prefix):
             problems.append(
                 f"routes[{i}].strip_prefix: {route.strip_prefix!r} is not a leading "
@@ -418,6 +430,14 @@ def cross_check(settings: Settings) -> list[str]:
     for j, scope in enumerate(settings.oauth.default_scopes):
         if scope not in settings.scopes:
             problems.append(f"oauth.default_scopes[{j}]: unknown scope {scope!r}")
+    seen_plugins: set[str] = set()
+    for i, plugin in enumerate(settings.plugins):
+        if plugin.name in seen_plugins:
+            problems.append(f"plugins[{i}].name: {plugin.name!r} is listed twice")
+        seen_plugins.add(plugin.name)
+        for j, scope in enumerate(plugin.scopes):
+            if scope not in settings.scopes:
+                problems.append(f"plugins[{i}].scopes[{j}]: unknown scope {scope!r}")
     paths = settings.oauth.paths.model_dump()
     if len(set(paths.values())) != len(paths):
         problems.append("oauth.paths: two endpoints share a path")

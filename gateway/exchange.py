@@ -27,6 +27,7 @@ class Exchange:
     upstream_seconds: float | None = None  # from sending upstream to its response headers
     prepared_at: float | None = None  # when our response headers went out
     aborted: bool = False  # the connection was cut mid-body
+    paid: bool = False  # a metered call that was charged and not refunded
 
 
 EXCHANGE: Final = web.RequestKey("exchange", Exchange)

@@ -85,6 +85,8 @@ class KeyLimitsIn:
     max_requests: int | None = None
     rate_limit: int | None = None
     allowed_ips: tuple[str, ...] = ()
+    max_paid_requests: int | None = None
+    max_spend: int | None = None
 
 
 async def issue_api_key(
@@ -115,6 +117,8 @@ async def issue_api_key(
         max_requests=limits.max_requests,
         rate_limit=limits.rate_limit,
         allowed_ips=limits.allowed_ips,
+        max_paid_requests=limits.max_paid_requests,
+        max_spend=limits.max_spend,
     )
     await store.insert_api_key(record, crypto.digest(secret))
     return IssuedKey(record, secret)

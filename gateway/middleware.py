@@ -106,6 +106,7 @@ def record(
             status=status,
             client_ip=exchange.client_ip or "",
             now=time.time(),
+            paid=exchange.paid,
             failure=(exchange.request_id, request.method, error.reason)
             if error is not None
             else None,

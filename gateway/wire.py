@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.store.base import ApiKey, ErrorRow, Grant, OAuthClient, Org, User
+from gateway.store.base import ApiKey, ErrorRow, Grant, OAuthClient, Org, User, WalletEntry
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -33,8 +33,12 @@ def key_json(key: ApiKey) -> dict[str, Any]:
             "max_requests": key.max_requests,
             "rate_limit": key.rate_limit,
             "allowed_ips": list(key.allowed_ips),
+            "max_paid_requests": key.max_paid_requests,
+            "max_spend": key.max_spend,
         },
         "requests": key.request_count,
+        "paid_requests": key.paid_requests,
+        "spent": key.spent,
     }
 
 
@@ -67,6 +71,20 @@ def grant_json(grant: Grant) -> dict[str, Any]:
         "scopes": list(grant.scopes),
         "created_at": rfc3339(grant.created_at),
         "updated_at": rfc3339(grant.updated_at),
+    }
+
+
+def wallet_entry_json(entry: WalletEntry) -> dict[str, Any]:
+    return {
+        "seq": entry.seq,
+        "amount": entry.amount,
+        "balance_after": entry.balance_after,
+        "kind": entry.kind,
+        "at": rfc3339(entry.at),
+        "request_id": entry.request_id,
+        "credential_id": entry.credential_id,
+        "route": entry.route,
+        "note": entry.note,
     }
 
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.cli import core, keys, oauth
+from gateway.cli import billing, core, keys, oauth
 from gateway.cli.common import EXIT_USAGE, CliError
 from gateway.config import config_path, load_config
 from gateway.errors import ConfigError
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="gateway", description="Authentication gateway.")
     parser.add_argument("--config", help="config file (default: $GATEWAY_CONFIG or ./config.yaml)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (core, keys, oauth):
+    for module in (core, keys, oauth, billing):
         module.register(sub)
     return parser
 

@@ -96,6 +96,10 @@ OPERATIONS: tuple[Operation, ...] = (
                            {"type": "string", "enum": ["key", "route", "status", "ip", "day"]}))),
     Operation("GET", "/errors", lambda m, r: m.usage.errors(r), "The latest failed requests",
               (200, s.ErrorPage), query=PAGE),
+    Operation("GET", "/wallet", lambda m, r: m.usage.wallet(r), "The wallet balance",
+              (200, s.WalletOut)),
+    Operation("GET", "/wallet/transactions", lambda m, r: m.usage.wallet_entries(r),
+              "Credits, debits and refunds, newest first", (200, s.WalletPage), query=PAGE),
 )  # fmt: skip
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -24,12 +25,18 @@ def limits_in(limits: LimitsIn | None, base: keys.KeyLimitsIn | None = None) -> 
     if limits is None:
         return current
     sent = limits.model_fields_set
+
+    def pick(name: str) -> Any:
+        return getattr(limits, name) if name in sent else getattr(current, name)
+
     return keys.KeyLimitsIn(
-        max_requests=limits.max_requests if "max_requests" in sent else current.max_requests,
-        rate_limit=limits.rate_limit if "rate_limit" in sent else current.rate_limit,
+        max_requests=pick("max_requests"),
+        rate_limit=pick("rate_limit"),
         allowed_ips=tuple(limits.allowed_ips or ())
         if "allowed_ips" in sent
         else current.allowed_ips,
+        max_paid_requests=pick("max_paid_requests"),
+        max_spend=pick("max_spend"),
     )
 
 
@@ -127,13 +134,15 @@ class KeysApi:
         elif "expires_at" in sent:
             changes["expires_at"] = body.expires_at.timestamp() if body.expires_at else None
         if "limits" in sent:
-            current = keys.KeyLimitsIn(key.max_requests, key.rate_limit, key.allowed_ips)
-            merged = limits_in(body.limits, current) if body.limits else keys.KeyLimitsIn()
-            changes.update(
-                max_requests=merged.max_requests,
-                rate_limit=merged.rate_limit,
-                allowed_ips=merged.allowed_ips,
+            current = keys.KeyLimitsIn(
+                key.max_requests,
+                key.rate_limit,
+                key.allowed_ips,
+                key.max_paid_requests,
+                key.max_spend,
             )
+            merged = limits_in(body.limits, current) if body.limits else keys.KeyLimitsIn()
+            changes.update(asdict(merged))
         try:
             updated = await keys.update_api_key(self.store, key, **changes)
         except keys.Refused as exc:

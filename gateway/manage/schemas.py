@@ -28,6 +28,8 @@ class LimitsIn(Body):
     allowed_ips: list[Annotated[str, Field(max_length=64)]] | None = Field(
         None, max_length=100, description="CIDRs; other addresses get 403"
     )
+    max_paid_requests: int | None = Field(None, ge=1, le=10**12, description="paid calls")
+    max_spend: int | None = Field(None, ge=1, le=10**15, description="wallet credits")
 
     @field_validator("allowed_ips")
     @classmethod
@@ -72,6 +74,8 @@ class LimitsOut(BaseModel):
     max_requests: int | None
     rate_limit: int | None
     allowed_ips: list[str]
+    max_paid_requests: int | None
+    max_spend: int | None
 
 
 class KeyOut(BaseModel):
@@ -86,6 +90,8 @@ class KeyOut(BaseModel):
     revoked_at: Timestamp | None
     limits: LimitsOut
     requests: int = Field(description="requests made with this key (flushed in batches)")
+    paid_requests: int = Field(description="paid calls charged to the wallet")
+    spent: int = Field(description="wallet credits spent by this key")
 
 
 class KeyCreated(KeyOut):
@@ -199,6 +205,28 @@ class ErrorEntry(BaseModel):
 
 class ErrorPage(BaseModel):
     data: list[ErrorEntry]
+    next_cursor: str | None
+
+
+class WalletOut(BaseModel):
+    org_id: str
+    balance: int
+
+
+class WalletEntryOut(BaseModel):
+    seq: int
+    amount: int = Field(description="credits added (+) or spent (-)")
+    balance_after: int
+    kind: Literal["credit", "debit", "refund"]
+    at: Timestamp
+    request_id: str | None
+    credential_id: str | None
+    route: str | None
+    note: str | None
+
+
+class WalletPage(BaseModel):
+    data: list[WalletEntryOut]
     next_cursor: str | None
 
 

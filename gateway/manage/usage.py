@@ -15,7 +15,7 @@ from gateway.manage.common import json_response, page, page_params
 from gateway.store import Store
 from gateway.store.base import UsageRow
 from gateway.usage import UsageBook
-from gateway.wire import error_json
+from gateway.wire import error_json, wallet_entry_json
 
 GROUPS: dict[str, Callable[[UsageRow], str]] = {
     "key": lambda r: r.credential_id,
@@ -98,6 +98,22 @@ class UsageApi:
         )
         last = str(found[limit - 1].seq) if len(found) > limit else None
         return json_response(page([error_json(e) for e in found], limit, last))
+
+    async def wallet(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        balance = await self.store.wallet_balance(caller.org_id)
+        return json_response({"org_id": caller.org_id, "balance": balance})
+
+    async def wallet_entries(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        cursor, limit = page_params(request)
+        if cursor is not None and not cursor.isdigit():
+            raise ValidationFailed("cursor", "not a cursor this API returned")
+        found = await self.store.wallet_entries(
+            caller.org_id, int(cursor) if cursor else None, limit + 1
+        )
+        last = str(found[limit - 1].seq) if len(found) > limit else None
+        return json_response(page([wallet_entry_json(e) for e in found], limit, last))
 
     async def scopes(self, request: web.Request) -> web.Response:
         await self.auth.caller(request)

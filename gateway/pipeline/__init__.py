@@ -10,17 +10,18 @@ import time
 
 from aiohttp import web
 
-from gateway.errors import MethodNotAllowed, NoRoute
+from gateway.errors import GatewayError, MethodNotAllowed, NoRoute
 from gateway.exchange import EXCHANGE
 from gateway.expect import send_continue
 from gateway.limits import Limiter
 from gateway.pipeline.authn import Authenticator, Principal
 from gateway.pipeline.authz import require_scopes
 from gateway.pipeline.headers import ForwardedFor
-from gateway.pipeline.paths import normalize
+from gateway.pipeline.paths import NormalPath, normalize
 from gateway.pipeline.proxy import Forwarder
-from gateway.pipeline.routes import Match, RouteTable
+from gateway.pipeline.routes import CompiledRoute, Match, RouteTable
 from gateway.usage import UsageBook
+from gateway.wallet import Wallet
 
 
 def identity_headers(principal: Principal | None, request_id: str) -> list[tuple[str, str]]:
@@ -50,6 +51,7 @@ class Pipeline:
         forwarded_for: ForwardedFor,
         limiter: Limiter,
         usage: UsageBook,
+        wallet: Wallet,
     ) -> None:
         self.routes = routes
         self.authenticator = authenticator
@@ -57,6 +59,7 @@ class Pipeline:
         self.forwarded_for = forwarded_for
         self.limiter = limiter
         self.usage = usage
+        self.wallet = wallet
 
     def match(self, method: str, segments: tuple[str, ...]) -> Match:
         found = self.routes.match(method, segments)
@@ -85,6 +88,32 @@ class Pipeline:
             )
             if principal.method == "api_key":
                 self.usage.key_used(principal.credential_id, time.time())
+        debit = None
+        if route.cost is not None and principal is not None:
+            idempotency_key = request.headers.get("Idempotency-Key")
+            debit = await self.wallet.charge(principal, route, exchange.request_id, idempotency_key)
         await send_continue(request)
         injected = identity_headers(principal, exchange.request_id) + forwarded
-        return await self.forwarder.forward(request, route, path, injected)
+        if debit is None:
+            return await self.forwarder.forward(request, route, path, injected)
+        return await self.forward_paid(request, route, path, injected, debit)
+
+    async def forward_paid(
+        self,
+        request: web.Request,
+        route: CompiledRoute,
+        path: NormalPath,
+        injected: list[tuple[str, str]],
+        debit: int,
+    ) -> web.StreamResponse:
+        """Forward a charged call; refund it unless the upstream answered with success."""
+        try:
+            response = await self.forwarder.forward(request, route, path, injected)
+        except GatewayError:
+            await self.wallet.refund(debit)
+            raise
+        if response.status >= 400:
+            await self.wallet.refund(debit)
+        else:
+            request[EXCHANGE].paid = True
+        return response

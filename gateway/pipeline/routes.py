@@ -37,6 +37,7 @@ class CompiledRoute:
     strip_segments: int
     param_names: tuple[str, ...]
     max_body_size: int | None
+    cost: int | None = None
 
     @classmethod
     def from_config(cls, index: int, route: Route) -> CompiledRoute:
@@ -52,6 +53,7 @@ class CompiledRoute:
             strip_segments=len(pattern_segments(route.strip_prefix)) if route.strip_prefix else 0,
             param_names=tuple(s[1:-1] for s in segments if s.startswith("{")),
             max_body_size=route.max_body_size,
+            cost=route.cost,
         )
 
 

@@ -36,6 +36,10 @@ class ApiKey:
     rate_limit: int | None = None  # requests per minute
     allowed_ips: tuple[str, ...] = ()
     request_count: int = 0
+    max_paid_requests: int | None = None
+    max_spend: int | None = None
+    paid_requests: int = 0
+    spent: int = 0
 
     def usable_at(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
@@ -74,6 +78,28 @@ class ErrorRow:
     credential_id: str | None
     client_ip: str | None
     seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WalletEntry:
+    seq: int
+    org_id: str
+    amount: int
+    balance_after: int
+    kind: str  # "credit", "debit" or "refund"
+    at: float
+    request_id: str | None = None
+    credential_id: str | None = None
+    route: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Debit:
+    """The outcome of charging a paid call: a debit to refund on failure, or why not."""
+
+    seq: int | None  # the debit row; None for a retry already paid for
+    refused: str | None = None  # "insufficient_funds", "max_paid_requests", "max_spend"
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +256,32 @@ class Store(Protocol):
     async def credential_events_since(self, seq: int) -> tuple[int, list[str]]:
         """Credential ids changed after ``seq``, and the newest seq seen."""
         ...
+
+    # --- wallets (metered routes) ---
+    async def wallet_credit(self, org_id: str, amount: int, note: str | None, at: float) -> int:
+        """Add credits; returns the new balance."""
+        ...
+
+    async def wallet_balance(self, org_id: str) -> int: ...
+    async def wallet_debit(
+        self,
+        org_id: str,
+        credential_id: str,
+        cost: int,
+        *,
+        request_id: str,
+        route: str,
+        idempotency_key: str | None,
+        at: float,
+    ) -> Debit:
+        """Atomically: check the key's caps, take ``cost`` from the wallet (never below
+        zero) and record it. A repeated idempotency key is not charged again."""
+        ...
+
+    async def wallet_refund(self, debit_seq: int, at: float) -> None: ...
+    async def wallet_entries(
+        self, org_id: str, before_seq: int | None, limit: int
+    ) -> list[WalletEntry]: ...
 
     # --- people ---
     async def create_user(self, user: User, password_hash: str) -> None: ...

@@ -8,10 +8,12 @@ from typing import Any
 
 from gateway.store.base import ApiKey, ErrorRow, KeyWithDigest, Org, UsageRow
 from gateway.store.sqlite_oauth import OAuthTables
+from gateway.store.sqlite_wallet import WalletTables
 
 KEY_COLUMNS = (
     "id, org_id, name, prefix, scopes, created_at, expires_at, last_used_at, revoked_at, "
-    "max_requests, rate_limit, allowed_ips, request_count"
+    "max_requests, rate_limit, allowed_ips, request_count, max_paid_requests, max_spend, "
+    "paid_requests, spent"
 )
 USAGE_COLUMNS = (
     "org_id, day, credential_id, route, status, client_ip, requests, errors, paid_requests"
@@ -23,7 +25,8 @@ ERROR_COLUMNS = (
 
 def key_from_row(row: Iterable[Any]) -> ApiKey:
     (kid, org_id, name, prefix, scopes, created, expires, last_used, revoked,
-     max_requests, rate_limit, allowed_ips, request_count) = row  # fmt: skip
+     max_requests, rate_limit, allowed_ips, request_count, max_paid, max_spend, paid,
+     spent) = row  # fmt: skip
     return ApiKey(
         id=kid,
         org_id=org_id,
@@ -38,6 +41,10 @@ def key_from_row(row: Iterable[Any]) -> ApiKey:
         rate_limit=rate_limit,
         allowed_ips=tuple((allowed_ips or "").split()),
         request_count=request_count,
+        max_paid_requests=max_paid,
+        max_spend=max_spend,
+        paid_requests=paid,
+        spent=spent,
     )
 
 
@@ -56,10 +63,14 @@ def key_params(key: ApiKey) -> tuple[Any, ...]:
         key.rate_limit,
         " ".join(key.allowed_ips) or None,
         key.request_count,
+        key.max_paid_requests,
+        key.max_spend,
+        key.paid_requests,
+        key.spent,
     )
 
 
-class SqliteStore(OAuthTables):
+class SqliteStore(OAuthTables, WalletTables):
     """The embedded store: organizations and API keys here, OAuth in OAuthTables."""
 
     async def create_org(self, org: Org) -> None:
@@ -83,7 +94,7 @@ class SqliteStore(OAuthTables):
     async def insert_api_key(self, key: ApiKey, digest: str) -> None:
         await self._write(
             f"INSERT INTO api_keys ({KEY_COLUMNS}, digest) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"VALUES ({', '.join('?' * (KEY_COLUMNS.count(',') + 2))})",
             (*key_params(key), digest),
         )
 
@@ -131,7 +142,8 @@ class SqliteStore(OAuthTables):
         async with self.transaction():
             await self._write(
                 "UPDATE api_keys SET name = ?, scopes = ?, expires_at = ?, max_requests = ?, "
-                "rate_limit = ?, allowed_ips = ? WHERE id = ?",
+                "rate_limit = ?, allowed_ips = ?, max_paid_requests = ?, max_spend = ? "
+                "WHERE id = ?",
                 (
                     key.name,
                     " ".join(key.scopes),
@@ -139,6 +151,8 @@ class SqliteStore(OAuthTables):
                     key.max_requests,
                     key.rate_limit,
                     " ".join(key.allowed_ips) or None,
+                    key.max_paid_requests,
+                    key.max_spend,
                     key.id,
                 ),
             )

@@ -1,0 +1,140 @@
+"""SQLite tables for wallets: balances never below zero, every change recorded."""
+
+from __future__ import annotations
+
+from gateway.store.base import Debit, WalletEntry
+from gateway.store.sqlite_base import SqliteBase
+
+ENTRY_COLUMNS = (
+    "seq, org_id, amount, balance_after, kind, at, request_id, credential_id, route, note"
+)
+
+
+class Refused(Exception):
+    """Rolls back a debit transaction; carries the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class WalletTables(SqliteBase):
+    async def wallet_credit(self, org_id: str, amount: int, note: str | None, at: float) -> int:
+        async with self.transaction():
+            await self._write(
+                "INSERT INTO wallets (org_id, balance) VALUES (?, ?) "
+                "ON CONFLICT (org_id) DO UPDATE SET balance = balance + excluded.balance",
+                (org_id, amount),
+            )
+            balance = await self.wallet_balance(org_id)
+            await self._write(
+                "INSERT INTO wallet_transactions (org_id, amount, balance_after, kind, note, at) "
+                "VALUES (?, ?, ?, 'credit', ?, ?)",
+                (org_id, amount, balance, note, at),
+            )
+        return balance
+
+    async def wallet_balance(self, org_id: str) -> int:
+        rows = await self._rows("SELECT balance FROM wallets WHERE org_id = ?", (org_id,))
+        return int(rows[0][0]) if rows else 0
+
+    async def wallet_debit(
+        self,
+        org_id: str,
+        credential_id: str,
+        cost: int,
+        *,
+        request_id: str,
+        route: str,
+        idempotency_key: str | None,
+        at: float,
+    ) -> Debit:
+        try:
+            async with self.transaction():
+                if idempotency_key is not None:
+                    paid = await self._rows(
+                        "SELECT seq FROM wallet_transactions WHERE org_id = ? "
+                        "AND credential_id = ? AND idempotency_key = ? AND kind = 'debit'",
+                        (org_id, credential_id, idempotency_key),
+                    )
+                    if paid:
+                        return Debit(seq=None)
+                await self._take_from_key(credential_id, cost)
+                taken = await self._write(
+                    "UPDATE wallets SET balance = balance - ? WHERE org_id = ? AND balance >= ?",
+                    (cost, org_id, cost),
+                )
+                if not taken:
+                    raise Refused("insufficient_funds")
+                balance = await self.wallet_balance(org_id)
+                await self._write(
+                    "INSERT INTO wallet_transactions (org_id, amount, balance_after, kind, "
+                    "request_id, credential_id, route, idempotency_key, at) "
+                    "VALUES (?, ?, ?, 'debit', ?, ?, ?, ?, ?)",
+                    (org_id, -cost, balance, request_id, credential_id, route,
+                     idempotency_key, at),
+                )  # fmt: skip
+                rows = await self._rows("SELECT last_insert_rowid()")
+        except Refused as exc:
+            return Debit(seq=None, refused=exc.reason)
+        return Debit(seq=int(rows[0][0]))
+
+    async def _take_from_key(self, credential_id: str, cost: int) -> None:
+        """Count the paid call against the key's caps (keys only; tokens have none)."""
+        rows = await self._rows(
+            "SELECT max_paid_requests, max_spend, paid_requests, spent FROM api_keys WHERE id = ?",
+            (credential_id,),
+        )
+        if not rows:
+            return
+        max_paid, max_spend, paid, spent = rows[0]
+        if max_paid is not None and paid >= max_paid:
+            raise Refused("max_paid_requests")
+        if max_spend is not None and spent + cost > max_spend:
+            raise Refused("max_spend")
+        await self._write(
+            "UPDATE api_keys SET paid_requests = paid_requests + 1, spent = spent + ? WHERE id = ?",
+            (cost, credential_id),
+        )
+
+    async def wallet_refund(self, debit_seq: int, at: float) -> None:
+        async with self.transaction():
+            rows = await self._rows(
+                "SELECT org_id, amount, credential_id, request_id, route FROM wallet_transactions "
+                "WHERE seq = ? AND kind = 'debit'",
+                (debit_seq,),
+            )
+            if not rows:
+                return
+            org_id, amount, credential_id, request_id, route = rows[0]
+            cost = -int(amount)
+            await self._write(
+                "UPDATE wallets SET balance = balance + ? WHERE org_id = ?", (cost, org_id)
+            )
+            await self._write(
+                "UPDATE api_keys SET paid_requests = paid_requests - 1, spent = spent - ? "
+                "WHERE id = ?",
+                (cost, credential_id),
+            )
+            # Forget the debit's idempotency key: the call failed, so its retry is charged.
+            await self._write(
+                "UPDATE wallet_transactions SET idempotency_key = NULL WHERE seq = ?",
+                (debit_seq,),
+            )
+            balance = await self.wallet_balance(org_id)
+            await self._write(
+                "INSERT INTO wallet_transactions (org_id, amount, balance_after, kind, "
+                "request_id, credential_id, route, note, at) "
+                "VALUES (?, ?, ?, 'refund', ?, ?, ?, 'the call did not succeed', ?)",
+                (org_id, cost, balance, request_id, credential_id, route, at),
+            )
+
+    async def wallet_entries(
+        self, org_id: str, before_seq: int | None, limit: int
+    ) -> list[WalletEntry]:
+        rows = await self._rows(
+            f"SELECT {ENTRY_COLUMNS} FROM wallet_transactions WHERE org_id = ? AND seq < ? "
+            "ORDER BY seq DESC LIMIT ?",
+            (org_id, before_seq if before_seq is not None else 2**62, limit),
+        )
+        return [WalletEntry(*r) for r in rows]

@@ -1,0 +1,73 @@
+"""Metered routes: a successful call on a route with ``cost`` is paid from the
+organization's wallet.
+
+The cost is taken before forwarding, in one database transaction that also
+checks the key's caps (``max_paid_requests``, ``max_spend``) and never lets the
+balance go below zero; an unfunded call gets 402 and is not forwarded. If the
+call does not succeed (the upstream answers 4xx/5xx, or cannot be reached) the
+cost is refunded. A client retrying with the same ``Idempotency-Key`` header is
+charged once. Each charge is written before the request goes upstream, so a
+shutdown cannot lose one. This is the one database write on the request path,
+and only on paid routes.
+"""
+
+from __future__ import annotations
+
+import time
+
+from gateway.errors import BadRequest, GatewayError
+from gateway.pipeline.authn import Principal
+from gateway.pipeline.routes import CompiledRoute
+from gateway.store import Store
+
+MESSAGES = {
+    "insufficient_funds": "The organization's wallet cannot pay for this call.",
+    "max_paid_requests": "This key has used all of its paid requests.",
+    "max_spend": "This key has reached its spending limit.",
+}
+IDEMPOTENCY_KEY_MAX = 200
+
+
+class PaymentRequired(GatewayError):
+    status = 402
+    code = "payment_required"
+
+    def __init__(self, why: str) -> None:
+        super().__init__(MESSAGES.get(why, "Payment required."))
+        self.why = why
+
+    @property
+    def reason(self) -> str:
+        return self.why
+
+
+class Wallet:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def charge(
+        self,
+        principal: Principal,
+        route: CompiledRoute,
+        request_id: str,
+        idempotency_key: str | None,
+    ) -> int | None:
+        """Take the route's cost; returns the debit to refund if the call fails."""
+        assert route.cost is not None
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+            raise BadRequest(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters.")
+        debit = await self.store.wallet_debit(
+            principal.org_id,
+            principal.credential_id,
+            route.cost,
+            request_id=request_id,
+            route=route.name,
+            idempotency_key=idempotency_key,
+            at=time.time(),
+        )
+        if debit.refused is not None:
+            raise PaymentRequired(debit.refused)
+        return debit.seq
+
+    async def refund(self, debit_seq: int) -> None:
+        await self.store.wallet_refund(debit_seq, time.time())
