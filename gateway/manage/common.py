@@ -58,17 +58,33 @@ def page_params(request: web.Request) -> tuple[str | None, int]:
     for name in ("cursor", "limit"):
         if len(query.getall(name, [])) > 1:
             raise ValidationFailed(name, "give it once")
-    limit_text = query.get("limit", str(DEFAULT_LIMIT))
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+    limit = whole_number(query.get("limit", str(DEFAULT_LIMIT)))
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise ValidationFailed("limit", f"a whole number from 1 to {MAX_LIMIT}")
     cursor = query.get("cursor")
     if cursor is None:
-        return None, int(limit_text)
+        return None, limit
     try:
-        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        padded = cursor + "=" * (-len(cursor) % 4)
+        decoded = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValidationFailed("cursor", "not a cursor this API returned") from None
-    return decoded, int(limit_text)
+    return decoded, limit
+
+
+def whole_number(text: str) -> int | None:
+    """ASCII digits only: str.isdigit() also accepts '²', which int() refuses."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
+def seq_cursor(cursor: str | None) -> int | None:
+    """Cursors of newest-first lists are sequence numbers."""
+    if cursor is None:
+        return None
+    seq = whole_number(cursor)
+    if seq is None:
+        raise ValidationFailed("cursor", "not a cursor this API returned")
+    return seq
 
 
 def page(items: Sequence[dict[str, Any]], limit: int, last_id: str | None) -> dict[str, Any]:

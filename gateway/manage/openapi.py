@@ -24,6 +24,7 @@ ERRORS = {
     "401": "No valid credential or session",
     "403": "Not allowed: missing gateway:admin, not an owner/admin, bad CSRF token, or address",
     "404": "No such resource in your organization",
+    "413": "The request body is larger than the gateway accepts (64 KiB)",
     "429": "A rate limit or quota refused the request",
 }
 

@@ -7,12 +7,41 @@ document, what the API answers; the schemathesis test keeps the two honest.
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+def printable_name(name: str) -> str:
+    name = name.strip()
+    if not name or not name.isprintable():
+        raise ValueError("1 to 200 printable characters, not only spaces")
+    return name
+
+
+def epoch_seconds(moment: datetime | None) -> datetime | None:
+    """A moment the gateway can store: naive times are UTC; the year must be real."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        moment.timestamp()
+    except (OverflowError, ValueError, OSError):
+        raise ValueError("out of range") from None
+    return moment
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable_name)]
+Moment = Annotated[datetime, AfterValidator(epoch_seconds)]
 Scope = Annotated[str, Field(min_length=1, max_length=100)]
 GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
 Timestamp = Annotated[str, Field(description="RFC 3339, UTC", examples=["2026-11-23T07:35:52Z"])]
@@ -46,7 +75,7 @@ class KeyCreate(Body):
     name: Name
     scopes: list[Scope] = Field(min_length=1, max_length=100)
     ttl: int | None = Field(None, ge=1, le=10 * 365 * 86400, description="seconds")
-    expires_at: datetime | None = None
+    expires_at: Moment | None = None
     limits: LimitsIn | None = None
 
     @model_validator(mode="after")
@@ -60,7 +89,7 @@ class KeyPatch(Body):
     name: Name | None = None
     scopes: list[Scope] | None = Field(None, min_length=1, max_length=100)
     ttl: int | None = Field(None, ge=1, le=10 * 365 * 86400)
-    expires_at: datetime | None = Field(None, description="null removes the expiry")
+    expires_at: Moment | None = Field(None, description="null removes the expiry")
     limits: LimitsIn | None = None
 
     @model_validator(mode="after")

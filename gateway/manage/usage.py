@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway.config import Settings
 from gateway.errors import ValidationFailed
 from gateway.manage.auth import ManagementAuth
-from gateway.manage.common import json_response, page, page_params
+from gateway.manage.common import json_response, page, page_params, seq_cursor
 from gateway.store import Store
 from gateway.store.base import UsageRow
 from gateway.usage import UsageBook
@@ -34,7 +34,7 @@ def parse_day(name: str, text: str) -> date:
         if len(text) == 10:
             return date.fromisoformat(text)
         return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).date()
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValidationFailed(name, "expected YYYY-MM-DD or an RFC 3339 timestamp") from None
 
 
@@ -67,9 +67,13 @@ class UsageApi:
         today = datetime.now(UTC).date()
         to_text, from_text = one(request, "to"), one(request, "from")
         to_day = parse_day("to", to_text) if to_text else today
-        from_day = (
-            parse_day("from", from_text) if from_text else to_day - timedelta(days=DEFAULT_DAYS - 1)
-        )
+        if from_text:
+            from_day = parse_day("from", from_text)
+        else:
+            try:
+                from_day = to_day - timedelta(days=DEFAULT_DAYS - 1)
+            except OverflowError:
+                raise ValidationFailed("to", "too early a day") from None
         if from_day > to_day:
             raise ValidationFailed("from", "must not be after 'to'")
         if (to_day - from_day).days >= MAX_DAYS:
@@ -90,12 +94,9 @@ class UsageApi:
     async def errors(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
         cursor, limit = page_params(request)
-        if cursor is not None and not cursor.isdigit():
-            raise ValidationFailed("cursor", "not a cursor this API returned")
+        before = seq_cursor(cursor)
         await self.usage.flush(self.store)
-        found = await self.store.errors_page(
-            caller.org_id, int(cursor) if cursor else None, limit + 1
-        )
+        found = await self.store.errors_page(caller.org_id, before, limit + 1)
         last = str(found[limit - 1].seq) if len(found) > limit else None
         return json_response(page([error_json(e) for e in found], limit, last))
 
@@ -107,11 +108,7 @@ class UsageApi:
     async def wallet_entries(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
         cursor, limit = page_params(request)
-        if cursor is not None and not cursor.isdigit():
-            raise ValidationFailed("cursor", "not a cursor this API returned")
-        found = await self.store.wallet_entries(
-            caller.org_id, int(cursor) if cursor else None, limit + 1
-        )
+        found = await self.store.wallet_entries(caller.org_id, seq_cursor(cursor), limit + 1)
         last = str(found[limit - 1].seq) if len(found) > limit else None
         return json_response(page([wallet_entry_json(e) for e in found], limit, last))
 
