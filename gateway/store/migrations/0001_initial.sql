@@ -21,7 +21,7 @@ CREATE INDEX api_keys_org ON api_keys(org_id);
 
 -- Append-only: every change that must evict a cached credential on every node.
 CREATE TABLE credential_events (
-    seq            INTEGER PRIMARY KEY,
+    seq            {{serial}},
     credential_id  TEXT NOT NULL,
     at             DOUBLE PRECISION NOT NULL
 );

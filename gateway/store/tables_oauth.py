@@ -1,4 +1,4 @@
-"""SQLite tables for people, OAuth clients, consents, codes and tokens."""
+"""People, OAuth clients, consents, codes and tokens (any SQL dialect)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from gateway.store.base import (
     Org,
     User,
 )
-from gateway.store.sqlite_base import SqliteBase
+from gateway.store.sql import SqlBase
 
 CLIENT_COLUMNS = (
     "id, name, secret_digest, redirect_uris, allowed_scopes, grant_types, org_id, "
@@ -107,7 +107,7 @@ def token_from_row(row: Iterable[Any]) -> OAuthToken:
     )
 
 
-class OAuthTables(SqliteBase):
+class OAuthTables(SqlBase):
     # --- people ---
 
     async def create_user(self, user: User, password_hash: str) -> None:
@@ -217,10 +217,11 @@ class OAuthTables(SqliteBase):
     async def list_grants_page(
         self, org_id: str, user_id: str | None, after: str | None, limit: int
     ) -> list[Grant]:
+        mine = " AND g.user_id = ?" if user_id is not None else ""
         rows = await self._rows(
-            f"{GRANT_SELECT} WHERE g.org_id = ? AND g.revoked_at IS NULL AND g.id > ? "
-            "AND (? IS NULL OR g.user_id = ?) ORDER BY g.id LIMIT ?",
-            (org_id, after or "", user_id, user_id, limit),
+            f"{GRANT_SELECT} WHERE g.org_id = ? AND g.revoked_at IS NULL AND g.id > ?{mine} "
+            "ORDER BY g.id LIMIT ?",
+            (org_id, after or "", *((user_id,) if user_id is not None else ()), limit),
         )
         return [grant_from_row(r) for r in rows]
 

@@ -1,9 +1,9 @@
-"""SQLite tables for wallets: balances never below zero, every change recorded."""
+"""Wallets: balances never below zero, every change recorded (any SQL dialect)."""
 
 from __future__ import annotations
 
 from gateway.store.base import Debit, WalletEntry
-from gateway.store.sqlite_base import SqliteBase
+from gateway.store.sql import SqlBase
 
 ENTRY_COLUMNS = (
     "seq, org_id, amount, balance_after, kind, at, request_id, credential_id, route, note"
@@ -18,12 +18,12 @@ class Refused(Exception):
         self.reason = reason
 
 
-class WalletTables(SqliteBase):
+class WalletTables(SqlBase):
     async def wallet_credit(self, org_id: str, amount: int, note: str | None, at: float) -> int:
         async with self.transaction():
             await self._write(
                 "INSERT INTO wallets (org_id, balance) VALUES (?, ?) "
-                "ON CONFLICT (org_id) DO UPDATE SET balance = balance + excluded.balance",
+                "ON CONFLICT (org_id) DO UPDATE SET balance = wallets.balance + excluded.balance",
                 (org_id, amount),
             )
             balance = await self.wallet_balance(org_id)
@@ -67,34 +67,39 @@ class WalletTables(SqliteBase):
                 if not taken:
                     raise Refused("insufficient_funds")
                 balance = await self.wallet_balance(org_id)
-                await self._write(
+                rows = await self._rows(
                     "INSERT INTO wallet_transactions (org_id, amount, balance_after, kind, "
                     "request_id, credential_id, route, idempotency_key, at) "
-                    "VALUES (?, ?, ?, 'debit', ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, 'debit', ?, ?, ?, ?, ?) RETURNING seq",
                     (org_id, -cost, balance, request_id, credential_id, route,
                      idempotency_key, at),
                 )  # fmt: skip
-                rows = await self._rows("SELECT last_insert_rowid()")
         except Refused as exc:
             return Debit(seq=None, refused=exc.reason)
         return Debit(seq=int(rows[0][0]))
 
     async def _take_from_key(self, credential_id: str, cost: int) -> None:
-        """Count the paid call against the key's caps (keys only; tokens have none)."""
+        """Count the paid call against the key's caps (keys only; tokens have none).
+
+        One conditional UPDATE, so two nodes charging the same key cannot both pass
+        a cap that only one more call fits under."""
+        counted = await self._write(
+            "UPDATE api_keys SET paid_requests = paid_requests + 1, spent = spent + ? "
+            "WHERE id = ? AND (max_paid_requests IS NULL OR paid_requests < max_paid_requests) "
+            "AND (max_spend IS NULL OR spent + ? <= max_spend)",
+            (cost, credential_id, cost),
+        )
+        if counted:
+            return
         rows = await self._rows(
-            "SELECT max_paid_requests, max_spend, paid_requests, spent FROM api_keys WHERE id = ?",
+            "SELECT max_paid_requests, paid_requests FROM api_keys WHERE id = ?",
             (credential_id,),
         )
         if not rows:
-            return
-        max_paid, max_spend, paid, spent = rows[0]
-        if max_paid is not None and paid >= max_paid:
-            raise Refused("max_paid_requests")
-        if max_spend is not None and spent + cost > max_spend:
-            raise Refused("max_spend")
-        await self._write(
-            "UPDATE api_keys SET paid_requests = paid_requests + 1, spent = spent + ? WHERE id = ?",
-            (cost, credential_id),
+            return  # not an API key: an OAuth token has no caps
+        max_paid, paid = rows[0]
+        raise Refused(
+            "max_paid_requests" if max_paid is not None and paid >= max_paid else "max_spend"
         )
 
     async def wallet_refund(self, debit_seq: int, at: float) -> None:

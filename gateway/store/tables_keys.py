@@ -1,0 +1,233 @@
+"""Organizations, API keys, usage, recent errors and the revocation feed (any SQL dialect)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import astuple
+from typing import Any
+
+from gateway.store.base import ApiKey, ErrorRow, KeyWithDigest, Org, UsageRow
+from gateway.store.sql import SqlBase
+
+KEY_COLUMNS = (
+    "id, org_id, name, prefix, scopes, created_at, expires_at, last_used_at, revoked_at, "
+    "max_requests, rate_limit, allowed_ips, request_count, max_paid_requests, max_spend, "
+    "paid_requests, spent"
+)
+USAGE_COLUMNS = (
+    "org_id, day, credential_id, route, status, client_ip, requests, errors, paid_requests"
+)
+ERROR_COLUMNS = (
+    "org_id, at, request_id, method, route, status, reason, credential_id, client_ip, seq"
+)
+
+
+def key_from_row(row: Iterable[Any]) -> ApiKey:
+    (kid, org_id, name, prefix, scopes, created, expires, last_used, revoked,
+     max_requests, rate_limit, allowed_ips, request_count, max_paid, max_spend, paid,
+     spent) = row  # fmt: skip
+    return ApiKey(
+        id=kid,
+        org_id=org_id,
+        name=name,
+        prefix=prefix,
+        scopes=tuple(scopes.split()),
+        created_at=created,
+        expires_at=expires,
+        last_used_at=last_used,
+        revoked_at=revoked,
+        max_requests=max_requests,
+        rate_limit=rate_limit,
+        allowed_ips=tuple((allowed_ips or "").split()),
+        request_count=request_count,
+        max_paid_requests=max_paid,
+        max_spend=max_spend,
+        paid_requests=paid,
+        spent=spent,
+    )
+
+
+def key_params(key: ApiKey) -> tuple[Any, ...]:
+    return (
+        key.id,
+        key.org_id,
+        key.name,
+        key.prefix,
+        " ".join(key.scopes),
+        key.created_at,
+        key.expires_at,
+        key.last_used_at,
+        key.revoked_at,
+        key.max_requests,
+        key.rate_limit,
+        " ".join(key.allowed_ips) or None,
+        key.request_count,
+        key.max_paid_requests,
+        key.max_spend,
+        key.paid_requests,
+        key.spent,
+    )
+
+
+class KeyTables(SqlBase):
+    async def create_org(self, org: Org) -> None:
+        await self._write(
+            "INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)",
+            (org.id, org.name, org.created_at),
+        )
+
+    async def find_org(self, id_or_name: str) -> Org | None:
+        rows = await self._rows(
+            "SELECT id, name, created_at FROM orgs WHERE id = ? OR name = ? "
+            "ORDER BY id = ? DESC LIMIT 1",
+            (id_or_name, id_or_name, id_or_name),
+        )
+        return Org(*rows[0]) if rows else None
+
+    async def list_orgs(self) -> list[Org]:
+        rows = await self._rows("SELECT id, name, created_at FROM orgs ORDER BY created_at, id")
+        return [Org(*r) for r in rows]
+
+    async def insert_api_key(self, key: ApiKey, digest: str) -> None:
+        await self._write(
+            f"INSERT INTO api_keys ({KEY_COLUMNS}, digest) "
+            f"VALUES ({', '.join('?' * (KEY_COLUMNS.count(',') + 2))})",
+            (*key_params(key), digest),
+        )
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        rows = await self._rows(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        return key_from_row(rows[0]) if rows else None
+
+    async def list_api_keys(self, org_id: str) -> list[ApiKey]:
+        rows = await self._rows(
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = ? ORDER BY created_at, id",
+            (org_id,),
+        )
+        return [key_from_row(r) for r in rows]
+
+    async def revoke_api_key(self, key_id: str, at: float) -> bool:
+        async with self.transaction():
+            changed = await self._write(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (at, key_id),
+            )
+            if changed:
+                await self.record_events([key_id], at)
+        return bool(changed)
+
+    async def find_api_key_by_digest(self, digest: str, now: float) -> KeyWithDigest | None:
+        rows = await self._rows(
+            f"SELECT {KEY_COLUMNS}, digest FROM api_keys WHERE digest = ? "
+            f"UNION ALL SELECT {KEY_COLUMNS}, previous_digest FROM api_keys "
+            "WHERE previous_digest = ? AND previous_valid_until > ?",
+            (digest, digest, now),
+        )
+        if not rows:
+            return None
+        *columns, stored = rows[0]
+        return KeyWithDigest(key_from_row(columns), stored)
+
+    async def list_api_keys_page(self, org_id: str, after: str | None, limit: int) -> list[ApiKey]:
+        rows = await self._rows(
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (org_id, after or "", limit),
+        )
+        return [key_from_row(r) for r in rows]
+
+    async def update_api_key(self, key: ApiKey, at: float) -> None:
+        async with self.transaction():
+            await self._write(
+                "UPDATE api_keys SET name = ?, scopes = ?, expires_at = ?, max_requests = ?, "
+                "rate_limit = ?, allowed_ips = ?, max_paid_requests = ?, max_spend = ? "
+                "WHERE id = ?",
+                (
+                    key.name,
+                    " ".join(key.scopes),
+                    key.expires_at,
+                    key.max_requests,
+                    key.rate_limit,
+                    " ".join(key.allowed_ips) or None,
+                    key.max_paid_requests,
+                    key.max_spend,
+                    key.id,
+                ),
+            )
+            await self.record_events([key.id], at)
+
+    async def rotate_api_key(
+        self, key_id: str, digest: str, prefix: str, previous_valid_until: float, at: float
+    ) -> None:
+        async with self.transaction():
+            await self._write(
+                "UPDATE api_keys SET previous_digest = digest, previous_valid_until = ?, "
+                "digest = ?, prefix = ? WHERE id = ?",
+                (previous_valid_until, digest, prefix, key_id),
+            )
+            await self.record_events([key_id], at)
+
+    async def delete_api_key(self, key_id: str, at: float) -> bool:
+        async with self.transaction():
+            deleted = await self._write("DELETE FROM api_keys WHERE id = ?", (key_id,))
+            if deleted:
+                await self.record_events([key_id], at)
+        return bool(deleted)
+
+    async def record_last_used(
+        self, seen: dict[str, float], counts: dict[str, int] | None = None
+    ) -> None:
+        async with self.transaction():
+            await self._write_many(
+                "UPDATE api_keys SET last_used_at = ? "
+                "WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+                [(ts, kid, ts) for kid, ts in seen.items()],
+            )
+            await self._write_many(
+                "UPDATE api_keys SET request_count = request_count + ? WHERE id = ?",
+                [(n, kid) for kid, n in (counts or {}).items()],
+            )
+
+    async def add_usage(self, rows: list[UsageRow]) -> None:
+        await self._write_many(
+            f"INSERT INTO usage_daily ({USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (org_id, day, credential_id, route, status, client_ip) DO UPDATE SET "
+            "requests = usage_daily.requests + excluded.requests, "
+            "errors = usage_daily.errors + excluded.errors, "
+            "paid_requests = usage_daily.paid_requests + excluded.paid_requests",
+            [astuple(r) for r in rows],
+        )
+
+    async def usage(self, org_id: str, from_day: str, to_day: str) -> list[UsageRow]:
+        rows = await self._rows(
+            f"SELECT {USAGE_COLUMNS} FROM usage_daily WHERE org_id = ? AND day >= ? AND day <= ?",
+            (org_id, from_day, to_day),
+        )
+        return [UsageRow(*r) for r in rows]
+
+    async def add_errors(self, rows: list[ErrorRow], keep: int) -> None:
+        async with self.transaction():
+            await self._write_many(
+                "INSERT INTO request_errors (org_id, at, request_id, method, route, status, "
+                "reason, credential_id, client_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [astuple(r)[:-1] for r in rows],  # all but seq, which the table assigns
+            )
+            await self._write(
+                "DELETE FROM request_errors WHERE seq <= (SELECT MAX(seq) FROM request_errors) - ?",
+                (keep,),
+            )
+
+    async def errors_page(self, org_id: str, before_seq: int | None, limit: int) -> list[ErrorRow]:
+        rows = await self._rows(
+            f"SELECT {ERROR_COLUMNS} FROM request_errors WHERE org_id = ? AND seq < ? "
+            "ORDER BY seq DESC LIMIT ?",
+            (org_id, before_seq if before_seq is not None else 2**62, limit),
+        )
+        return [ErrorRow(*r) for r in rows]
+
+    async def credential_events_since(self, seq: int) -> tuple[int, list[str]]:
+        rows = await self._rows(
+            "SELECT seq, credential_id FROM credential_events WHERE seq > ? ORDER BY seq", (seq,)
+        )
+        if not rows:
+            return seq, []
+        return rows[-1][0], [r[1] for r in rows]
