@@ -49,13 +49,24 @@ class Listener(Strict):
 
 class Database(Strict):
     url: str = "sqlite:///gateway.db"
+    pool_min: int = Field(1, ge=0, description="PostgreSQL connections kept open")
+    pool_max: int = Field(10, ge=1, description="PostgreSQL connections at most, per process")
+    timeout: float = Field(5.0, gt=0, description="seconds any database call may take")
 
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
+        if url.startswith(("postgresql://", "postgres://")):
+            return url
         if not url.startswith("sqlite:///") or url == "sqlite:///":
-            raise ValueError("expected a URL of the form sqlite:///PATH (relative to this file)")
+            raise ValueError(
+                "expected sqlite:///PATH (relative to this file) or postgresql://USER@HOST/DB"
+            )
         return url
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.startswith(("postgresql://", "postgres://"))
 
 
 class Upstream(Strict):
