@@ -17,7 +17,7 @@ from gateway.config import Settings
 from gateway.dispatch import View, add_endpoint
 from gateway.errors import ServiceUnavailable
 from gateway.expect import expect_later
-from gateway.limits import Limiter
+from gateway.limits import Counters, Limiter, MemoryCounters
 from gateway.manage import MANAGEMENT, add_management_routes, management_api
 from gateway.manage.auth import ManagementAuth
 from gateway.metrics import Metrics
@@ -33,6 +33,7 @@ from gateway.pipeline.authn import Authenticator, CredentialCache, RevocationWat
 from gateway.pipeline.headers import ForwardedFor
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import RouteTable
+from gateway.redis_counters import RedisCounters
 from gateway.store import Store, StoreUnavailable, open_store
 from gateway.usage import UsageBook
 from gateway.wallet import Wallet
@@ -87,7 +88,9 @@ def oauth_server(
         token=TokenEndpoint(store, tokens),
         revoke=RevocationEndpoint(store, tokens),
         introspect=IntrospectionEndpoint(store, tokens, issuer(settings)),
-        login=LoginViews(store, settings, sessions, LoginThrottle(settings.oauth.login_throttle)),
+        login=LoginViews(
+            store, settings, sessions, LoginThrottle(settings.oauth.login_throttle, settings.redis)
+        ),
     )
 
 
@@ -107,7 +110,17 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     )
     watcher = RevocationWatcher(store, cache, settings.cache.poll_interval)
     sessions = Sessions(settings)
-    limiter = Limiter(settings.limits)
+    counters: Counters = (
+        RedisCounters(settings.redis.url, settings.redis.timeout)
+        if settings.redis.url
+        else MemoryCounters()
+    )
+    limiter = Limiter(
+        settings.limits,
+        counters,
+        fail_open=settings.redis.on_failure == "open",
+        on_failure=lambda outcome: metrics.limit_backend_failures.labels(outcome).inc(),
+    )
     forwarded_for = ForwardedFor(settings.proxy.trusted_proxies)
     app[STORE] = store
     app[CACHE] = cache
@@ -140,6 +153,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         finally:
             await forwarder.close()
             await usage.flush(store)
+            await counters.close()
     finally:
         await store.close()
 

@@ -153,6 +153,23 @@ class Limits(Strict):
     per_org: int | None = Field(10_000, gt=0, description="requests per minute")
 
 
+class RedisSettings(Strict):
+    """Shared counters for several nodes: rate limits, quotas, login throttling."""
+
+    url: str | None = Field(None, description="redis://HOST:PORT/DB; unset: count in process")
+    timeout: float = Field(0.5, gt=0, description="seconds a Redis call may take")
+    on_failure: Literal["closed", "open"] = Field(
+        "closed", description="Redis unreachable: refuse limited requests (503) or admit them"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected redis://HOST:PORT/DB")
+        return url
+
+
 class Cache(Strict):
     credential_ttl: float = Field(30.0, ge=0, description="seconds a verified credential is kept")
     max_entries: int = Field(100_000, ge=0)
@@ -276,6 +293,7 @@ class Settings(Strict):
     routes: tuple[Route, ...] = ()
     proxy: Proxy = Proxy()
     limits: Limits = Limits()
+    redis: RedisSettings = RedisSettings()
     cache: Cache = Cache()
     usage: Usage = Usage()
     oauth: OAuth = OAuth()
@@ -333,6 +351,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "GATEWAY_ADMIN_HOST": ("admin", "host"),
     "GATEWAY_ADMIN_PORT": ("admin", "port"),
     "GATEWAY_SESSION_SECRET": ("session", "secret"),
+    "GATEWAY_REDIS_URL": ("redis", "url"),
 }
 UPSTREAM_URL_ENV = re.compile(r"^GATEWAY_UPSTREAM_([A-Z0-9_]+)_URL$")
 

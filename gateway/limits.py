@@ -5,27 +5,34 @@ rate limits of the credential and of its organization (429 with Retry-After and
 RateLimit-* headers), then the credential's total quota (429). Config defaults
 apply to every credential and organization; a key's own limits only tighten them.
 
-Counting happens in this process (the `limits` library's fixed windows and an
-in-memory quota tally flushed with usage); the scale-out issue moves the
-counters to Redis so that several nodes share them.
+Counting happens in this process (``MemoryCounters``: the `limits` library's
+fixed windows and an in-memory quota tally) or, with ``redis.url``, in Redis
+shared by every node (``gateway.redis_counters``).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from limits import RateLimitItem, RateLimitItemPerMinute
+from limits.errors import StorageError
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
+from redis.exceptions import RedisError
 
 from gateway.config import Limits as LimitSettings
 from gateway.errors import GatewayError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+log = logging.getLogger("gateway.limits")
+WARN_EVERY = 10.0  # seconds between warnings while the counters are down
+COUNTER_FAILURES = (RedisError, StorageError, OSError, TimeoutError)
 
 
 class AddressNotAllowed(GatewayError):
@@ -90,19 +97,84 @@ def address_allowed(nets: tuple[Network, ...], address: str | None) -> bool:
     return any(ip in net for net in nets)
 
 
-class Limiter:
-    def __init__(self, settings: LimitSettings) -> None:
+class Counters(Protocol):
+    """Where requests are counted: this process, or Redis shared by every node."""
+
+    async def hit(self, per_minute: int, kind: str, key: str) -> int | None:
+        """Count one request in the current minute; None if allowed, else seconds to wait."""
+        ...
+
+    async def take(self, credential_id: str, limit: int, already_used: int) -> bool:
+        """Count one request against a total quota; False once ``limit`` is reached."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryCounters:
+    """Exact for one process; several workers each count their own share."""
+
+    def __init__(self) -> None:
         self.windows = FixedWindowRateLimiter(MemoryStorage())
-        self.per_credential = settings.per_credential
-        self.per_org = settings.per_org
         self._items: dict[int, RateLimitItem] = {}
-        self.used: dict[str, int] = {}  # quota tally: credential id -> requests admitted
+        self.used: dict[str, int] = {}
 
     def _item(self, per_minute: int) -> RateLimitItem:
         item = self._items.get(per_minute)
         if item is None:
             item = self._items[per_minute] = RateLimitItemPerMinute(per_minute)
         return item
+
+    async def hit(self, per_minute: int, kind: str, key: str) -> int | None:
+        item = self._item(per_minute)
+        if self.windows.hit(item, kind, key):
+            return None
+        stats = self.windows.get_window_stats(item, kind, key)
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    async def take(self, credential_id: str, limit: int, already_used: int) -> bool:
+        used = max(self.used.get(credential_id, 0), already_used)
+        if used >= limit:
+            return False
+        self.used[credential_id] = used + 1
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+class LimitsUnavailable(GatewayError):
+    status = 503
+    code = "service_unavailable"
+    message = "Rate limits cannot be checked right now; try again shortly."
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": "1"}
+
+    @property
+    def reason(self) -> str:
+        return "limits_unavailable"
+
+
+class Limiter:
+    """Applies the limits; what to do when the counters cannot be reached is
+    ``redis.on_failure``: ``closed`` refuses with 503, ``open`` admits (logged,
+    counted in ``gateway_limit_backend_failures_total``)."""
+
+    def __init__(
+        self,
+        settings: LimitSettings,
+        counters: Counters | None = None,
+        *,
+        fail_open: bool = False,
+        on_failure: Callable[[str], None] = lambda outcome: None,
+    ) -> None:
+        self.counters = counters or MemoryCounters()
+        self.per_credential = settings.per_credential
+        self.per_org = settings.per_org
+        self.fail_open = fail_open
+        self.on_failure = on_failure
+        self._last_warning = 0.0
 
     @staticmethod
     def check_address(limits: KeyLimits | None, client_ip: str | None) -> None:
@@ -113,24 +185,39 @@ class Limiter:
         ):
             raise AddressNotAllowed()
 
-    def admit(
+    async def admit(
         self, credential_id: str, org_id: str, limits: KeyLimits | None, already_used: int
     ) -> None:
         """Raise if a rate limit or the quota refuses this request; otherwise count it."""
+        try:
+            await self._admit(credential_id, org_id, limits, already_used)
+        except COUNTER_FAILURES as exc:
+            self._counters_failed(exc)
+
+    async def _admit(
+        self, credential_id: str, org_id: str, limits: KeyLimits | None, already_used: int
+    ) -> None:
         own_rate = limits.rate_limit if limits is not None else None
         rates = [r for r in (own_rate, self.per_credential) if r is not None]
         if rates:
-            self._hit(min(rates), "cred", credential_id, "credential")
+            wait = await self.counters.hit(min(rates), "cred", credential_id)
+            if wait is not None:
+                raise RateLimited(min(rates), wait, "credential")
         if self.per_org is not None:
-            self._hit(self.per_org, "org", org_id, "organization")
-        if limits is not None and limits.max_requests is not None:
-            used = max(self.used.get(credential_id, 0), already_used)
-            if used >= limits.max_requests:
-                raise QuotaExceeded(limits.max_requests)
-            self.used[credential_id] = used + 1
+            wait = await self.counters.hit(self.per_org, "org", org_id)
+            if wait is not None:
+                raise RateLimited(self.per_org, wait, "organization")
+        quota = limits.max_requests if limits is not None else None
+        if quota is not None and not await self.counters.take(credential_id, quota, already_used):
+            raise QuotaExceeded(quota)
 
-    def _hit(self, per_minute: int, kind: str, key: str, scope: str) -> None:
-        item = self._item(per_minute)
-        if not self.windows.hit(item, kind, key):
-            stats = self.windows.get_window_stats(item, kind, key)
-            raise RateLimited(per_minute, max(1, math.ceil(stats.reset_time - time.time())), scope)
+    def _counters_failed(self, exc: BaseException) -> None:
+        outcome = "admitted" if self.fail_open else "refused"
+        self.on_failure(outcome)
+        now = time.monotonic()
+        if now - self._last_warning > WARN_EVERY:
+            self._last_warning = now
+            log.warning("rate-limit counters unreachable (%s); requests %s",
+                        type(exc).__name__, outcome)  # fmt: skip
+        if not self.fail_open:
+            raise LimitsUnavailable() from None

@@ -61,6 +61,12 @@ class Metrics:
         self.in_flight = Gauge(
             "gateway_requests_in_flight", "Requests being handled now.", registry=r
         )
+        self.limit_backend_failures = Counter(
+            "gateway_limit_backend_failures",
+            "Requests whose limits could not be counted (Redis down), by what happened.",
+            ["outcome"],
+            registry=r,
+        )
         self.credential_cache = Gauge(
             "gateway_credential_cache_entries", "Verified credentials cached.", registry=r
         )

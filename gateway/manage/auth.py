@@ -69,7 +69,7 @@ class ManagementAuth:
         self.limiter.check_address(principal.limits, exchange.client_ip)
         if ADMIN_SCOPE not in principal.scopes:
             raise InsufficientScope(ADMIN_SCOPE, (ADMIN_SCOPE,))
-        self.limiter.admit(
+        await self.limiter.admit(
             principal.credential_id, principal.org_id, principal.limits, principal.request_count
         )
         return Caller(org_id=principal.org_id, credential_id=principal.credential_id)

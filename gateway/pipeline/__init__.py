@@ -80,7 +80,7 @@ class Pipeline:
             exchange.principal = principal
             self.limiter.check_address(principal.limits, exchange.client_ip)
             require_scopes(route, principal)
-            self.limiter.admit(
+            await self.limiter.admit(
                 principal.credential_id,
                 principal.org_id,
                 principal.limits,

@@ -16,7 +16,7 @@ from gateway.config import Settings
 from gateway.store import Store
 from gateway.web.pages import error_page, render
 from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
-from gateway.web.throttle import LoginThrottle
+from gateway.web.throttle import LoginThrottle, ThrottleUnavailable
 
 BAD_LOGIN = "The email or password is not right."
 
@@ -91,7 +91,10 @@ class LoginViews:
         email = str(form.get("email", "")).strip().lower()[:320]
         password = str(form.get("password", ""))
         ip = request.remote or "-"
-        wait = await self.throttle.retry_after(email, ip)
+        try:
+            wait = await self.throttle.retry_after(email, ip)
+        except ThrottleUnavailable:
+            return error_page(request, 503, "Try again shortly", "Sign-in is unavailable.")
         if wait is not None:
             response = self.form(
                 request,
@@ -104,7 +107,10 @@ class LoginViews:
             return response
         user = await users.verify_login(self.store, email, password)
         if user is None:
-            await self.throttle.failed(email, ip)
+            try:
+                await self.throttle.failed(email, ip)
+            except ThrottleUnavailable:
+                return error_page(request, 503, "Try again shortly", "Sign-in is unavailable.")
             return self.form(request, csrf_token(session), next_url, BAD_LOGIN, 401)
         fresh = await self.sessions.new()
         fresh["user_id"] = user.id

@@ -1,0 +1,72 @@
+"""Counters shared by every gateway node, in Redis.
+
+Rate limits use the `limits` library's fixed windows on Redis. Quotas use one
+Lua script, so a check and its increment are atomic across nodes. If Redis
+restarts, what is lost is at most the current one-minute window of each rate
+limit; a quota counter is seeded again from the database's request count,
+which lags by at most ``usage.flush_interval`` seconds of traffic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItem, RateLimitItemPerMinute
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import FixedWindowRateLimiter
+from redis.asyncio import Redis
+
+QUOTA_TTL = 30 * 86400  # an idle quota counter is forgotten (and reseeded) after this
+# KEYS[1] = counter; ARGV = seed from the database, limit, ttl. Returns 1 if taken, 0 if full.
+TAKE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+local used = tonumber(redis.call('GET', KEYS[1]))
+if used >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class RedisCounters:
+    def __init__(self, url: str, timeout: float, prefix: str = "gateway") -> None:
+        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        self.prefix = prefix
+        self.redis = Redis.from_url(url, **options)  # type: ignore[arg-type]
+        storage_url = "async+" + url if not url.startswith("async+") else url
+        self.storage = RedisStorage(
+            storage_url,
+            implementation="redispy",
+            key_prefix=f"{prefix}:rl",
+            wrap_exceptions=True,
+            **options,
+        )
+        self.windows = FixedWindowRateLimiter(self.storage)
+        self._take = self.redis.register_script(TAKE)
+        self._items: dict[int, RateLimitItem] = {}
+
+    def _item(self, per_minute: int) -> RateLimitItem:
+        item = self._items.get(per_minute)
+        if item is None:
+            item = self._items[per_minute] = RateLimitItemPerMinute(per_minute)
+        return item
+
+    async def hit(self, per_minute: int, kind: str, key: str) -> int | None:
+        item = self._item(per_minute)
+        if await self.windows.hit(item, kind, key):
+            return None
+        stats = await self.windows.get_window_stats(item, kind, key)
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    async def take(self, credential_id: str, limit: int, already_used: int) -> bool:
+        key = f"{self.prefix}:quota:{credential_id}"
+        taken = await self._take(keys=[key], args=[already_used, limit, QUOTA_TTL])
+        return bool(taken)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
