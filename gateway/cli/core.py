@@ -17,8 +17,10 @@ from gateway.store import Store
 def serve(settings: Settings, args: argparse.Namespace) -> None:
     from gateway.serve import run
 
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
     try:
-        run(settings)
+        run(settings, args.workers)
     except OSError as exc:
         raise CliError(f"cannot listen: {exc.strerror or exc}") from None
 
@@ -74,7 +76,11 @@ def routes_explain(settings: Settings, args: argparse.Namespace) -> None:
 
 def register(sub: Any) -> None:
     js = json_parent()
-    sub.add_parser("serve", help="run the gateway in the foreground").set_defaults(func=serve)
+    serve_parser = sub.add_parser("serve", help="run the gateway in the foreground")
+    serve_parser.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+    )
+    serve_parser.set_defaults(func=serve)
     sub.add_parser("migrate", parents=[js], help="create or upgrade the database").set_defaults(
         func=with_store(migrate)
     )
