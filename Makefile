@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,9 @@ lint: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) gateway.db gateway.db-wal gateway.db-shm .run
+
+## make bench: the gateway beside nginx auth_request (installs wrk and nginx; about 6 minutes).
+bench: $(VENV)/.installed
+	@command -v wrk >/dev/null && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null; }
+	$(BIN)/python bench/run.py
