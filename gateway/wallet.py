@@ -13,6 +13,7 @@ and only on paid routes.
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from gateway.errors import BadRequest, GatewayError
@@ -25,6 +26,7 @@ MESSAGES = {
     "max_paid_requests": "This key has used all of its paid requests.",
     "max_spend": "This key has reached its spending limit.",
 }
+IDEMPOTENCY_WINDOW_TEXT = "24 hours"
 IDEMPOTENCY_KEY_MAX = 200
 
 
@@ -41,6 +43,31 @@ class PaymentRequired(GatewayError):
         return self.why
 
 
+class IdempotencyKeyReused(GatewayError):
+    """The IETF Idempotency-Key draft's answer to a key sent with another request."""
+
+    status = 422
+    code = "idempotency_key_reused"
+    message = "This Idempotency-Key was already used for a different request."
+
+
+class IdempotencyKeyInUse(GatewayError):
+    status = 409
+    code = "idempotency_key_in_use"
+    message = "A request with this Idempotency-Key is still in progress."
+
+
+REFUSALS: dict[str, type[GatewayError]] = {
+    "idempotency_mismatch": IdempotencyKeyReused,
+    "idempotency_in_progress": IdempotencyKeyInUse,
+}
+
+
+def fingerprint(method: str, path: str) -> str:
+    """What a retry must repeat: the method and the normalized path with its query."""
+    return hashlib.sha256(f"{method} {path}".encode("utf-8", "surrogateescape")).hexdigest()
+
+
 class Wallet:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -51,6 +78,7 @@ class Wallet:
         route: CompiledRoute,
         request_id: str,
         idempotency_key: str | None,
+        request_fingerprint: str,
     ) -> int | None:
         """Take the route's cost; returns the debit to refund if the call fails."""
         assert route.cost is not None
@@ -63,11 +91,18 @@ class Wallet:
             request_id=request_id,
             route=route.name,
             idempotency_key=idempotency_key,
+            fingerprint=request_fingerprint if idempotency_key is not None else None,
             at=time.time(),
         )
         if debit.refused is not None:
-            raise PaymentRequired(debit.refused)
+            refusal = REFUSALS.get(debit.refused)
+            raise refusal() if refusal is not None else PaymentRequired(debit.refused)
         return debit.seq
+
+    async def settle(self, debit_seq: int, idempotency_key: str | None) -> None:
+        """Only a call that carried an Idempotency-Key needs its success recorded."""
+        if idempotency_key is not None:
+            await self.store.wallet_settle(debit_seq)
 
     async def refund(self, debit_seq: int) -> None:
         await self.store.wallet_refund(debit_seq, time.time())

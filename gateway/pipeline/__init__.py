@@ -21,7 +21,7 @@ from gateway.pipeline.paths import NormalPath, normalize
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import CompiledRoute, Match, RouteTable
 from gateway.usage import UsageBook
-from gateway.wallet import Wallet
+from gateway.wallet import Wallet, fingerprint
 
 
 def identity_headers(principal: Principal | None, request_id: str) -> list[tuple[str, str]]:
@@ -89,14 +89,20 @@ class Pipeline:
             if principal.method == "api_key":
                 self.usage.key_used(principal.credential_id, time.time())
         debit = None
+        idempotency_key = request.headers.get("Idempotency-Key")
         if route.cost is not None and principal is not None:
-            idempotency_key = request.headers.get("Idempotency-Key")
-            debit = await self.wallet.charge(principal, route, exchange.request_id, idempotency_key)
+            debit = await self.wallet.charge(
+                principal,
+                route,
+                exchange.request_id,
+                idempotency_key,
+                fingerprint(request.method, path.forward_path() + "?" + path.query),
+            )
         await send_continue(request)
         injected = identity_headers(principal, exchange.request_id) + forwarded
         if debit is None:
             return await self.forwarder.forward(request, route, path, injected)
-        return await self.forward_paid(request, route, path, injected, debit)
+        return await self.forward_paid(request, route, path, injected, debit, idempotency_key)
 
     async def forward_paid(
         self,
@@ -105,6 +111,7 @@ class Pipeline:
         path: NormalPath,
         injected: list[tuple[str, str]],
         debit: int,
+        idempotency_key: str | None,
     ) -> web.StreamResponse:
         """Forward a charged call; refund it unless the upstream answered with success."""
         try:
@@ -115,5 +122,6 @@ class Pipeline:
         if response.status >= 400:
             await self.wallet.refund(debit)
         else:
+            await self.wallet.settle(debit, idempotency_key)
             request[EXCHANGE].paid = True
         return response

@@ -99,7 +99,9 @@ class Debit:
     """The outcome of charging a paid call: a debit to refund on failure, or why not."""
 
     seq: int | None  # the debit row; None for a retry already paid for
-    refused: str | None = None  # "insufficient_funds", "max_paid_requests", "max_spend"
+    # "insufficient_funds", "max_paid_requests", "max_spend", "idempotency_mismatch",
+    # "idempotency_in_progress"
+    refused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,10 +274,16 @@ class Store(Protocol):
         request_id: str,
         route: str,
         idempotency_key: str | None,
+        fingerprint: str | None,
         at: float,
     ) -> Debit:
         """Atomically: check the key's caps, take ``cost`` from the wallet (never below
-        zero) and record it. A repeated idempotency key is not charged again."""
+        zero) and record it. A retry with the same idempotency key and fingerprint of a
+        call that succeeded (was settled) is not charged again."""
+        ...
+
+    async def wallet_settle(self, debit_seq: int) -> None:
+        """Mark a debit's call as succeeded, so a retry of it is free."""
         ...
 
     async def wallet_refund(self, debit_seq: int, at: float) -> None: ...

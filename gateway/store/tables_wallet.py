@@ -10,6 +10,9 @@ ENTRY_COLUMNS = (
 )
 
 
+IDEMPOTENCY_WINDOW = 86400.0  # seconds an Idempotency-Key is remembered
+
+
 class Refused(Exception):
     """Rolls back a debit transaction; carries the reason."""
 
@@ -47,18 +50,15 @@ class WalletTables(SqlBase):
         request_id: str,
         route: str,
         idempotency_key: str | None,
+        fingerprint: str | None,
         at: float,
     ) -> Debit:
         try:
             async with self.transaction():
-                if idempotency_key is not None:
-                    paid = await self._rows(
-                        "SELECT seq FROM wallet_transactions WHERE org_id = ? "
-                        "AND credential_id = ? AND idempotency_key = ? AND kind = 'debit'",
-                        (org_id, credential_id, idempotency_key),
-                    )
-                    if paid:
-                        return Debit(seq=None)
+                if idempotency_key is not None and await self._already_paid(
+                    org_id, credential_id, idempotency_key, fingerprint, at
+                ):
+                    return Debit(seq=None)
                 await self._take_from_key(credential_id, cost)
                 taken = await self._write(
                     "UPDATE wallets SET balance = balance - ? WHERE org_id = ? AND balance >= ?",
@@ -69,14 +69,41 @@ class WalletTables(SqlBase):
                 balance = await self.wallet_balance(org_id)
                 rows = await self._rows(
                     "INSERT INTO wallet_transactions (org_id, amount, balance_after, kind, "
-                    "request_id, credential_id, route, idempotency_key, at) "
-                    "VALUES (?, ?, ?, 'debit', ?, ?, ?, ?, ?) RETURNING seq",
+                    "request_id, credential_id, route, idempotency_key, fingerprint, at) "
+                    "VALUES (?, ?, ?, 'debit', ?, ?, ?, ?, ?, ?) RETURNING seq",
                     (org_id, -cost, balance, request_id, credential_id, route,
-                     idempotency_key, at),
+                     idempotency_key, fingerprint, at),
                 )  # fmt: skip
         except Refused as exc:
             return Debit(seq=None, refused=exc.reason)
         return Debit(seq=int(rows[0][0]))
+
+    async def _already_paid(
+        self, org_id: str, credential_id: str, key: str, fingerprint: str | None, at: float
+    ) -> bool:
+        """True for a retry of a call that succeeded; refuses a key reused for another
+        request, or while the first call is still in flight."""
+        prior = await self._rows(
+            "SELECT seq, fingerprint, settled, at FROM wallet_transactions WHERE org_id = ? "
+            "AND credential_id = ? AND idempotency_key = ? AND kind = 'debit'",
+            (org_id, credential_id, key),
+        )
+        if not prior:
+            return False
+        seq, first_fingerprint, settled, first_at = prior[0]
+        if first_at < at - IDEMPOTENCY_WINDOW:
+            await self._write(
+                "UPDATE wallet_transactions SET idempotency_key = NULL WHERE seq = ?", (seq,)
+            )
+            return False
+        if first_fingerprint != fingerprint:
+            raise Refused("idempotency_mismatch")
+        if not settled:
+            raise Refused("idempotency_in_progress")
+        return True
+
+    async def wallet_settle(self, debit_seq: int) -> None:
+        await self._write("UPDATE wallet_transactions SET settled = 1 WHERE seq = ?", (debit_seq,))
 
     async def _take_from_key(self, credential_id: str, cost: int) -> None:
         """Count the paid call against the key's caps (keys only; tokens have none).

@@ -33,6 +33,7 @@ from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
 from gateway.wire import rfc3339
 
 CHART_DAYS = 30
+REVEAL = "reveal"  # session key of a secret waiting to be shown once
 
 
 class Redirect(Exception):
@@ -116,6 +117,14 @@ class Dashboard:
         }
         return render(request, template, context, status=status, scripts=True)
 
+    async def reveal(
+        self, request: web.Request, session: Session, page: str, **shown: Any
+    ) -> web.Response:
+        """Post/redirect/get: the new secret rides in the encrypted session cookie to the
+        next page view, which shows it once; reloading that page creates nothing."""
+        session[REVEAL] = {page: shown}
+        return await self.respond(request, session, see_other(f"{self.base}/{page}"))
+
     async def respond(
         self, request: web.Request, session: Session, response: web.Response
     ) -> web.Response:
@@ -155,7 +164,6 @@ class Dashboard:
         self,
         request: web.Request,
         *,
-        shown: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> web.Response:
         session, memberships, org_id = await self.context(request)
@@ -179,7 +187,7 @@ class Dashboard:
         data = {
             "keys": listing,
             "scopes": self.settings.scopes,
-            "shown": shown,
+            "shown": session.pop(REVEAL, {}).get("keys"),
             "error": error,
             "section": "keys",
         }
@@ -213,8 +221,8 @@ class Dashboard:
             created = await self.api.keys.create_key(org_id, body)
         except ApiError as exc:
             return await self.keys_page(request, error=exc.message)
-        shown = {"label": created["name"], "secret": created["key"]}
-        return await self.keys_page(request, shown=shown)
+        return await self.reveal(request, session, "keys", label=created["name"],
+                                 secret=created["key"])  # fmt: skip
 
     async def key_rotate(self, request: web.Request) -> web.Response:
         session, memberships, org_id = await self.context(request)
@@ -224,8 +232,8 @@ class Dashboard:
             rotated = await self.api.keys.rotate_key(org_id, request.match_info["key_id"])
         except ApiError as exc:
             return await self.keys_page(request, error=exc.message)
-        shown = {"label": rotated["name"], "secret": rotated["key"]}
-        return await self.keys_page(request, shown=shown)
+        return await self.reveal(request, session, "keys", label=rotated["name"],
+                                 secret=rotated["key"])  # fmt: skip
 
     async def key_revoke(self, request: web.Request) -> web.Response:
         session, memberships, org_id = await self.context(request)
@@ -245,7 +253,6 @@ class Dashboard:
         self,
         request: web.Request,
         *,
-        shown: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> web.Response:
         session, memberships, org_id = await self.context(request)
@@ -255,7 +262,7 @@ class Dashboard:
         data = {
             "apps": apps,
             "scopes": {k: v for k, v in self.settings.scopes.items() if k != "gateway:admin"},
-            "shown": shown,
+            "shown": session.pop(REVEAL, {}).get("apps"),
             "error": error,
             "section": "apps",
         }
@@ -283,8 +290,8 @@ class Dashboard:
             created = await self.api.apps.create_client(org_id, body)
         except ApiError as exc:
             return await self.apps_page(request, error=exc.message)
-        shown = {"client_id": created["client_id"], "secret": created["client_secret"]}
-        return await self.apps_page(request, shown=shown)
+        return await self.reveal(request, session, "apps", client_id=created["client_id"],
+                                 secret=created["client_secret"])  # fmt: skip
 
     async def app_secret(self, request: web.Request) -> web.Response:
         session, memberships, org_id = await self.context(request)
@@ -294,9 +301,8 @@ class Dashboard:
             new = await self.api.apps.new_secret(org_id, request.match_info["client_id"])
         except ApiError as exc:
             return await self.apps_page(request, error=exc.message)
-        return await self.apps_page(
-            request, shown={"client_id": new["client_id"], "secret": new["client_secret"]}
-        )
+        return await self.reveal(request, session, "apps", client_id=new["client_id"],
+                                 secret=new["client_secret"])  # fmt: skip
 
     # --- connected apps (this user's approvals, every organization) ---
 

@@ -1,0 +1,52 @@
+"""Run the ``gateway`` command from an async test without blocking its event loop.
+
+A gateway served by the test (the ``gw`` fixture) shares the SQLite file with
+the CLI; blocking the loop while the CLI writes could stall the gateway inside
+a transaction and make the CLI wait for the database lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from test_cli import clean_env
+
+CLI_TIMEOUT = 15.0
+
+
+async def run_cli(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m gateway --config PATH ARGS...`` from an empty directory, bounded in time."""
+    workdir = config_path.parent / "cli-cwd"
+    workdir.mkdir(exist_ok=True)
+    argv = [sys.executable, "-m", "gateway", "--config", str(config_path), *args]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=workdir,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"{argv!r} did not finish within {CLI_TIMEOUT} s") from None
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(argv, proc.returncode, out.decode(), err.decode())
+
+
+async def cli_json(config_path: Path, *args: str) -> dict[str, Any]:
+    """A ``--json`` command that must succeed: its one JSON object."""
+    result = await run_cli(config_path, *args, "--json")
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    data = json.loads(lines[0])
+    assert isinstance(data, dict), data
+    return data

@@ -1,0 +1,726 @@
+"""Several ``gateway serve`` nodes sharing one PostgreSQL and one Redis, as real processes.
+
+The module starts one upstream_example and two gateway nodes (A and B) on free
+loopback ports, both pointed at a fresh PostgreSQL schema and a dedicated Redis
+database, and mints an admin key and a reader key with the CLI. Tests that need
+a broken dependency start a node of their own: C behind a PostgreSQL proxy the
+test can pause, D and E pointed at a Redis nobody listens on, and a SQLite
+gateway with ``--workers 2``.
+
+Needs ``GATEWAY_TEST_POSTGRES_URL`` and ``GATEWAY_TEST_REDIS_URL``; without them
+the shared-store tests are skipped, naming the variable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import pytest
+import pytest_asyncio
+import yaml
+from cli_runner import cli_json
+from conftest import base_config, free_port
+from multidict import CIMultiDictProxy
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+from test_serve_process import clean_env, stop, wait_until_answers
+
+from gateway.config import ADMIN_SCOPE
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+POSTGRES_ENV = "GATEWAY_TEST_POSTGRES_URL"
+REDIS_ENV = "GATEWAY_TEST_REDIS_URL"
+REDIS_DB = 9  # this module's own database, flushed before and after
+STOP_TIMEOUT = 15.0
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=2)
+PREFIX = "/_gateway/v1"
+REVOCATION_DEADLINE = 1.0  # seconds: a revoked key is refused on every node within this
+DB_TIMEOUT = 1.0  # node C's database.timeout
+RECOVERY_DEADLINE = 5.0
+T = TypeVar("T")
+
+
+# --- where the shared services are ----------------------------------------------
+
+
+def required_env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.skip(f"multi-node tests need a shared store: {name} is not set")
+    return value
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """The same database, with every connection's search_path set to ``schema``."""
+    parts = urlsplit(url)
+    options = urlencode({"options": f"-csearch_path={schema}"})
+    query = f"{parts.query}&{options}" if parts.query else options
+    return urlunsplit(parts._replace(query=query))
+
+
+def with_host_port(url: str, host: str, port: int) -> str:
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}:{port}"))
+
+
+def with_redis_db(url: str, db: int) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+
+
+# --- processes --------------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    """One ``gateway serve`` process (maybe a supervisor of workers) and its config."""
+
+    name: str
+    config_path: Path
+    log_path: Path
+    public: str
+    admin: str
+    workers: int = 1
+    proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "gateway", "--config", str(self.config_path), "serve"]
+        return [*argv, "--workers", str(self.workers)] if self.workers > 1 else argv
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv(),
+                cwd=self.config_path.parent,
+                env=clean_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        return self.proc
+
+    async def start(self) -> None:
+        """Spawn and wait (bounded) until the admin listener answers /healthz."""
+        proc = self.spawn()
+        await wait_until_answers(f"{self.admin}/healthz", proc, self.log_path)
+
+    async def terminate(self) -> int:
+        """SIGTERM and wait (bounded, without blocking the loop) for the exit code."""
+        proc = self.proc
+        assert proc is not None, f"node {self.name} was never started"
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait(timeout=STOP_TIMEOUT)
+                raise AssertionError(f"node {self.name}: no exit within {STOP_TIMEOUT} s")
+            await asyncio.sleep(0.05)
+        return proc.returncode
+
+    def kill(self) -> None:
+        """Teardown: SIGTERM, then SIGKILL after a grace period; never raises."""
+        if self.proc is not None:
+            stop(self.proc)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def node_config(upstream_url: str, public_port: int, admin_port: int) -> dict[str, Any]:
+    config = base_config(upstream_url, Path("unused.db"))
+    config["listen"]["port"] = public_port
+    config["admin"]["port"] = admin_port
+    config["cache"] = {"credential_ttl": 30, "poll_interval": 0.2}
+    config["usage"] = {"flush_interval": 3600}  # only the shutdown flush writes usage
+    config["logging"] = {"level": "WARNING"}
+    return config
+
+
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def write_node(
+    directory: Path, name: str, config: dict[str, Any], workers: int = 1
+) -> Node:
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return Node(
+        name=name,
+        config_path=config_path,
+        log_path=directory / f"{name}.stderr",
+        public=f"http://127.0.0.1:{config['listen']['port']}",
+        admin=f"http://127.0.0.1:{config['admin']['port']}",
+        workers=workers,
+    )
+
+
+@pytest.fixture
+def spawned() -> Iterator[list[Node]]:
+    """Nodes a test starts for itself; all stopped at teardown, even on failure."""
+    nodes: list[Node] = []
+    yield nodes
+    for node in reversed(nodes):
+        node.kill()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def upstream_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """One upstream_example process for the whole module."""
+    directory = tmp_path_factory.mktemp("upstream")
+    port = free_port()
+    log_path = directory / "upstream.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "upstream_example", "--port", str(port)],
+            cwd=directory,
+            env=clean_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await wait_until_answers(f"{url}/status", proc, log_path)
+        yield url
+    finally:
+        stop(proc)
+
+
+# --- the cluster: nodes A and B on one schema and one Redis database ----------------
+
+
+@dataclass
+class Cluster:
+    directory: Path
+    upstream_url: str
+    postgres_url: str  # the server, as given by the environment
+    database_url: str  # this module's schema on it
+    redis_url: str
+    a: Node
+    b: Node
+    admin_key: str
+    reader_key: str
+    nodes: list[Node] = field(default_factory=list)
+
+    def node(self, name: str, **changes: Any) -> Node:
+        """A node like A and B (not started), with ``changes`` merged into its config."""
+        config = node_config(self.upstream_url, free_port(), free_port())
+        config["database"] = {"url": self.database_url}
+        config["redis"] = {"url": self.redis_url}
+        return write_node(self.directory, name, merge(config, changes))
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.admin_key}
+
+    async def create_key(
+        self, http: aiohttp.ClientSession, name: str, limits: dict[str, int] | None = None
+    ) -> tuple[str, str]:
+        """A ``contacts:read`` key made through node A's management API: (id, secret)."""
+        body: dict[str, Any] = {"name": name, "scopes": ["contacts:read"]}
+        if limits is not None:
+            body["limits"] = limits
+        async with http.post(
+            f"{self.a.public}{PREFIX}/keys", json=body, headers=self.admin_headers()
+        ) as response:
+            created = await response.json()
+            assert response.status == 201, created
+        assert created["limits"] | (limits or {}) == created["limits"], created
+        return created["id"], created["key"]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(
+    upstream_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Cluster]:
+    postgres_url = required_env(POSTGRES_ENV)
+    redis_url = with_redis_db(required_env(REDIS_ENV), REDIS_DB)
+    directory = tmp_path_factory.mktemp("multinode")
+    schema = f"gw_multinode_{secrets.token_hex(6)}"
+    async with contextlib.AsyncExitStack() as cleanup:
+        conn = await asyncpg.connect(postgres_url, timeout=5)
+        try:
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
+        finally:
+            await conn.close()
+        cleanup.push_async_callback(drop_schema, postgres_url, schema)
+        redis = Redis.from_url(redis_url, socket_timeout=5)
+        cleanup.push_async_callback(redis.aclose)
+        await redis.flushdb()
+        cleanup.push_async_callback(redis.flushdb)
+
+        database_url = with_search_path(postgres_url, schema)
+        nodes: list[Node] = []
+        cleanup.callback(lambda: [n.kill() for n in reversed(nodes)])
+        pair = [
+            node_config(upstream_url, free_port(), free_port()) for _ in range(2)
+        ]
+        shared = {"database": {"url": database_url}, "redis": {"url": redis_url}}
+        a = write_node(directory, "A", merge(pair[0], shared))
+        b = write_node(directory, "B", merge(pair[1], shared))
+        nodes += [a, b]
+        await asyncio.gather(a.start(), b.start())  # both migrate: one waits for the lock
+
+        await cli_json(a.config_path, "org", "create", "acme")
+        admin = await cli_json(
+            a.config_path, "key", "create", "--org", "acme", "--name", "admin",
+            "--scopes", ADMIN_SCOPE,
+        )  # fmt: skip
+        reader = await cli_json(
+            a.config_path, "key", "create", "--org", "acme", "--name", "reader",
+            "--scopes", "contacts:read",
+        )  # fmt: skip
+        yield Cluster(
+            directory=directory,
+            upstream_url=upstream_url,
+            postgres_url=postgres_url,
+            database_url=database_url,
+            redis_url=redis_url,
+            a=a,
+            b=b,
+            admin_key=admin["key"],
+            reader_key=reader["key"],
+            nodes=nodes,
+        )
+
+
+async def drop_schema(postgres_url: str, schema: str) -> None:
+    conn = await asyncpg.connect(postgres_url, timeout=5)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+# --- talking to nodes ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Any
+    headers: CIMultiDictProxy[str]
+    seconds: float
+
+    @property
+    def error(self) -> str | None:
+        if isinstance(self.body, dict) and isinstance(self.body.get("error"), str):
+            return str(self.body["error"])
+        return None
+
+
+async def send(
+    http: aiohttp.ClientSession,
+    url: str,
+    key: str | None = None,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    sent = dict(headers or {})
+    if key is not None:
+        sent["X-API-Key"] = key
+    started = time.monotonic()
+    async with http.request(method, url, headers=sent) as response:
+        raw = await response.read()
+        body = await response.json() if response.content_type == "application/json" else raw
+        return Reply(response.status, body, response.headers, time.monotonic() - started)
+
+
+async def spread(
+    http: aiohttp.ClientSession, urls: list[str], key: str, concurrency: int
+) -> list[Reply]:
+    """GET every url with ``key``, at most ``concurrency`` at a time."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(url: str) -> Reply:
+        async with gate:
+            return await send(http, url, key)
+
+    return list(await asyncio.gather(*(one(u) for u in urls)))
+
+
+def outcomes(replies: list[Reply]) -> Counter[tuple[int, str | None]]:
+    return Counter((r.status, r.error) for r in replies)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+async def scrape(http: aiohttp.ClientSession, admin: str) -> str:
+    async with http.get(f"{admin}/metrics") as response:
+        assert response.status == 200
+        return await response.text()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session:
+        yield session
+
+
+# --- 1, 2: keys and revocation across nodes ------------------------------------------
+
+
+async def test_key_created_on_one_node_works_on_the_other(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    _, key = await cluster.create_key(http, "made on A")
+    reply = await send(http, f"{cluster.b.public}/contacts", key)
+    assert reply.status == 200, reply.body
+    assert isinstance(reply.body["data"], list)
+
+
+async def test_key_revoked_on_one_node_is_refused_by_the_other_within_a_second(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    key_id, key = await cluster.create_key(http, "revoked on A")
+    on_b = f"{cluster.b.public}/contacts"
+    for _ in range(2):  # the second one is answered from B's credential cache
+        assert (await send(http, on_b, key)).status == 200
+
+    deleted = await send(
+        http, f"{cluster.a.public}{PREFIX}/keys/{key_id}", method="DELETE",
+        headers=cluster.admin_headers(),
+    )  # fmt: skip
+    assert deleted.status == 204, deleted.body
+    revoked_at = time.monotonic()
+    while True:
+        reply = await send(http, on_b, key)
+        elapsed = time.monotonic() - revoked_at
+        if reply.status == 401:
+            break
+        assert reply.status == 200, reply.body
+        assert elapsed < 3 * REVOCATION_DEADLINE, "B still admits the revoked key"
+        await asyncio.sleep(0.02)
+    print("REVOKE elapsed", elapsed)
+    assert reply.error == "unauthorized", reply.body
+    assert elapsed < REVOCATION_DEADLINE, f"B refused the revoked key only after {elapsed:.2f} s"
+
+
+# --- 3, 4: limits counted across nodes ------------------------------------------------
+
+
+async def test_quota_is_shared_by_the_nodes(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    _, key = await cluster.create_key(http, "quota", {"max_requests": 100})
+    nodes = [cluster.a.public, cluster.b.public]
+    urls = [f"{nodes[i % 2]}/contacts" for i in range(150)]
+    replies = await spread(http, urls, key, concurrency=10)
+    assert outcomes(replies) == {(200, None): 100, (429, "quota_exceeded"): 50}
+
+
+def seconds_into_minute() -> int:
+    return int(time.time()) % 60
+
+
+async def within_one_minute(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run ``attempt`` clear of a minute boundary; once more if it crossed one anyway."""
+    for _ in range(2):
+        while seconds_into_minute() >= 57:  # at most 3 s to the next minute
+            await asyncio.sleep(0.1)
+        minute = int(time.time()) // 60
+        result = await attempt()
+        if int(time.time()) // 60 == minute:
+            return result
+    raise AssertionError("two attempts in a row crossed a minute boundary")
+
+
+async def test_rate_limit_is_shared_by_the_nodes(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    async def attempt() -> list[Reply]:
+        _, key = await cluster.create_key(http, "rate", {"rate_limit": 20})
+        nodes = [cluster.a.public, cluster.b.public]
+        urls = [f"{nodes[i % 2]}/contacts" for i in range(30)]
+        return await spread(http, urls, key, concurrency=5)
+
+    replies = await within_one_minute(attempt)
+    assert outcomes(replies) == {(200, None): 20, (429, "rate_limited"): 10}
+    for reply in replies:
+        if reply.status == 429:
+            assert 1 <= int(reply.headers["Retry-After"]) <= 60, dict(reply.headers)
+            assert reply.headers["RateLimit-Limit"] == "20"
+
+
+# --- 5: PostgreSQL stops answering -----------------------------------------------------
+
+
+class PausableProxy:
+    """A loopback TCP proxy to PostgreSQL that can stop answering.
+
+    Paused, it still accepts connections (the kernel completes the handshake) but
+    forwards nothing in either direction and opens nothing upstream: to a client
+    the database has gone silent, as behind a network partition. Bytes read while
+    paused are held and delivered in order on resume, as TCP would once the
+    partition heals.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.pumps: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self.accept, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def pause(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+    async def accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.writers.add(client_w)
+        try:
+            await self.flowing.wait()
+            server_r, server_w = await asyncio.open_connection(self.host, self.port)
+        except (OSError, asyncio.CancelledError):
+            client_w.close()
+            return
+        self.writers.add(server_w)
+        for reader, writer in ((client_r, server_w), (server_r, client_w)):
+            task = asyncio.create_task(self.pump(reader, writer))
+            self.pumps.add(task)
+            task.add_done_callback(self.pumps.discard)
+
+    async def pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self.flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self.pumps):
+            task.cancel()
+        await asyncio.gather(*self.pumps, return_exceptions=True)
+        for writer in self.writers:
+            writer.close()
+
+
+async def test_postgres_outage_is_a_503_and_recovers_without_restart(
+    cluster: Cluster, http: aiohttp.ClientSession, spawned: list[Node]
+) -> None:
+    target = urlsplit(cluster.postgres_url)
+    proxy = PausableProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    proxy_port = await proxy.start()
+    try:
+        c = cluster.node(
+            "C",
+            database={
+                "url": with_host_port(cluster.database_url, "127.0.0.1", proxy_port),
+                "timeout": DB_TIMEOUT,
+            },
+        )
+        spawned.append(c)
+        await c.start()
+        on_c = f"{c.public}/contacts"
+        assert (await send(http, on_c, cluster.reader_key)).status == 200
+        _, fresh = await cluster.create_key(http, "never seen by C")
+
+        proxy.pause()
+        # One request finds the pooled connection gone silent, the others open new ones.
+        replies = await asyncio.gather(*(send(http, on_c, fresh) for _ in range(3)))
+        for reply in replies:
+            assert (reply.status, reply.error) == (503, "service_unavailable"), reply.body
+            print("503 took", reply.seconds)
+            assert reply.seconds < 3 * DB_TIMEOUT, f"a 503 took {reply.seconds:.2f} s"
+        missing = await send(http, on_c)
+        assert (missing.status, missing.error) == (401, "unauthorized"), missing.body
+        garbage = await send(http, on_c, "not-a-key")
+        assert (garbage.status, garbage.error) == (401, "unauthorized"), garbage.body
+
+        proxy.resume()
+        resumed = time.monotonic()
+        while True:
+            reply = await send(http, on_c, fresh)
+            if reply.status == 200:
+                break
+            assert (reply.status, reply.error) == (503, "service_unavailable"), reply.body
+            assert time.monotonic() - resumed < RECOVERY_DEADLINE, "C did not recover"
+            await asyncio.sleep(0.1)
+        print("recovered after", time.monotonic() - resumed)
+        assert await c.terminate() == 0, c.log()
+    finally:
+        await proxy.close()
+    assert "Traceback" not in c.log(), c.log()
+
+
+# --- 6: Redis unreachable ---------------------------------------------------------------
+
+
+async def test_redis_outage_follows_on_failure(
+    cluster: Cluster, http: aiohttp.ClientSession, spawned: list[Node]
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    closed = cluster.node("D", redis={"url": dead})  # on_failure defaults to closed
+    opened = cluster.node("E", redis={"url": dead, "on_failure": "open"})
+    spawned += [closed, opened]
+    await asyncio.gather(closed.start(), opened.start())
+    name = "gateway_limit_backend_failures_total"
+
+    refused = await send(http, f"{closed.public}/contacts", cluster.reader_key)
+    assert (refused.status, refused.error) == (503, "service_unavailable"), refused.body
+    assert refused.headers["Retry-After"] == "1"
+    metrics = await scrape(http, closed.admin)
+    assert metric(metrics, name, outcome="refused") == 1, metrics
+    assert metric(metrics, name, outcome="admitted") == 0, metrics
+
+    admitted = await send(http, f"{opened.public}/contacts", cluster.reader_key)
+    assert admitted.status == 200, admitted.body
+    metrics = await scrape(http, opened.admin)
+    assert metric(metrics, name, outcome="admitted") == 1, metrics
+    assert metric(metrics, name, outcome="refused") == 0, metrics
+
+
+# --- 7: usage written at shutdown ---------------------------------------------------------
+
+
+async def test_usage_counted_on_both_nodes_survives_a_clean_shutdown(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    on_a, on_b = 37, 23
+    key_id, key = await cluster.create_key(http, "counted")
+    urls = [f"{cluster.a.public}/contacts"] * on_a + [f"{cluster.b.public}/contacts"] * on_b
+    replies = await spread(http, urls, key, concurrency=8)
+    assert outcomes(replies) == {(200, None): on_a + on_b}
+
+    codes = await asyncio.gather(cluster.a.terminate(), cluster.b.terminate())
+    assert codes == [0, 0], (cluster.a.log(), cluster.b.log())
+    await asyncio.gather(cluster.a.start(), cluster.b.start())
+    for node in (cluster.a, cluster.b):
+        assert "Traceback" not in node.log(), node.log()
+
+    headers = cluster.admin_headers()
+    stats = await send(http, f"{cluster.a.public}{PREFIX}/stats?group_by=key", headers=headers)
+    assert stats.status == 200, stats.body
+    groups = {g["group"]: g for g in stats.body["groups"]}
+    assert key_id in groups, stats.body
+    assert (groups[key_id]["requests"], groups[key_id]["errors"]) == (on_a + on_b, 0)
+    record = await send(http, f"{cluster.a.public}{PREFIX}/keys/{key_id}", headers=headers)
+    assert record.status == 200, record.body
+    assert record.body["requests"] == on_a + on_b, record.body
+
+
+# --- 8: one node, several worker processes ------------------------------------------------
+
+
+def free_port_pair() -> int:
+    """A loopback port p such that p and p + 1 are both free."""
+    for _ in range(100):
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no two consecutive free ports")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                for child in (task / "children").read_text().split():
+                    if int(child) not in found:
+                        found.add(int(child))
+                        pending.append(int(child))
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+async def test_workers_share_one_port_and_stop_together(
+    upstream_url: str, tmp_path: Path, http: aiohttp.ClientSession, spawned: list[Node]
+) -> None:
+    admin_port = free_port_pair()
+    config = node_config(upstream_url, free_port(), admin_port)
+    config["database"] = {"url": f"sqlite:///{tmp_path / 'workers.db'}"}
+    node = write_node(tmp_path, "workers", config, workers=2)
+    spawned.append(node)
+    await cli_json(node.config_path, "org", "create", "acme")
+    key = (
+        await cli_json(
+            node.config_path, "key", "create", "--org", "acme", "--name", "w",
+            "--scopes", "contacts:read",
+        )  # fmt: skip
+    )["key"]
+    await node.start()
+    admins = [node.admin, f"http://127.0.0.1:{admin_port + 1}"]
+    assert node.proc is not None
+    await wait_until_answers(f"{admins[1]}/healthz", node.proc, node.log_path)
+    with sqlite3.connect(tmp_path / "workers.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+    fresh = aiohttp.TCPConnector(force_close=True)  # a new connection per request
+    async with aiohttp.ClientSession(connector=fresh, timeout=REQUEST_TIMEOUT) as each:
+        replies = [await send(each, f"{node.public}/contacts", key) for _ in range(40)]
+    assert outcomes(replies) == {(200, None): 40}
+    served = [
+        metric(await scrape(http, admin), "gateway_requests_total", route="/contacts")
+        for admin in admins
+    ]
+    assert sum(served) == 40, served
+    assert all(n > 0 for n in served), f"one worker served everything: {served}"
+
+    workers = descendants(node.proc.pid)
+    assert len(workers) >= 2, workers
+    assert await node.terminate() == 0, node.log()
+    assert not [pid for pid in workers if running(pid)], "a worker outlived the supervisor"
+    assert "Traceback" not in node.log(), node.log()
