@@ -25,7 +25,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -165,9 +165,7 @@ def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_node(
-    directory: Path, name: str, config: dict[str, Any], workers: int = 1
-) -> Node:
+def write_node(directory: Path, name: str, config: dict[str, Any], workers: int = 1) -> Node:
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -215,6 +213,20 @@ async def upstream_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 # --- the cluster: nodes A and B on one schema and one Redis database ----------------
 
 
+def shared_node(
+    directory: Path,
+    upstream_url: str,
+    name: str,
+    database_url: str,
+    redis_url: str,
+    **changes: Any,
+) -> Node:
+    config = node_config(upstream_url, free_port(), free_port())
+    config["database"] = {"url": database_url}
+    config["redis"] = {"url": redis_url}
+    return write_node(directory, name, merge(config, changes))
+
+
 @dataclass
 class Cluster:
     directory: Path
@@ -226,14 +238,12 @@ class Cluster:
     b: Node
     admin_key: str
     reader_key: str
-    nodes: list[Node] = field(default_factory=list)
 
     def node(self, name: str, **changes: Any) -> Node:
         """A node like A and B (not started), with ``changes`` merged into its config."""
-        config = node_config(self.upstream_url, free_port(), free_port())
-        config["database"] = {"url": self.database_url}
-        config["redis"] = {"url": self.redis_url}
-        return write_node(self.directory, name, merge(config, changes))
+        return shared_node(
+            self.directory, self.upstream_url, name, self.database_url, self.redis_url, **changes
+        )
 
     def admin_headers(self) -> dict[str, str]:
         return {"X-API-Key": self.admin_key}
@@ -275,26 +285,12 @@ async def cluster(
         cleanup.push_async_callback(redis.flushdb)
 
         database_url = with_search_path(postgres_url, schema)
-        nodes: list[Node] = []
-        cleanup.callback(lambda: [n.kill() for n in reversed(nodes)])
-        pair = [
-            node_config(upstream_url, free_port(), free_port()) for _ in range(2)
-        ]
-        shared = {"database": {"url": database_url}, "redis": {"url": redis_url}}
-        a = write_node(directory, "A", merge(pair[0], shared))
-        b = write_node(directory, "B", merge(pair[1], shared))
-        nodes += [a, b]
+        a, b = (shared_node(directory, upstream_url, n, database_url, redis_url) for n in "AB")
+        cleanup.callback(a.kill)
+        cleanup.callback(b.kill)
         await asyncio.gather(a.start(), b.start())  # both migrate: one waits for the lock
 
         await cli_json(a.config_path, "org", "create", "acme")
-        admin = await cli_json(
-            a.config_path, "key", "create", "--org", "acme", "--name", "admin",
-            "--scopes", ADMIN_SCOPE,
-        )  # fmt: skip
-        reader = await cli_json(
-            a.config_path, "key", "create", "--org", "acme", "--name", "reader",
-            "--scopes", "contacts:read",
-        )  # fmt: skip
         yield Cluster(
             directory=directory,
             upstream_url=upstream_url,
@@ -303,10 +299,18 @@ async def cluster(
             redis_url=redis_url,
             a=a,
             b=b,
-            admin_key=admin["key"],
-            reader_key=reader["key"],
-            nodes=nodes,
+            admin_key=await cli_key(a.config_path, "admin", ADMIN_SCOPE),
+            reader_key=await cli_key(a.config_path, "reader", "contacts:read"),
         )
+
+
+async def cli_key(config_path: Path, name: str, scopes: str) -> str:
+    """A new key of org acme, minted with ``gateway key create``: its secret."""
+    created = await cli_json(
+        config_path, "key", "create", "--org", "acme", "--name", name, "--scopes", scopes
+    )
+    secret: str = created["key"]
+    return secret
 
 
 async def drop_schema(postgres_url: str, schema: str) -> None:
@@ -431,9 +435,7 @@ async def test_key_revoked_on_one_node_is_refused_by_the_other_within_a_second(
 # --- 3, 4: limits counted across nodes ------------------------------------------------
 
 
-async def test_quota_is_shared_by_the_nodes(
-    cluster: Cluster, http: aiohttp.ClientSession
-) -> None:
+async def test_quota_is_shared_by_the_nodes(cluster: Cluster, http: aiohttp.ClientSession) -> None:
     _, key = await cluster.create_key(http, "quota", {"max_requests": 100})
     nodes = [cluster.a.public, cluster.b.public]
     urls = [f"{nodes[i % 2]}/contacts" for i in range(150)]
@@ -627,7 +629,7 @@ async def test_usage_counted_on_both_nodes_survives_a_clean_shutdown(
     assert outcomes(replies) == {(200, None): on_a + on_b}
 
     codes = await asyncio.gather(cluster.a.terminate(), cluster.b.terminate())
-    assert codes == [0, 0], (cluster.a.log(), cluster.b.log())
+    assert list(codes) == [0, 0], (cluster.a.log(), cluster.b.log())
     await asyncio.gather(cluster.a.start(), cluster.b.start())
     for node in (cluster.a, cluster.b):
         assert "Traceback" not in node.log(), node.log()
@@ -692,12 +694,7 @@ async def test_workers_share_one_port_and_stop_together(
     node = write_node(tmp_path, "workers", config, workers=2)
     spawned.append(node)
     await cli_json(node.config_path, "org", "create", "acme")
-    key = (
-        await cli_json(
-            node.config_path, "key", "create", "--org", "acme", "--name", "w",
-            "--scopes", "contacts:read",
-        )  # fmt: skip
-    )["key"]
+    key = await cli_key(node.config_path, "workers", "contacts:read")
     await node.start()
     admins = [node.admin, f"http://127.0.0.1:{admin_port + 1}"]
     assert node.proc is not None

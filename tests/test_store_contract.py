@@ -39,6 +39,7 @@ from gateway.store.base import (
 )
 from gateway.store.postgres import PostgresStore
 from gateway.store.sql import migration_files
+from gateway.store.tables_wallet import IDEMPOTENCY_WINDOW
 
 POSTGRES_ENV = "GATEWAY_TEST_POSTGRES_URL"
 NO_POSTGRES = f"SKIP postgres store tests: {POSTGRES_ENV} is not set"
@@ -46,6 +47,7 @@ BACKENDS = ("sqlite", "postgres")
 MIGRATIONS = [name for name, _ in migration_files("")]
 T0 = 1_700_000_000.0  # a fixed "now": stored times must come back exactly
 HOUR = 3600.0
+FINGERPRINT = crypto.digest("POST /paid/echo")
 
 
 # --- databases -----------------------------------------------------------------------------
@@ -290,9 +292,8 @@ async def test_calls_after_close_raise_store_unavailable(store: Store) -> None:
         lambda: store.credential_events_since(0),
         lambda: store.record_last_used({"key_a": T0}, {"key_a": 1}),
         lambda: store.consume_code(digest("code"), T0),
-        lambda: store.wallet_debit(
-            org.id, "key_a", 1, request_id="r", route="paid", idempotency_key=None, at=T0
-        ),
+        lambda: debit(store, org, "key_a"),
+        lambda: store.wallet_settle(1),
     ]
     for call in calls:
         with pytest.raises(StoreUnavailable):
@@ -832,8 +833,12 @@ async def debit(
     credential_id: str,
     cost: int = 1,
     idempotency_key: str | None = None,
+    *,
     request_id: str = "req",
+    fingerprint: str = FINGERPRINT,
+    at: float = T0,
 ) -> Debit:
+    """Charge as the gateway does: a fingerprint only with an idempotency key."""
     return await store.wallet_debit(
         org.id,
         credential_id,
@@ -841,7 +846,8 @@ async def debit(
         request_id=request_id,
         route="paid",
         idempotency_key=idempotency_key,
-        at=T0,
+        fingerprint=fingerprint if idempotency_key is not None else None,
+        at=at,
     )
 
 
@@ -891,19 +897,41 @@ async def test_unfunded_debit_counts_nothing(store: Store) -> None:
     assert [e.kind for e in await store.wallet_entries(org.id, None, 10)] == ["credit"]
 
 
-async def test_idempotency_key_is_charged_once(store: Store) -> None:
+async def test_retry_of_a_settled_call_is_not_charged_again(store: Store) -> None:
     org = await new_org(store)
     key, other = await new_key(store, org, "key_a"), await new_key(store, org, "key_b")
-    await store.wallet_credit(org.id, 10, None, T0)
-    first = await debit(store, org, key.id, 3, idempotency_key="idem-1")
+    await store.wallet_credit(org.id, 20, None, T0)
+    first = await debit(store, org, key.id, 3, "idem-1")
     assert first.seq is not None and first.refused is None
-    assert await debit(store, org, key.id, 3, idempotency_key="idem-1") == Debit(seq=None)
-    assert await store.wallet_balance(org.id) == 7
+    in_flight = Debit(seq=None, refused="idempotency_in_progress")
+    assert await debit(store, org, key.id, 3, "idem-1", at=T0 + 1) == in_flight
+    await store.wallet_settle(first.seq)
+    assert await debit(store, org, key.id, 3, "idem-1", at=T0 + 2) == Debit(seq=None)
+    reused = await debit(store, org, key.id, 3, "idem-1", fingerprint="other", at=T0 + 3)
+    assert reused == Debit(seq=None, refused="idempotency_mismatch")
+    assert await store.wallet_balance(org.id) == 17
     assert await paid_and_spent(store, key.id) == (1, 3)
-    # The key is the credential's own: another key with the same header pays.
-    second = await debit(store, org, other.id, 3, idempotency_key="idem-1")
+    assert [e.kind for e in await store.wallet_entries(org.id, None, 10)] == ["debit", "credit"]
+    # The key is the credential's own: another key sending the same header pays.
+    second = await debit(store, org, other.id, 3, "idem-1")
     assert second.seq is not None and second.refused is None
-    assert await store.wallet_balance(org.id) == 4
+    assert await store.wallet_balance(org.id) == 14
+
+
+async def test_idempotency_key_is_forgotten_after_its_window(store: Store) -> None:
+    org = await new_org(store)
+    key = await new_key(store, org, "key_a")
+    await store.wallet_credit(org.id, 20, None, T0)
+    first = await debit(store, org, key.id, 3, "idem-1")
+    assert first.seq is not None
+    await store.wallet_settle(first.seq)
+    assert await debit(store, org, key.id, 3, "idem-1", at=T0 + IDEMPOTENCY_WINDOW - 1) == (
+        Debit(seq=None)
+    )
+    later = await debit(store, org, key.id, 3, "idem-1", at=T0 + IDEMPOTENCY_WINDOW + 1)
+    assert later.seq is not None and later.refused is None and later.seq != first.seq
+    assert await store.wallet_balance(org.id) == 14
+    assert await paid_and_spent(store, key.id) == (2, 6)
 
 
 async def test_concurrent_retries_with_one_idempotency_key_are_charged_once(
@@ -914,6 +942,7 @@ async def test_concurrent_retries_with_one_idempotency_key_are_charged_once(
     org = await new_org(store)
     key = await new_key(store, org, "key_a")
     rounds, retries, cost = 5, 8, 2
+    in_flight = Debit(seq=None, refused="idempotency_in_progress")
     await store.wallet_credit(org.id, 100, None, T0)
     for n in range(1, rounds + 1):
         results = await asyncio.gather(
@@ -923,7 +952,7 @@ async def test_concurrent_retries_with_one_idempotency_key_are_charged_once(
         assert [r for r in results if isinstance(r, BaseException)] == [], f"round {n}"
         paid = [r for r in results if isinstance(r, Debit) and r.seq is not None]
         assert len(paid) == 1 and paid[0].refused is None, f"round {n}"
-        assert [r for r in results if r is not paid[0]] == [Debit(seq=None)] * (retries - 1)
+        assert [r for r in results if r is not paid[0]] == [in_flight] * (retries - 1)
         assert await store.wallet_balance(org.id) == 100 - n * cost
         assert await paid_and_spent(store, key.id) == (n, n * cost)
 
@@ -932,14 +961,14 @@ async def test_refund_restores_balance_caps_and_idempotency_key(store: Store) ->
     org = await new_org(store)
     key = await new_key(store, org, "key_a", max_paid_requests=1)
     await store.wallet_credit(org.id, 10, None, T0)
-    first = await debit(store, org, key.id, 4, idempotency_key="idem-1")
+    first = await debit(store, org, key.id, 4, "idem-1")
     assert first.seq is not None
     assert await debit(store, org, key.id, 4) == Debit(seq=None, refused="max_paid_requests")
     await store.wallet_refund(first.seq, T0 + 1)
     assert await store.wallet_balance(org.id) == 10
     assert await paid_and_spent(store, key.id) == (0, 0)
     # The call failed, so its retry with the same key is charged (and the cap has room again).
-    retry = await debit(store, org, key.id, 4, idempotency_key="idem-1")
+    retry = await debit(store, org, key.id, 4, "idem-1", at=T0 + 2)
     assert retry.seq is not None and retry.refused is None and retry.seq != first.seq
     assert await store.wallet_balance(org.id) == 6
     assert await paid_and_spent(store, key.id) == (1, 4)

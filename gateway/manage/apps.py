@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import crypto
-from gateway.config import Settings
+from gateway.config import ADMIN_SCOPE, Settings
 from gateway.errors import NotFound, ValidationFailed
 from gateway.keys import Refused
 from gateway.manage.auth import ManagementAuth
@@ -52,11 +52,19 @@ class AppsApi:
         org = await self.store.find_org(org_id)
         assert org is not None
         grants = tuple(body.grant_types or ())
+        uris = self.redirect_uris(body.redirect_uris)
+        if not uris and ("authorization_code" in grants or not grants):
+            raise ValidationFailed("redirect_uris", "an app using the authorization code flow "
+                                   "needs at least one")  # fmt: skip
+        if ADMIN_SCOPE in body.scopes and not self.settings.oauth.allow_admin_scope:
+            raise ValidationFailed("scopes", f"{ADMIN_SCOPE} cannot be granted to apps")
+        if body.public and "client_credentials" in grants:
+            raise ValidationFailed("grant_types", "a public app cannot use client_credentials")
         try:
             registered = await register_client(
                 self.store,
                 name=body.name,
-                redirect_uris=self.redirect_uris(body.redirect_uris),
+                redirect_uris=uris,
                 scopes=catalog_scopes(body.scopes, self.settings.scopes),
                 catalog=self.settings.scopes,
                 public=body.public,
@@ -117,8 +125,8 @@ class AppsApi:
             updated = replace(updated, redirect_uris=uris)
         if body.scopes is not None:
             scopes = catalog_scopes(body.scopes, self.settings.scopes)
-            if "gateway:admin" in scopes and not self.settings.oauth.allow_admin_scope:
-                raise ValidationFailed("scopes", "gateway:admin cannot be granted to apps")
+            if ADMIN_SCOPE in scopes and not self.settings.oauth.allow_admin_scope:
+                raise ValidationFailed("scopes", f"{ADMIN_SCOPE} cannot be granted to apps")
             updated = replace(updated, allowed_scopes=scopes)
         await self.store.update_client(updated)
         return json_response(client_json(updated))

@@ -15,8 +15,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 
@@ -38,6 +38,13 @@ def epoch_seconds(moment: datetime | None) -> datetime | None:
     except (OverflowError, ValueError, OSError):
         raise ValueError("out of range") from None
     return moment
+
+
+def one_expiry(expires_at: datetime | None, info: ValidationInfo) -> datetime | None:
+    """A field validator (not a model one) so that the error names ``expires_at``."""
+    if expires_at is not None and info.data.get("ttl") is not None:
+        raise ValueError("give ttl or expires_at, not both")
+    return expires_at
 
 
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable_name)]
@@ -78,11 +85,10 @@ class KeyCreate(Body):
     expires_at: Moment | None = None
     limits: LimitsIn | None = None
 
-    @model_validator(mode="after")
-    def _one_expiry(self) -> KeyCreate:
-        if self.ttl is not None and self.expires_at is not None:
-            raise ValueError("give ttl or expires_at, not both")
-        return self
+    @field_validator("expires_at")
+    @classmethod
+    def _one_expiry(cls, expires_at: datetime | None, info: ValidationInfo) -> datetime | None:
+        return one_expiry(expires_at, info)
 
 
 class KeyPatch(Body):
@@ -92,11 +98,10 @@ class KeyPatch(Body):
     expires_at: Moment | None = Field(None, description="null removes the expiry")
     limits: LimitsIn | None = None
 
-    @model_validator(mode="after")
-    def _one_expiry(self) -> KeyPatch:
-        if self.ttl is not None and self.expires_at is not None:
-            raise ValueError("give ttl or expires_at, not both")
-        return self
+    @field_validator("expires_at")
+    @classmethod
+    def _one_expiry(cls, expires_at: datetime | None, info: ValidationInfo) -> datetime | None:
+        return one_expiry(expires_at, info)
 
 
 class LimitsOut(BaseModel):

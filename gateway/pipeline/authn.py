@@ -189,7 +189,10 @@ class Authenticator:
             scopes=frozenset(key.scopes),
             scope_header=" ".join(key.scopes),
             method="api_key",
-            expires_at=key.expires_at,
+            # A secret rotated out works until its grace ends, wherever it is cached.
+            expires_at=min(
+                (t for t in (key.expires_at, found.valid_until) if t is not None), default=None
+            ),
             limits=KeyLimits.of(key.max_requests, key.rate_limit, key.allowed_ips),
             request_count=key.request_count,
         )

@@ -49,6 +49,7 @@ class ApiKey:
 class KeyWithDigest:
     key: ApiKey
     digest: str
+    valid_until: float | None = None  # set when matched by a rotated-out secret
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,15 +118,15 @@ class KeyTables(SqlBase):
 
     async def find_api_key_by_digest(self, digest: str, now: float) -> KeyWithDigest | None:
         rows = await self._rows(
-            f"SELECT {KEY_COLUMNS}, digest FROM api_keys WHERE digest = ? "
-            f"UNION ALL SELECT {KEY_COLUMNS}, previous_digest FROM api_keys "
-            "WHERE previous_digest = ? AND previous_valid_until > ?",
+            f"SELECT {KEY_COLUMNS}, digest, NULL FROM api_keys WHERE digest = ? "
+            f"UNION ALL SELECT {KEY_COLUMNS}, previous_digest, previous_valid_until "
+            "FROM api_keys WHERE previous_digest = ? AND previous_valid_until > ?",
             (digest, digest, now),
         )
         if not rows:
             return None
-        *columns, stored = rows[0]
-        return KeyWithDigest(key_from_row(columns), stored)
+        *columns, stored, valid_until = rows[0]
+        return KeyWithDigest(key_from_row(columns), stored, valid_until)
 
     async def list_api_keys_page(self, org_id: str, after: str | None, limit: int) -> list[ApiKey]:
         rows = await self._rows(
