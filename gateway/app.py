@@ -18,6 +18,7 @@ from gateway.dispatch import View, add_endpoint
 from gateway.errors import ServiceUnavailable
 from gateway.expect import expect_later
 from gateway.limits import Counters, Limiter, MemoryCounters
+from gateway.logs import AccessLog
 from gateway.manage import MANAGEMENT, add_management_routes, management_api
 from gateway.manage.auth import ManagementAuth
 from gateway.metrics import Metrics
@@ -49,6 +50,7 @@ STORE: Final = web.AppKey("store", Store)
 PIPELINE: Final = web.AppKey("pipeline", Pipeline)
 CACHE: Final = web.AppKey("credential_cache", CredentialCache)
 USAGE: Final = web.AppKey("usage", UsageBook)
+ACCESS_LOG: Final = web.AppKey("access_log", AccessLog)
 PUBLIC_APP: Final = web.AppKey("public_app", web.Application)
 
 UPSTREAM_CONNECTIONS = 256
@@ -148,6 +150,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             async with (
                 background(watcher.run()),
                 background(usage.run(store, settings.usage.flush_interval)),
+                background(app[ACCESS_LOG].run()),
             ):
                 yield
         finally:
@@ -196,14 +199,16 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     """The public listener: OAuth endpoints and pages first, then every proxied route."""
     metrics = metrics or Metrics()
     usage = UsageBook()
+    access_log = AccessLog(settings.logging.access_log)
     app = web.Application(
-        middlewares=[observe(metrics, usage)],
+        middlewares=[observe(metrics, usage, access_log)],
         handler_args={"max_field_size": 16384},
         client_max_size=BODY_LIMIT,
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[USAGE] = usage
+    app[ACCESS_LOG] = access_log
     app.cleanup_ctx.append(resources)
     setup_templates(app)
     add_oauth_routes(app, settings)

@@ -2,27 +2,31 @@
 
 The access log never contains a credential: no query string (tokens travel
 there in some clients), no request headers, only ids the gateway assigned.
+It is one JSON object per line on stderr, written in batches (at most
+``FLUSH_EVERY`` seconds late, and at shutdown) rather than one system call per
+request: the profile of the request path showed the per-request write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 from aiohttp import web
 
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange
 
-access_log = logging.getLogger("gateway.access")
+FLUSH_EVERY = 0.5  # seconds
+FLUSH_LINES = 512
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        if isinstance(record.msg, dict):
-            return json.dumps(record.msg, separators=(",", ":"), default=str)
         entry = {
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
@@ -34,30 +38,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"))
 
 
-def configure(level: str, access: bool) -> None:
+def configure(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    access_log.setLevel(logging.INFO if access else logging.CRITICAL + 1)
     # aiohttp's own access log is replaced by ours.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-def log_request(
-    request: web.Request,
-    exchange: Exchange,
-    status: int,
-    duration: float,
-    error: GatewayError | None,
-) -> None:
-    if not access_log.isEnabledFor(logging.INFO):
-        return
-    principal = exchange.principal
-    upstream = exchange.upstream_seconds
-    access_log.info(
-        {
+class AccessLog:
+    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+        self.enabled = enabled
+        self.stream = stream
+        self._lines: list[str] = []
+
+    def write(
+        self,
+        request: web.Request,
+        exchange: Exchange,
+        status: int,
+        duration: float,
+        error: GatewayError | None,
+    ) -> None:
+        if not self.enabled:
+            return
+        principal = exchange.principal
+        upstream = exchange.upstream_seconds
+        entry = {
             "ts": round(time.time(), 3),
             "request_id": exchange.request_id,
             "method": request.method,
@@ -73,4 +82,25 @@ def log_request(
             "error": error.code if error is not None else None,
             "reason": error.reason if error is not None else None,
         }
-    )
+        self._lines.append(json.dumps(entry, separators=(",", ":")))
+        if len(self._lines) >= FLUSH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        lines, self._lines = self._lines, []
+        stream = self.stream or sys.stderr
+        try:
+            stream.write("\n".join(lines) + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed or full stderr must not take requests down
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(FLUSH_EVERY)
+                self.flush()
+        finally:
+            self.flush()

@@ -3,6 +3,8 @@ methods from a fixed list, statuses are classes, reasons are error codes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -67,6 +69,22 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self._request_children: dict[tuple[str, str, str, str], Any] = {}
+        self._overhead_children: dict[str, Any] = {}
         self.credential_cache = Gauge(
             "gateway_credential_cache_entries", "Verified credentials cached.", registry=r
         )
+
+    def count_request(self, route: str, method: str, status: str, auth: str) -> None:
+        """requests_total{...}.inc() with the labelled child looked up once per label set."""
+        key = (route, method, status, auth)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(*key)
+        child.inc()
+
+    def observe_overhead(self, route: str, seconds: float) -> None:
+        child = self._overhead_children.get(route)
+        if child is None:
+            child = self._overhead_children[route] = self.overhead.labels(route)
+        child.observe(seconds)

@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import HTTP_STATUS_ERRORS, GatewayError, InternalError, MethodNotAllowed
 from gateway.exchange import EXCHANGE, Exchange
-from gateway.logs import log_request
+from gateway.logs import AccessLog
 from gateway.metrics import Metrics, method_label, status_class
 from gateway.usage import UsageBook
 
@@ -45,7 +45,7 @@ def from_http_exception(exc: web.HTTPException) -> GatewayError:
     return error
 
 
-def observe(metrics: Metrics, usage: UsageBook) -> Middleware:
+def observe(metrics: Metrics, usage: UsageBook, access_log: AccessLog) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
@@ -69,6 +69,10 @@ def observe(metrics: Metrics, usage: UsageBook) -> Middleware:
                 # The client may be holding its body back for a 100 we never sent.
                 response.force_close()
         record(metrics, usage, request, exchange, response.status, error)
+        access_log.write(
+            request, exchange, CLIENT_CLOSED if exchange.aborted else response.status,
+            time.perf_counter() - exchange.started, error,
+        )  # fmt: skip
         return response
 
     return middleware
@@ -87,17 +91,17 @@ def record(
         status = CLIENT_CLOSED
     route = exchange.route.name if exchange.route is not None else exchange.endpoint or NO_ROUTE
     principal = exchange.principal
-    metrics.requests.labels(
+    metrics.count_request(
         route,
         method_label(request.method),
         status_class(status),
         principal.method if principal is not None else "none",
-    ).inc()
+    )
     if error is not None and error.status in (401, 403):
         metrics.auth_failures.labels(error.reason).inc()
     upstream = exchange.upstream_seconds or 0.0
     prepared = exchange.prepared_at or finished
-    metrics.overhead.labels(route).observe(max(prepared - exchange.started - upstream, 0.0))
+    metrics.observe_overhead(route, max(prepared - exchange.started - upstream, 0.0))
     if principal is not None:
         usage.decided(
             org_id=principal.org_id,
@@ -111,4 +115,3 @@ def record(
             if error is not None
             else None,
         )
-    log_request(request, exchange, status, finished - exchange.started, error)

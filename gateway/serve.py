@@ -90,12 +90,12 @@ async def migrate(settings: Settings) -> None:
 
 
 def worker_main(settings: Settings, index: int) -> None:
-    logs.configure(settings.logging.level, settings.logging.access_log)
+    logs.configure(settings.logging.level)
     run_loop(serve(settings, worker=index, reuse_port=True))
 
 
 def run(settings: Settings, workers: int = 1) -> None:
-    logs.configure(settings.logging.level, settings.logging.access_log)
+    logs.configure(settings.logging.level)
     if workers <= 1:
         run_loop(serve(settings))
         return

@@ -3,8 +3,9 @@
 Every test takes the parametrized ``store`` fixture: a connected, migrated store
 on a database of its own (a file under ``tmp_path``, or a fresh PostgreSQL
 schema reached through ``search_path``). PostgreSQL is used when
-``GATEWAY_TEST_POSTGRES_URL`` names a server; without it those tests are
-skipped with one visible reason line, never passed silently.
+``GATEWAY_TEST_POSTGRES_URL`` names a server; without it each of those tests is
+skipped with the reason ``SKIP postgres store tests: ...`` (``-ra`` lists it), so
+they never pass silently. A server that is set but unreachable fails them.
 """
 
 from __future__ import annotations
@@ -469,8 +470,6 @@ async def test_credential_events_come_back_in_order(store: Store) -> None:
     assert changed == ["key_c", "key_a", "key_d", "key_b", "key_d"]
     assert newest > start
     assert await store.credential_events_since(newest) == (newest, [])
-    middle, first_two = await store.credential_events_since(start)
-    assert middle == newest and first_two[:2] == ["key_c", "key_a"]
 
 
 async def test_last_used_never_moves_back_and_counts_add_up(store: Store) -> None:

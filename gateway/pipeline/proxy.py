@@ -27,6 +27,7 @@ from gateway.pipeline.routes import CompiledRoute
 
 log = logging.getLogger("gateway.proxy")
 CHUNK = 64 * 1024
+SMALL_BODY = 64 * 1024  # bodies up to this size (with a Content-Length) are relayed whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,9 @@ class Forwarder:
     async def _relay(
         self, request: web.Request, target: Target, upstream: aiohttp.ClientResponse
     ) -> web.StreamResponse:
+        length = upstream.content_length
+        if length is not None and length <= SMALL_BODY and request.method != "HEAD":
+            return await self._relay_small(request, target, upstream)
         response = web.StreamResponse(
             status=upstream.status,
             reason=upstream.reason,
@@ -189,6 +193,23 @@ class Forwarder:
             upstream.close()
             abort(request)
         return response
+
+    async def _relay_small(
+        self, request: web.Request, target: Target, upstream: aiohttp.ClientResponse
+    ) -> web.Response:
+        """A body known to be small is read whole and sent with the headers in one
+        write: fewer system calls than streaming it (the profile's largest cost)."""
+        try:
+            body = await upstream.read()
+        except TimeoutError:
+            raise self._failed(target, UpstreamTimeout, "timeout") from None
+        except aiohttp.ClientError:
+            raise self._failed(target, UpstreamError, "protocol") from None
+        headers = downstream_response_headers(upstream.headers)
+        headers["X-Request-Id"] = request[EXCHANGE].request_id
+        request[EXCHANGE].prepared_at = time.perf_counter()
+        return web.Response(status=upstream.status, reason=upstream.reason, headers=headers,
+                            body=body)  # fmt: skip
 
 
 def abort(request: web.Request) -> None:

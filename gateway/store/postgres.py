@@ -165,6 +165,8 @@ class PostgresBase(SqlBase):
         async with self.transaction(), self._connection() as conn:
             try:
                 await conn.executemany(dialect(sql), rows)
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(str(exc)) from None
             except UNAVAILABLE as exc:
                 raise StoreUnavailable(str(exc) or type(exc).__name__) from None
 

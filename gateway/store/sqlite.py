@@ -36,15 +36,15 @@ class SqliteBase(SqlBase):
         return self._db
 
     async def connect(self) -> None:
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA busy_timeout=5000")
             await self._db.execute("PRAGMA foreign_keys=ON")
             await self._db.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
 
     async def close(self) -> None:
@@ -57,13 +57,13 @@ class SqliteBase(SqlBase):
         await db.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)"
         )
-        async with db.execute("SELECT name FROM schema_migrations") as cur:
-            done = {row[0] for row in await cur.fetchall()}
         applied = []
         for name, sql in migration_files("INTEGER PRIMARY KEY"):
-            if name in done:
-                continue
+            # Checked inside the write transaction: another process may have applied it.
             async with self.transaction():
+                done = await self._rows("SELECT 1 FROM schema_migrations WHERE name = ?", (name,))
+                if done:
+                    continue
                 for statement in split_sql(sql):
                     await db.execute(statement)
                 await db.execute(
@@ -87,8 +87,11 @@ class SqliteBase(SqlBase):
             return
         async with self._tx_lock:  # one connection: transactions must not interleave
             db = self.db
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(str(exc)) from None
             token = IN_TRANSACTION.set(True)
-            await db.execute("BEGIN IMMEDIATE")
             try:
                 yield
             except BaseException:
@@ -116,6 +119,8 @@ class SqliteBase(SqlBase):
         async with self.transaction():
             try:
                 await self.db.executemany(sql, rows)
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(str(exc)) from None
             except sqlite3.Error as exc:
                 raise StoreUnavailable(str(exc)) from None
 

@@ -211,9 +211,11 @@ class KeyTables(SqlBase):
                 "reason, credential_id, client_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [astuple(r)[:-1] for r in rows],  # all but seq, which the table assigns
             )
+            # By position, not by arithmetic on seq: PostgreSQL sequences have gaps.
             await self._write(
-                "DELETE FROM request_errors WHERE seq <= (SELECT MAX(seq) FROM request_errors) - ?",
-                (keep,),
+                "DELETE FROM request_errors WHERE seq < (SELECT seq FROM request_errors "
+                "ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (keep - 1,),
             )
 
     async def errors_page(self, org_id: str, before_seq: int | None, limit: int) -> list[ErrorRow]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.store.base import Debit, WalletEntry
+from gateway.store.base import Conflict, Debit, WalletEntry
 from gateway.store.sql import SqlBase
 
 ENTRY_COLUMNS = (
@@ -11,6 +11,7 @@ ENTRY_COLUMNS = (
 
 
 IDEMPOTENCY_WINDOW = 86400.0  # seconds an Idempotency-Key is remembered
+PENDING, SUCCEEDED, REFUNDED = 0, 1, -1  # wallet_transactions.settled of a debit
 
 
 class Refused(Exception):
@@ -67,13 +68,17 @@ class WalletTables(SqlBase):
                 if not taken:
                     raise Refused("insufficient_funds")
                 balance = await self.wallet_balance(org_id)
-                rows = await self._rows(
-                    "INSERT INTO wallet_transactions (org_id, amount, balance_after, kind, "
-                    "request_id, credential_id, route, idempotency_key, fingerprint, at) "
-                    "VALUES (?, ?, ?, 'debit', ?, ?, ?, ?, ?, ?) RETURNING seq",
-                    (org_id, -cost, balance, request_id, credential_id, route,
-                     idempotency_key, fingerprint, at),
-                )  # fmt: skip
+                try:
+                    rows = await self._rows(
+                        "INSERT INTO wallet_transactions (org_id, amount, balance_after, kind, "
+                        "request_id, credential_id, route, idempotency_key, fingerprint, at) "
+                        "VALUES (?, ?, ?, 'debit', ?, ?, ?, ?, ?, ?) RETURNING seq",
+                        (org_id, -cost, balance, request_id, credential_id, route,
+                         idempotency_key, fingerprint, at),
+                    )  # fmt: skip
+                except Conflict:
+                    # Another node charged the same idempotency key a moment ago.
+                    raise Refused("idempotency_in_progress") from None
         except Refused as exc:
             return Debit(seq=None, refused=exc.reason)
         return Debit(seq=int(rows[0][0]))
@@ -98,7 +103,7 @@ class WalletTables(SqlBase):
             return False
         if first_fingerprint != fingerprint:
             raise Refused("idempotency_mismatch")
-        if not settled:
+        if settled != SUCCEEDED:
             raise Refused("idempotency_in_progress")
         return True
 
@@ -130,14 +135,21 @@ class WalletTables(SqlBase):
         )
 
     async def wallet_refund(self, debit_seq: int, at: float) -> None:
+        """Give a debit back, once: the debit is marked refunded in the same transaction,
+        and its idempotency key forgotten (the call failed, so its retry is charged)."""
         async with self.transaction():
+            marked = await self._write(
+                "UPDATE wallet_transactions SET settled = ?, idempotency_key = NULL "
+                "WHERE seq = ? AND kind = 'debit' AND settled = ?",
+                (REFUNDED, debit_seq, PENDING),
+            )
+            if not marked:
+                return  # unknown, succeeded, or refunded already
             rows = await self._rows(
                 "SELECT org_id, amount, credential_id, request_id, route FROM wallet_transactions "
-                "WHERE seq = ? AND kind = 'debit'",
+                "WHERE seq = ?",
                 (debit_seq,),
             )
-            if not rows:
-                return
             org_id, amount, credential_id, request_id, route = rows[0]
             cost = -int(amount)
             await self._write(
@@ -147,11 +159,6 @@ class WalletTables(SqlBase):
                 "UPDATE api_keys SET paid_requests = paid_requests - 1, spent = spent - ? "
                 "WHERE id = ?",
                 (cost, credential_id),
-            )
-            # Forget the debit's idempotency key: the call failed, so its retry is charged.
-            await self._write(
-                "UPDATE wallet_transactions SET idempotency_key = NULL WHERE seq = ?",
-                (debit_seq,),
             )
             balance = await self.wallet_balance(org_id)
             await self._write(
