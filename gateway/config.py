@@ -284,6 +284,9 @@ class Logging(Strict):
 
 
 class Settings(Strict):
+    workers: int | Literal["auto"] = Field(
+        "auto", description="processes serving the public port; auto: one per core"
+    )
     listen: Listener = Listener()
     admin: Listener = Listener(port=9090)
     public_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8080")
@@ -322,6 +325,12 @@ class Settings(Strict):
             if not UPSTREAM_NAME.match(name):
                 raise ValueError(f"bad upstream name {name!r}")
         return upstreams
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers == "auto":
+            return max(1, os.cpu_count() or 1)
+        return max(1, self.workers)
 
     @property
     def source(self) -> str:

@@ -51,6 +51,7 @@ def free_port() -> int:
 def base_config(upstream_url: str, db_path: Path) -> dict[str, Any]:
     dead = f"http://127.0.0.1:{free_port()}"
     return {
+        "workers": 1,
         "listen": {"host": "127.0.0.1", "port": 0},
         "admin": {"host": "127.0.0.1", "port": 0},
         "database": {"url": f"sqlite:///{db_path}"},

@@ -17,10 +17,11 @@ from gateway.store import Store
 def serve(settings: Settings, args: argparse.Namespace) -> None:
     from gateway.serve import run
 
-    if args.workers < 1:
+    workers = settings.worker_count if args.workers is None else args.workers
+    if workers < 1:
         raise CliError("--workers must be at least 1")
     try:
-        run(settings, args.workers)
+        run(settings, workers)
     except OSError as exc:
         raise CliError(f"cannot listen: {exc.strerror or exc}") from None
 
@@ -78,7 +79,10 @@ def register(sub: Any) -> None:
     js = json_parent()
     serve_parser = sub.add_parser("serve", help="run the gateway in the foreground")
     serve_parser.add_argument(
-        "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+        "--workers",
+        type=int,
+        default=None,
+        help="processes sharing the port (SO_REUSEPORT); default: config 'workers' (auto: cores)",
     )
     serve_parser.set_defaults(func=serve)
     sub.add_parser("migrate", parents=[js], help="create or upgrade the database").set_defaults(
