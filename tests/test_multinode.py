@@ -517,9 +517,11 @@ class PausableProxy:
             await self.flowing.wait()  # a new connection gets no answer while paused
             server_r, server_w = await asyncio.open_connection(self.host, self.port)
             self.writers.add(server_w)
-            await asyncio.gather(self.pump(client_r, server_w), self.pump(server_r, client_w))
-        except OSError:
-            pass
+            async with asyncio.TaskGroup() as both_ways:  # one side failing ends the other
+                both_ways.create_task(self.pump(client_r, server_w))
+                both_ways.create_task(self.pump(server_r, client_w))
+        except* OSError:
+            pass  # a side reset its connection: that ends this one
         finally:
             self.connections.discard(this)
             client_w.close()
