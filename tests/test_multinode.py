@@ -89,6 +89,36 @@ def with_redis_db(url: str, db: int) -> str:
 # --- processes --------------------------------------------------------------------
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                for child in (task / "children").read_text().split():
+                    if int(child) not in found:
+                        found.add(int(child))
+                        pending.append(int(child))
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 @dataclass
 class Node:
     """One ``gateway serve`` process (maybe a supervisor of workers) and its config."""
@@ -137,9 +167,15 @@ class Node:
         return proc.returncode
 
     def kill(self) -> None:
-        """Teardown: SIGTERM, then SIGKILL after a grace period; never raises."""
-        if self.proc is not None:
-            stop(self.proc)
+        """Teardown: SIGTERM, then SIGKILL after a grace period, workers included."""
+        if self.proc is None:
+            return
+        below = descendants(self.proc.pid)
+        stop(self.proc)
+        for pid in below:
+            if running(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -147,6 +183,7 @@ class Node:
 
 def node_config(upstream_url: str, public_port: int, admin_port: int) -> dict[str, Any]:
     config = base_config(upstream_url, Path("unused.db"))
+    config["workers"] = 1  # one process per node; exact per-node metrics, one admin port
     config["listen"]["port"] = public_port
     config["admin"]["port"] = admin_port
     config["cache"] = {"credential_ttl": 30, "poll_interval": 0.2}
@@ -663,36 +700,6 @@ def free_port_pair() -> int:
                 continue
             return port
     raise AssertionError("no two consecutive free ports")
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (Linux /proc)."""
-    found: set[int] = set()
-    pending = [pid]
-    while pending:
-        parent = pending.pop()
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{parent}/task").iterdir():
-                for child in (task / "children").read_text().split():
-                    if int(child) not in found:
-                        found.add(int(child))
-                        pending.append(int(child))
-    return found
-
-
-def command_line(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 async def test_workers_share_one_port_and_stop_together(

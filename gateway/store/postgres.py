@@ -50,6 +50,14 @@ def dialect(sql: str) -> str:
     return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
 
 
+def unavailable(conn: Conn, exc: BaseException) -> StoreUnavailable:
+    """A call that timed out leaves its connection suspect: drop it at once, rather than
+    let the pool wait another timeout for a cancel that cannot get through either."""
+    if isinstance(exc, TimeoutError):
+        conn.terminate()
+    return StoreUnavailable(str(exc) or type(exc).__name__)
+
+
 class PostgresBase(SqlBase):
     def __init__(self, dsn: str, *, min_size: int, max_size: int, timeout: float) -> None:
         self.dsn = dsn
@@ -146,7 +154,7 @@ class PostgresBase(SqlBase):
             except asyncpg.UniqueViolationError as exc:
                 raise Conflict(str(exc)) from None
             except UNAVAILABLE as exc:
-                raise StoreUnavailable(str(exc) or type(exc).__name__) from None
+                raise unavailable(conn, exc) from None
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         async with self._connection() as conn:
@@ -155,7 +163,7 @@ class PostgresBase(SqlBase):
             except asyncpg.UniqueViolationError as exc:
                 raise Conflict(str(exc)) from None
             except UNAVAILABLE as exc:
-                raise StoreUnavailable(str(exc) or type(exc).__name__) from None
+                raise unavailable(conn, exc) from None
         found = UPDATED.search(status or "")
         return int(found.group(1)) if found else 0
 
@@ -168,7 +176,7 @@ class PostgresBase(SqlBase):
             except asyncpg.UniqueViolationError as exc:
                 raise Conflict(str(exc)) from None
             except UNAVAILABLE as exc:
-                raise StoreUnavailable(str(exc) or type(exc).__name__) from None
+                raise unavailable(conn, exc) from None
 
 
 class PostgresStore(KeyTables, OAuthTables, WalletTables, PostgresBase):
