@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
 from gateway.errors import BadRequest
 
@@ -61,7 +61,7 @@ def canonical(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+def connection_listed(headers: MultiMapping[str]) -> frozenset[str]:
     names: set[str] = set()
     for value in headers.getall("Connection", ()):
         names.update(canonical(token.strip()) for token in value.split(",") if token.strip())
@@ -95,7 +95,7 @@ def forwardable(name: str, value: str) -> None:
         raise BadRequest(f"Header {name!r} has a value that is not valid UTF-8.") from None
 
 
-def downstream_response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def downstream_response_headers(incoming: MultiMapping[str]) -> CIMultiDict[str]:
     listed = connection_listed(incoming) if "Connection" in incoming else frozenset()
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():

@@ -1,29 +1,41 @@
 """Forwarding: stream a request to its upstream and the answer back.
 
-Bodies are streamed both ways in chunks, never held whole. One pooled
-keep-alive ClientSession serves every upstream; it keeps no cookies (one user's
-cookies must never reach another's request) and decompresses nothing (bytes pass
+Bodies are streamed both ways in chunks, never held whole (a small body with
+a known length is relayed in one write). Upstream calls go through the lean
+keep-alive pool in ``upstream.py``: no cookies are kept (one user's cookies
+must never reach another's request) and nothing is decompressed (bytes pass
 through as the upstream sent them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-import aiohttp
-from aiohttp import web
+from aiohttp import StreamReader, web
+from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import Upstream
-from gateway.errors import BadRequest, PayloadTooLarge, UpstreamError, UpstreamTimeout
+from gateway.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout
 from gateway.exchange import EXCHANGE
 from gateway.metrics import Metrics
 from gateway.pipeline.headers import downstream_response_headers, upstream_request_headers
 from gateway.pipeline.paths import NormalPath
 from gateway.pipeline.routes import CompiledRoute
+from gateway.pipeline.upstream import (
+    Head,
+    UpstreamConnectError,
+    UpstreamPool,
+    UpstreamProtocol,
+    UpstreamProtocolError,
+    request_head,
+    send_body,
+)
 
 log = logging.getLogger("gateway.proxy")
 CHUNK = 64 * 1024
@@ -34,8 +46,12 @@ SMALL_BODY = 64 * 1024  # bodies up to this size (with a Content-Length) are rel
 class Target:
     name: str
     origin: str  # scheme://host:port
+    host: str
+    port: int
+    tls: bool
     base_path: str
-    timeout: aiohttp.ClientTimeout
+    read_timeout: float  # seconds of upstream silence before 504
+    connect_timeout: float
 
     @classmethod
     def of(cls, name: str, upstream: Upstream) -> Target:
@@ -43,28 +59,32 @@ class Target:
         return cls(
             name=name,
             origin=str(url.origin()),
+            host=url.raw_host or "",
+            port=url.port or (443 if url.scheme == "https" else 80),
+            tls=url.scheme == "https",
             base_path=url.raw_path.rstrip("/"),
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.timeout
-            ),
+            read_timeout=upstream.timeout,
+            connect_timeout=upstream.connect_timeout,
         )
 
-    def url_for(self, route: CompiledRoute, path: NormalPath) -> str:
-        """The upstream URL: origin, base path, the matched path minus strip_prefix, query."""
+    def path_for(self, route: CompiledRoute, path: NormalPath) -> str:
+        """The request target: base path, the matched path minus strip_prefix, query."""
         forwarded = path.forward_path(route.strip_segments, self.base_path)
-        query = f"?{path.query}" if path.query else ""
-        return f"{self.origin}{forwarded}{query}"
+        return f"{forwarded}?{path.query}" if path.query else forwarded
+
+    def url_for(self, route: CompiledRoute, path: NormalPath) -> str:
+        return self.origin + self.path_for(route, path)
 
 
 class BodyTooLarge(Exception):
     pass
 
 
-async def limited(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
+async def chunks(stream: StreamReader, limit: int | None) -> AsyncIterator[bytes]:
     seen = 0
     async for chunk in stream.iter_chunked(CHUNK):
         seen += len(chunk)
-        if seen > limit:
+        if limit is not None and seen > limit:
             raise BodyTooLarge
         yield chunk
 
@@ -81,99 +101,129 @@ class Forwarder:
         self.default_max_body = max_body_size
         self.max_connections = max_connections
         self.targets = {name: Target.of(name, u) for name, u in upstreams.items()}
-        self._session: aiohttp.ClientSession | None = None
+        self.pools: dict[str, UpstreamPool] = {}
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=0, limit_per_host=self.max_connections, ttl_dns_cache=60
-            ),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
+        tls = ssl.create_default_context()
+        self.pools = {
+            name: UpstreamPool(
+                t.host, t.port, self.max_connections, t.connect_timeout, tls if t.tls else None
+            )
+            for name, t in self.targets.items()
+        }
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for pool in self.pools.values():
+            pool.close()
 
-    def _body(self, request: web.Request, route: CompiledRoute) -> object:
+    def _body(self, request: web.Request, route: CompiledRoute) -> AsyncIterator[bytes] | None:
         if not request.body_exists:
             return None
         limit = route.max_body_size if route.max_body_size is not None else self.default_max_body
-        if limit is None:
-            return request.content
-        if request.content_length is not None:
-            if request.content_length > limit:
-                raise PayloadTooLarge()
-            return request.content
-        return limited(request.content, limit)
+        length = request.content_length
+        if limit is not None and length is not None and length > limit:
+            raise PayloadTooLarge()
+        return chunks(request.content, limit)
 
     async def forward(
         self,
         request: web.Request,
         route: CompiledRoute,
         path: NormalPath,
-        injected: Iterable[tuple[str, str]],
+        injected: list[tuple[str, str]],
     ) -> web.StreamResponse:
-        assert self._session is not None, "Forwarder.start() was not awaited"
         target = self.targets[route.upstream]
-        url = URL(target.url_for(route, path), encoded=True)
+        pool = self.pools[route.upstream]
         headers = upstream_request_headers(request.headers, injected)
-        data = self._body(request, route)
+        body = self._body(request, route)
+        chunked = body is not None and request.content_length is None
+        head_bytes = request_head(
+            request.method, target.path_for(route, path), pool.host_header, headers.items(), chunked
+        )
         started = time.perf_counter()
-        try:
-            upstream = await self._session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                timeout=target.timeout,
-                compress=None,
-            )
-        except BodyTooLarge:
-            raise PayloadTooLarge() from None
-        except (ValueError, UnicodeError):
-            # aiohttp refuses header values it cannot put on the wire.
-            raise BadRequest("A request header cannot be forwarded.") from None
-        except TimeoutError:
-            raise self._failed(target, UpstreamTimeout, "timeout") from None
-        except aiohttp.ClientConnectorError:
-            raise self._failed(target, UpstreamError, "connect") from None
-        except aiohttp.ClientError:
-            raise self._failed(target, UpstreamError, "protocol") from None
+        conn, head = await self._exchange(request, target, pool, head_bytes, body, chunked)
         answered = time.perf_counter()
         self.metrics.upstream_latency.labels(target.name).observe(answered - started)
         request[EXCHANGE].upstream_seconds = answered - started
-        async with upstream:
-            return await self._relay(request, target, upstream)
+        try:
+            return await self._relay(request, target, conn, head)
+        finally:
+            pool.release(conn)
+
+    async def _exchange(
+        self,
+        request: web.Request,
+        target: Target,
+        pool: UpstreamPool,
+        head_bytes: bytes,
+        body: AsyncIterator[bytes] | None,
+        chunked: bool,
+    ) -> tuple[UpstreamProtocol, Head]:
+        """Send the request and wait for the response head (once more on a fresh connection
+        if a reused one turns out dead and the request can be sent again)."""
+        for attempt in (1, 2):
+            try:
+                conn = await pool.acquire(fresh=attempt == 2)
+            except UpstreamConnectError:
+                raise self._failed(target, UpstreamError, "connect") from None
+            try:
+                conn.start(head_only=request.method == "HEAD")
+                conn.write(head_bytes)
+                if body is not None:
+                    await send_body(conn, body, chunked)
+                async with asyncio.timeout(target.read_timeout):
+                    return conn, await conn.head()
+            except BodyTooLarge:
+                pool.discard(conn)
+                raise PayloadTooLarge() from None
+            except TimeoutError:
+                pool.discard(conn)
+                raise self._failed(target, UpstreamTimeout, "timeout") from None
+            except UpstreamProtocolError:
+                pool.discard(conn)
+                if attempt == 1 and conn.reused and not conn.received_any and body is None:
+                    continue
+                raise self._failed(target, UpstreamError, "protocol") from None
+            except BaseException:
+                pool.discard(conn)
+                raise
+        raise AssertionError("unreachable")
 
     def _failed(self, target: Target, kind: type[UpstreamError], why: str) -> UpstreamError:
         self.metrics.upstream_errors.labels(target.name, why).inc()
         return kind(target.name, why)
 
     async def _relay(
-        self, request: web.Request, target: Target, upstream: aiohttp.ClientResponse
+        self, request: web.Request, target: Target, conn: UpstreamProtocol, head: Head
     ) -> web.StreamResponse:
-        length = upstream.content_length
+        assert conn.body is not None
+        headers = downstream_response_headers(CIMultiDict(head.headers))
+        headers["X-Request-Id"] = request[EXCHANGE].request_id
+        length = head.content_length
         if length is not None and length <= SMALL_BODY and request.method != "HEAD":
-            return await self._relay_small(request, target, upstream)
+            # A body known to be small is read whole and sent with the headers in one
+            # write: fewer system calls than streaming it.
+            try:
+                async with asyncio.timeout(target.read_timeout):
+                    body = await conn.body.read_all(length)
+            except TimeoutError:
+                raise self._failed(target, UpstreamTimeout, "timeout") from None
+            except UpstreamProtocolError:
+                raise self._failed(target, UpstreamError, "protocol") from None
+            request[EXCHANGE].prepared_at = time.perf_counter()
+            return web.Response(status=head.status, reason=head.reason or None,
+                                headers=headers, body=body)  # fmt: skip
         response = web.StreamResponse(
-            status=upstream.status,
-            reason=upstream.reason,
-            headers=downstream_response_headers(upstream.headers),
+            status=head.status, reason=head.reason or None, headers=headers
         )
-        response.headers["X-Request-Id"] = request[EXCHANGE].request_id
         try:
             # Read the first chunk before committing to a status, so an upstream that
-            # fails straight after its headers can still be answered with a 502.
-            first = await upstream.content.readany()
+            # fails straight after its headers can still be answered with a 502 or 504.
+            async with asyncio.timeout(target.read_timeout):
+                first = await conn.body.read()
         except TimeoutError:
             raise self._failed(target, UpstreamTimeout, "timeout") from None
-        except aiohttp.ClientError:
+        except UpstreamProtocolError:
             raise self._failed(target, UpstreamError, "protocol") from None
         await response.prepare(request)
         request[EXCHANGE].prepared_at = time.perf_counter()
@@ -181,35 +231,19 @@ class Forwarder:
             chunk = first
             while chunk:
                 await response.write(chunk)
-                chunk = await upstream.content.readany()
+                async with asyncio.timeout(target.read_timeout):
+                    chunk = await conn.body.read()
             await response.write_eof()
-        except (TimeoutError, aiohttp.ClientError):
+        except (TimeoutError, UpstreamProtocolError):
             # Headers are sent; the only honest signal left is a cut connection.
             self._failed(target, UpstreamError, "truncated")
-            upstream.close()
+            conn.close()
             abort(request)
         except ConnectionError:
             # The client went away; stop reading from the upstream.
-            upstream.close()
+            conn.close()
             abort(request)
         return response
-
-    async def _relay_small(
-        self, request: web.Request, target: Target, upstream: aiohttp.ClientResponse
-    ) -> web.Response:
-        """A body known to be small is read whole and sent with the headers in one
-        write: fewer system calls than streaming it (the profile's largest cost)."""
-        try:
-            body = await upstream.read()
-        except TimeoutError:
-            raise self._failed(target, UpstreamTimeout, "timeout") from None
-        except aiohttp.ClientError:
-            raise self._failed(target, UpstreamError, "protocol") from None
-        headers = downstream_response_headers(upstream.headers)
-        headers["X-Request-Id"] = request[EXCHANGE].request_id
-        request[EXCHANGE].prepared_at = time.perf_counter()
-        return web.Response(status=upstream.status, reason=upstream.reason, headers=headers,
-                            body=body)  # fmt: skip
 
 
 def abort(request: web.Request) -> None:
