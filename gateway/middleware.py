@@ -3,6 +3,7 @@ rendering, metrics and the access log."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -22,8 +23,25 @@ NO_ROUTE: Final = "-"
 CLIENT_CLOSED: Final = 499  # nginx's convention for a connection cut mid-response
 
 
-def new_request_id() -> str:
-    return os.urandom(12).hex()
+class RequestIds:
+    """Unique ids without a system call per request: a random per-process prefix and a
+    counter. (They identify requests; they are not secrets.)"""
+
+    def __init__(self) -> None:
+        self.prefix = ""
+        self.counter = itertools.count()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = ""
+
+    def __call__(self) -> str:
+        if not self.prefix:
+            self.prefix = os.urandom(6).hex()
+        return f"{self.prefix}{next(self.counter):012x}"
+
+
+new_request_id = RequestIds()
 
 
 def render(error: GatewayError, request_id: str) -> web.Response:
