@@ -243,6 +243,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--scale-only", action="store_true")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -266,6 +267,16 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
     up, peer, plain, auth, gw, admin, example = (free_port() for _ in range(7))
     for d in ("nginx-body", "nginx-proxy", "nginx-fastcgi", "nginx-uwsgi", "nginx-scgi"):
         (work / d).mkdir()
+    if args.scale_only:
+        digests = work / "digests.txt"
+        digests.write_text("")
+        subprocess.run([shutil.which("nginx") or "/usr/sbin/nginx", "-c",
+                        str(nginx_conf(work, up, peer, free_port(), free_port())), "-p", str(work)],
+                       check=True)  # fmt: skip
+        procs.start([PY, "-m", "upstream_example", "--port", str(example)], work / "example.log")
+        wait_port(example)
+        scale(work, procs, args, up, example)
+        return
     config = gateway_config(work, gw, admin, up, example)
     cli(config, "migrate")
     cli(config, "org", "create", "bench")
