@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,10 +201,26 @@ async def upstream_url(aiohttp_server: AiohttpServer) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
+def deep_merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            deep_merge(target[key], value)
+        else:
+            target[key] = value
+
+
 @pytest.fixture
-def config(upstream_url: str, tmp_path: Path) -> dict[str, Any]:
+def config_patch() -> dict[str, Any]:
+    """Per-test changes merged into the config (``oauth_helpers.with_config`` sets it)."""
+    return {}
+
+
+@pytest.fixture
+def config(upstream_url: str, tmp_path: Path, config_patch: dict[str, Any]) -> dict[str, Any]:
     """The raw config; a test may change it before asking for ``gw``."""
-    return base_config(upstream_url, tmp_path / "gateway.db")
+    raw = base_config(upstream_url, tmp_path / "gateway.db")
+    deep_merge(raw, config_patch)
+    return raw
 
 
 @pytest.fixture

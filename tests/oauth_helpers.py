@@ -35,17 +35,9 @@ ERROR_TEXT = re.compile(r'<p class="error" role="alert">([^<]*)</p>')
 # --- config ------------------------------------------------------------------
 
 
-def deep_merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
-    for key, value in patch.items():
-        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
-            deep_merge(target[key], value)
-        else:
-            target[key] = value
-
-
 def with_config(label: str | None = None, /, **patch: Any) -> pytest.MarkDecorator:
-    """Patch the raw config for one test; the module defines ``config_patch``/``config``
-    fixtures that apply it (``@with_config(oauth={"code_ttl": 1})``)."""
+    """Patch the raw config for one test: conftest's ``config`` fixture merges
+    ``config_patch`` into it (``@with_config(oauth={"code_ttl": 1})``)."""
     label = label or ",".join(f"{k}={v}" for k, v in patch.items())
     return pytest.mark.parametrize("config_patch", [patch], ids=[label])
 

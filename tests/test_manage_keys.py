@@ -21,24 +21,13 @@ from manage_helpers import (
     validation_error,
     walk,
 )
-from oauth_helpers import deep_merge, echoed, proxied_status, refused_within, with_config
+from oauth_helpers import echoed, proxied_status, refused_within, with_config
 
 from gateway.manage.schemas import KeyCreated
 
 FUTURE = "2031-01-02T03:04:05Z"
 PAST = "2020-01-02T03:04:05Z"
 READ = {"name": "reader", "scopes": ["contacts:read"]}
-
-
-@pytest.fixture
-def config_patch() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture
-def config(config: dict[str, Any], config_patch: dict[str, Any]) -> dict[str, Any]:
-    deep_merge(config, config_patch)
-    return config
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ and ``iss``. The pages refuse framing and caching and require the CSRF token.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from aiohttp import ClientResponse
@@ -17,7 +16,6 @@ from oauth_helpers import (
     STATE,
     authorize_query,
     consent_page,
-    deep_merge,
     get_authorize,
     hidden_fields,
     is_consent_page,
@@ -38,17 +36,6 @@ from gateway.oauth.clients import RegisteredClient, disable_client
 from gateway.store.base import User
 
 Query = list[tuple[str, str]]
-
-
-@pytest.fixture
-def config_patch() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture
-def config(config: dict[str, Any], config_patch: dict[str, Any]) -> dict[str, Any]:
-    deep_merge(config, config_patch)
-    return config
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
 
 import pytest
 from conftest import PASSWORD, REDIRECT_URI, Gateway
@@ -15,7 +14,6 @@ from oauth_helpers import (
     authorization_code,
     basic_auth,
     bearer,
-    deep_merge,
     echoed,
     issued_tokens,
     oauth_error,
@@ -31,17 +29,6 @@ from oauth_helpers import (
 from gateway import crypto
 from gateway.oauth.clients import RegisteredClient
 from gateway.store.base import User
-
-
-@pytest.fixture
-def config_patch() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture
-def config(config: dict[str, Any], config_patch: dict[str, Any]) -> dict[str, Any]:
-    deep_merge(config, config_patch)
-    return config
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import pytest
 from conftest import SCOPES, Gateway
@@ -14,7 +13,6 @@ from oauth_helpers import (
     READ_WRITE,
     authorize_query,
     bearer,
-    deep_merge,
     echoed,
     introspect,
     issued_tokens,
@@ -34,17 +32,6 @@ from oauth_helpers import (
 from gateway import crypto
 from gateway.oauth.clients import RegisteredClient
 from gateway.store.base import User
-
-
-@pytest.fixture
-def config_patch() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture
-def config(config: dict[str, Any], config_patch: dict[str, Any]) -> dict[str, Any]:
-    deep_merge(config, config_patch)
-    return config
 
 
 @pytest.fixture
