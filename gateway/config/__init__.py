@@ -1,0 +1,303 @@
+"""config.yaml: the Settings model and loading it (sections in ``sections.py``).
+
+``load_config`` validates once at start-up and fails fast: every problem is
+reported as ``<file>: <key path>: <what was expected>``, unknown keys included.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+
+from gateway.config.sections import (
+    ADMIN_SCOPE,
+    ADMIN_SCOPE_TEXT,
+    SCOPE_NAME,
+    UPSTREAM_NAME,
+    Cache,
+    Dashboard,
+    Database,
+    Limits,
+    Listener,
+    Logging,
+    Management,
+    OAuth,
+    OAuthPaths,
+    Plugin,
+    Proxy,
+    RedisSettings,
+    Route,
+    Session,
+    Strict,
+    Throttle,
+    Upstream,
+    Usage,
+)
+from gateway.errors import ConfigError
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+class Settings(Strict):
+    workers: int | Literal["auto"] = Field(
+        "auto", description="processes serving the public port; auto: one per core"
+    )
+    listen: Listener = Listener()
+    admin: Listener = Listener(port=9090)
+    public_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8080")
+    database: Database = Database()
+    scopes: dict[str, str] = Field(default_factory=dict)
+    upstreams: dict[str, Upstream] = Field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+    proxy: Proxy = Proxy()
+    limits: Limits = Limits()
+    redis: RedisSettings = RedisSettings()
+    cache: Cache = Cache()
+    usage: Usage = Usage()
+    oauth: OAuth = OAuth()
+    session: Session = Session()
+    management: Management = Management()
+    dashboard: Dashboard = Dashboard()
+    plugins: tuple[Plugin, ...] = ()
+    logging: Logging = Logging()
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _source: str = PrivateAttr(default="<settings>")
+
+    @field_validator("scopes")
+    @classmethod
+    def _scope_names(cls, scopes: dict[str, str]) -> dict[str, str]:
+        for name in scopes:
+            if not SCOPE_NAME.match(name):
+                raise ValueError(f"bad scope name {name!r}")
+        # Always in the catalog, whatever the file says.
+        return {**scopes, ADMIN_SCOPE: scopes.get(ADMIN_SCOPE) or ADMIN_SCOPE_TEXT}
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstream_names(cls, upstreams: dict[str, Upstream]) -> dict[str, Upstream]:
+        for name in upstreams:
+            if not UPSTREAM_NAME.match(name):
+                raise ValueError(f"bad upstream name {name!r}")
+        return upstreams
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers == "auto":
+            return max(1, os.cpu_count() or 1)
+        return max(1, self.workers)
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file, relative paths taken from the config file's folder."""
+        raw = self.database.url.removeprefix("sqlite:///")
+        if raw == ":memory:":
+            return Path(raw)
+        path = Path(raw)
+        return path if path.is_absolute() else self._base_dir / path
+
+    def located(self, base_dir: Path, source: str) -> Settings:
+        self._base_dir = base_dir
+        self._source = source
+        return self
+
+
+# Environment variables that override keys of the file: secrets and URLs.
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "GATEWAY_DATABASE_URL": ("database", "url"),
+    "GATEWAY_PUBLIC_URL": ("public_url",),
+    "GATEWAY_LISTEN_HOST": ("listen", "host"),
+    "GATEWAY_LISTEN_PORT": ("listen", "port"),
+    "GATEWAY_ADMIN_HOST": ("admin", "host"),
+    "GATEWAY_ADMIN_PORT": ("admin", "port"),
+    "GATEWAY_SESSION_SECRET": ("session", "secret"),
+    "GATEWAY_REDIS_URL": ("redis", "url"),
+}
+UPSTREAM_URL_ENV = re.compile(r"^GATEWAY_UPSTREAM_([A-Z0-9_]+)_URL$")
+
+
+def config_path(explicit: str | None = None) -> Path:
+    """The config file: ``--config``, else ``GATEWAY_CONFIG``, else ./config.yaml."""
+    return Path(explicit or os.environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read the file: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{source}: the file is not UTF-8"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: expected a mapping of keys at the top level"])
+    apply_env(raw, env)
+    return settings_from_dict(raw, base_dir=path.resolve().parent, source=source)
+
+
+def settings_from_dict(
+    raw: dict[str, Any], *, base_dir: Path | None = None, source: str = "<settings>"
+) -> Settings:
+    """Validate a raw mapping (as read from YAML) into Settings, or raise ConfigError."""
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"{source}: {key_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        ) from None
+    problems = [f"{source}: {p}" for p in cross_check(settings)]
+    if problems:
+        raise ConfigError(problems)
+    return settings.located(base_dir or Path.cwd(), source)
+
+
+def apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for var, keys in ENV_OVERRIDES.items():
+        if var in env:
+            set_key(raw, keys, env[var])
+    upstreams = raw.get("upstreams")
+    if not isinstance(upstreams, dict):
+        return
+    by_env_name = {re.sub(r"[^A-Z0-9]", "_", str(n).upper()): n for n in upstreams}
+    for var, value in env.items():
+        m = UPSTREAM_URL_ENV.match(var)
+        if m and m.group(1) in by_env_name:
+            set_key(raw, ("upstreams", by_env_name[m.group(1)], "url"), value)
+
+
+def set_key(raw: dict[str, Any], keys: tuple[str, ...], value: str) -> None:
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """('routes', 3, 'scopes', 0) -> 'routes[3].scopes[0]'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def cross_check(settings: Settings) -> list[str]:
+    """Checks that span keys: scopes and upstreams named by routes, and route ties."""
+    from gateway.pipeline.routes import RouteConflict, RouteTable
+
+    problems = []
+    for i, route in enumerate(settings.routes):
+        if route.upstream not in settings.upstreams:
+            known = ", ".join(sorted(settings.upstreams)) or "none are declared"
+            problems.append(
+                f"routes[{i}].upstream: unknown upstream {route.upstream!r} (known: {known})"
+            )
+        for j, scope in enumerate(route.scopes):
+            if scope not in settings.scopes:
+                problems.append(f"routes[{i}].scopes[{j}]: unknown scope {scope!r}")
+        if route.auth == "none" and route.scopes:
+            problems.append(f"routes[{i}].scopes: a route with 'auth: none' cannot require scopes")
+        if route.auth == "none" and route.cost:
+            problems.append(f"routes[{i}].cost: a public route has nobody to charge")
+        if route.strip_prefix is not None and not strips_cleanly(route.path, route.strip_prefix):
+            problems.append(
+                f"routes[{i}].strip_prefix: {route.strip_prefix!r} is not a leading "
+                f"run of literal segments of {route.path!r}"
+            )
+    for j, scope in enumerate(settings.oauth.default_scopes):
+        if scope not in settings.scopes:
+            problems.append(f"oauth.default_scopes[{j}]: unknown scope {scope!r}")
+    seen_plugins: set[str] = set()
+    for i, plugin in enumerate(settings.plugins):
+        if plugin.name in seen_plugins:
+            problems.append(f"plugins[{i}].name: {plugin.name!r} is listed twice")
+        seen_plugins.add(plugin.name)
+        for j, scope in enumerate(plugin.scopes):
+            if scope not in settings.scopes:
+                problems.append(f"plugins[{i}].scopes[{j}]: unknown scope {scope!r}")
+    paths = settings.oauth.paths.model_dump()
+    if len(set(paths.values())) != len(paths):
+        problems.append("oauth.paths: two endpoints share a path")
+    names: dict[str, int] = {}
+    for i, route in enumerate(settings.routes):
+        if route.id is not None:
+            if route.id in names:
+                problems.append(
+                    f"routes[{i}].id: {route.id!r} is already used by routes[{names[route.id]}]"
+                )
+            names[route.id] = i
+    if not problems:
+        try:
+            RouteTable(settings.routes)
+        except RouteConflict as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def strips_cleanly(path: str, prefix: str) -> bool:
+    if not prefix.startswith("/") or prefix.endswith("/"):
+        return False
+    head = prefix.split("/")[1:]
+    segments = path.split("/")[1:]
+    return (
+        len(head) <= len(segments)
+        and segments[: len(head)] == head
+        and not any(s.startswith("{") or s == "**" for s in head)
+    )
+
+
+__all__ = [
+    "ADMIN_SCOPE",
+    "Cache",
+    "ConfigError",
+    "Dashboard",
+    "Database",
+    "Limits",
+    "Listener",
+    "Logging",
+    "Management",
+    "OAuth",
+    "OAuthPaths",
+    "Plugin",
+    "Proxy",
+    "RedisSettings",
+    "Route",
+    "Session",
+    "Settings",
+    "Throttle",
+    "Upstream",
+    "Usage",
+    "config_path",
+    "key_path",
+    "load_config",
+    "settings_from_dict",
+]
