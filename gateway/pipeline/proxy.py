@@ -204,8 +204,11 @@ class Forwarder:
             # A body known to be small is read whole and sent with the headers in one
             # write: fewer system calls than streaming it.
             try:
-                async with asyncio.timeout(target.read_timeout):
+                if conn.body.complete:  # usually: it came in the same packet as the head
                     body = await conn.body.read_all(length)
+                else:
+                    async with asyncio.timeout(target.read_timeout):
+                        body = await conn.body.read_all(length)
             except TimeoutError:
                 raise self._failed(target, UpstreamTimeout, "timeout") from None
             except UpstreamProtocolError:

@@ -82,6 +82,11 @@ class Body:
     def done(self) -> bool:
         return self._eof and not self._chunks
 
+    @property
+    def complete(self) -> bool:
+        """Everything has arrived (reading it will not wait)."""
+        return self._eof or self._error is not None
+
     async def read(self) -> bytes:
         while not self._chunks:
             if self._error is not None:
