@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import crypto
 from gateway.config import Settings
 from gateway.dispatch import View, add_endpoint
-from gateway.errors import ServiceUnavailable
+from gateway.errors import NoRoute, ServiceUnavailable
 from gateway.expect import expect_later
 from gateway.limits import Counters, Limiter, MemoryCounters
 from gateway.logs import AccessLog
@@ -25,6 +25,7 @@ from gateway.metrics import Metrics
 from gateway.middleware import observe, render
 from gateway.oauth.authorize import AuthorizeEndpoint
 from gateway.oauth.introspection import IntrospectionEndpoint
+from gateway.oauth.jwt_tokens import JWKS_PATH, JWT_PREFIX, JwtCodec, load_keys
 from gateway.oauth.metadata import WELL_KNOWN, issuer, metadata_handler
 from gateway.oauth.revocation import RevocationEndpoint
 from gateway.oauth.token import TokenEndpoint
@@ -50,6 +51,7 @@ STORE: Final = web.AppKey("store", Store)
 PIPELINE: Final = web.AppKey("pipeline", Pipeline)
 CACHE: Final = web.AppKey("credential_cache", CredentialCache)
 USAGE: Final = web.AppKey("usage", UsageBook)
+TOKENS: Final = web.AppKey("tokens", TokenService)
 ACCESS_LOG: Final = web.AppKey("access_log", AccessLog)
 PUBLIC_APP: Final = web.AppKey("public_app", web.Application)
 
@@ -102,11 +104,15 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     usage = app[USAGE]
     store = open_store(settings)
     cache = CredentialCache(settings.cache.credential_ttl, settings.cache.max_entries)
-    tokens = TokenService(store, settings.oauth)
+    codec = JwtCodec(settings, load_keys(settings)) if settings.tokens.format == "jwt" else None
+    tokens = TokenService(store, settings.oauth, codec)
+    app[TOKENS] = tokens
     authenticator = Authenticator(
         store, cache, access_token_header=settings.oauth.access_token_header
     )
     authenticator.register(crypto.ACCESS_TOKEN_PREFIX, tokens.principal)
+    if codec is not None:
+        authenticator.register(JWT_PREFIX, tokens.principal, codec.valid)
     forwarder = Forwarder(
         settings.upstreams, metrics, settings.proxy.max_body_size, UPSTREAM_CONNECTIONS
     )
@@ -161,6 +167,14 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+async def jwks(request: web.Request) -> web.Response:
+    """RFC 7517 key set for JWT access tokens; absent (404) with opaque tokens."""
+    codec = request.app[TOKENS].jwt
+    if codec is None:
+        raise NoRoute()
+    return web.json_response(codec.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     return await request.app[PIPELINE].handle(request)
 
@@ -193,6 +207,7 @@ def add_oauth_routes(app: web.Application, settings: Settings) -> None:
     for name, (path, methods) in table.items():
         add_endpoint(app, path, "oauth:" + name, methods)
     app.router.add_get(WELL_KNOWN, metadata_handler(settings))
+    app.router.add_get(JWKS_PATH, jwks)
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:

@@ -319,3 +319,9 @@ async def test_unreachable_store_is_503_never_a_pass(gw: Gateway) -> None:
         await asyncio.sleep(0.05)
     resp = await gw.client.get("/contacts", headers={"X-API-Key": cached.secret})
     await assert_error(resp, 503, "service_unavailable")
+
+
+async def test_jwks_is_absent_with_opaque_tokens(gw: Gateway) -> None:
+    await assert_error(await gw.client.get("/.well-known/jwks.json"), 404, "not_found")
+    metadata = await (await gw.client.get("/.well-known/oauth-authorization-server")).json()
+    assert "jwks_uri" not in metadata

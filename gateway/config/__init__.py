@@ -40,8 +40,10 @@ from gateway.config.sections import (
     RedisSettings,
     Route,
     Session,
+    SigningKey,
     Strict,
     Throttle,
+    Tokens,
     Upstream,
     Usage,
 )
@@ -71,6 +73,7 @@ class Settings(Strict):
     management: Management = Management()
     dashboard: Dashboard = Dashboard()
     plugins: tuple[Plugin, ...] = ()
+    tokens: Tokens = Tokens()
     logging: Logging = Logging()
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -98,6 +101,11 @@ class Settings(Strict):
         if self.workers == "auto":
             return max(1, os.cpu_count() or 1)
         return max(1, self.workers)
+
+    def path_of(self, name: str) -> Path:
+        """A file named in the config, relative to the config file's folder."""
+        path = Path(name)
+        return path if path.is_absolute() else self._base_dir / path
 
     @property
     def source(self) -> str:
@@ -236,6 +244,11 @@ def cross_check(settings: Settings) -> list[str]:
     for j, scope in enumerate(settings.oauth.default_scopes):
         if scope not in settings.scopes:
             problems.append(f"oauth.default_scopes[{j}]: unknown scope {scope!r}")
+    if settings.tokens.format == "jwt" and not settings.tokens.signing_keys:
+        problems.append("tokens.signing_keys: JWT access tokens need at least one signing key")
+    kids = [k.kid for k in settings.tokens.signing_keys]
+    if len(set(kids)) != len(kids):
+        problems.append("tokens.signing_keys: two keys share a kid")
     seen_plugins: set[str] = set()
     for i, plugin in enumerate(settings.plugins):
         if plugin.name in seen_plugins:
@@ -293,7 +306,9 @@ __all__ = [
     "Route",
     "Session",
     "Settings",
+    "SigningKey",
     "Throttle",
+    "Tokens",
     "Upstream",
     "Usage",
     "config_path",

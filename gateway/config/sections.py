@@ -265,6 +265,22 @@ class Plugin(Strict):
     scopes: tuple[str, ...] = Field(min_length=1)
 
 
+class SigningKey(Strict):
+    kid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
+    algorithm: Literal["RS256", "ES256"] = "RS256"
+    private_key_file: str = Field(description="PEM file, relative to the config file's folder")
+
+
+class Tokens(Strict):
+    """Access token format: opaque (default) or JWT (RFC 9068) that upstreams can verify."""
+
+    format: Literal["opaque", "jwt"] = "opaque"
+    audience: str | None = Field(None, description="the JWT 'aud'; default: public_url")
+    signing_keys: tuple[SigningKey, ...] = Field(
+        (), description="the first signs; every one is published in the JWKS"
+    )
+
+
 class Logging(Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True

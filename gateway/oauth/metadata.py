@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import ADMIN_SCOPE, Settings
+from gateway.oauth.jwt_tokens import JWKS_PATH
 
 WELL_KNOWN = "/.well-known/oauth-authorization-server"
 
@@ -36,6 +37,7 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods[:2],
         "authorization_response_iss_parameter_supported": True,
+        **({"jwks_uri": base + JWKS_PATH} if settings.tokens.format == "jwt" else {}),
     }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from gateway import crypto
 from gateway.config import OAuth
 from gateway.errors import Unauthorized
+from gateway.oauth.jwt_tokens import JWT_PREFIX, JwtCodec
 from gateway.pipeline.authn import Principal
 from gateway.store import Store
 from gateway.store.base import OAuthToken
@@ -34,15 +35,17 @@ class Issuance:
 
 
 class TokenService:
-    def __init__(self, store: Store, settings: OAuth) -> None:
+    def __init__(self, store: Store, settings: OAuth, jwt: JwtCodec | None = None) -> None:
         self.store = store
         self.settings = settings
+        self.jwt = jwt
 
     async def issue(self, issuance: Issuance) -> dict[str, Any]:
         """Mint and store the tokens; return the RFC 6749 §5.1 response body."""
         now = time.time()
-        access = crypto.new_secret(crypto.ACCESS_TOKEN_PREFIX)
-        rows = [(self._record("access", issuance, now, self.settings.access_token_ttl), access)]
+        record = self._record("access", issuance, now, self.settings.access_token_ttl)
+        access = self._access_token(record)
+        rows = [(record, access)]
         body: dict[str, Any] = {
             "access_token": access,
             "token_type": "Bearer",
@@ -58,6 +61,22 @@ class TokenService:
             body["refresh_token"] = refresh
         await self.store.insert_tokens([(record, crypto.digest(raw)) for record, raw in rows])
         return body
+
+    def _access_token(self, record: OAuthToken) -> str:
+        if self.jwt is None:
+            return crypto.new_secret(crypto.ACCESS_TOKEN_PREFIX)
+        # RFC 9068 §2.2: the claims an upstream needs, plus the organization.
+        return self.jwt.encode(
+            {
+                "sub": record.user_id or record.client_id,
+                "exp": int(record.expires_at),
+                "iat": int(record.created_at),
+                "jti": record.id,
+                "client_id": record.client_id,
+                "scope": " ".join(record.scopes),
+                "org_id": record.org_id,
+            }
+        )
 
     @staticmethod
     def _record(kind: str, issuance: Issuance, now: float, ttl: int) -> OAuthToken:
@@ -79,6 +98,8 @@ class TokenService:
         for prefix in (crypto.ACCESS_TOKEN_PREFIX, crypto.REFRESH_TOKEN_PREFIX):
             if crypto.well_formed(secret, prefix):
                 return await self.store.find_token(crypto.digest(secret))
+        if self.jwt is not None and secret.startswith(JWT_PREFIX) and len(secret) < 8192:
+            return await self.store.find_token(crypto.digest(secret))
         return None
 
     async def principal(self, digest: str) -> Principal | None:

@@ -136,10 +136,17 @@ class Authenticator:
         self.cache = cache
         self.access_token_header = access_token_header
         self._lookups: dict[str, Lookup] = {crypto.API_KEY_PREFIX: self._api_key}
+        self._valid: dict[str, Callable[[str], bool]] = {
+            crypto.API_KEY_PREFIX: lambda secret: crypto.well_formed(secret, crypto.API_KEY_PREFIX)
+        }
 
-    def register(self, prefix: str, lookup: Lookup) -> None:
-        """Let another kind of secret (OAuth tokens) share this path."""
+    def register(
+        self, prefix: str, lookup: Lookup, valid: Callable[[str], bool] | None = None
+    ) -> None:
+        """Let another kind of secret (OAuth tokens) share this path. ``valid`` is the
+        cheap local check before any lookup (default: our prefix-and-checksum format)."""
         self._lookups[prefix] = lookup
+        self._valid[prefix] = valid or (lambda secret: crypto.well_formed(secret, prefix))
 
     async def authenticate(self, request: web.Request) -> Principal:
         secret = read_credential(request, self.access_token_header)
@@ -161,7 +168,7 @@ class Authenticator:
             (
                 fn
                 for prefix, fn in self._lookups.items()
-                if secret.startswith(prefix) and crypto.well_formed(secret, prefix)
+                if secret.startswith(prefix) and self._valid[prefix](secret)
             ),
             None,
         )
