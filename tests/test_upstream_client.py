@@ -83,7 +83,7 @@ async def call(
                 yield part
 
         await send_body(conn, parts(), chunked=True)
-    head = await asyncio.wait_for(conn.head(), 5)
+    head = await conn.head(5)
     assert conn.body is not None
     data = await asyncio.wait_for(conn.body.read_all(1 << 30), 5)
     pool.release(conn)

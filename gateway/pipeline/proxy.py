@@ -171,8 +171,7 @@ class Forwarder:
                 conn.write(head_bytes)
                 if body is not None:
                     await send_body(conn, body, chunked)
-                async with asyncio.timeout(target.read_timeout):
-                    return conn, await conn.head()
+                return conn, await conn.head(target.read_timeout)
             except BodyTooLarge:
                 pool.discard(conn)
                 raise PayloadTooLarge() from None

@@ -238,9 +238,23 @@ class UpstreamProtocol(asyncio.Protocol):
         self.received_any = False
         self._head = asyncio.get_running_loop().create_future()
 
-    async def head(self) -> Head:
+    async def head(self, timeout: float) -> Head:
+        """The response head, or TimeoutError after ``timeout`` seconds of waiting. A timer
+        handle rather than an ``asyncio.timeout`` block: cheaper, on every request."""
         assert self._head is not None
-        return await self._head
+        head = self._head
+        if head.done():
+            return head.result()
+        timer = asyncio.get_running_loop().call_later(timeout, self._head_timed_out, head)
+        try:
+            return await head
+        finally:
+            timer.cancel()
+
+    @staticmethod
+    def _head_timed_out(head: asyncio.Future[Head]) -> None:
+        if not head.done():
+            head.set_exception(TimeoutError())
 
     def write(self, data: bytes) -> None:
         if self.lost or self.transport is None:
