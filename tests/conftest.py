@@ -196,8 +196,21 @@ class Gateway:
 
 
 @pytest.fixture
-async def upstream_url(aiohttp_server: AiohttpServer) -> str:
-    server = await aiohttp_server(create_upstream(), host="127.0.0.1")
+def upstream_seen() -> list[str]:
+    """Every raw path the upstream answered, in order: proof of what was forwarded."""
+    return []
+
+
+@pytest.fixture
+async def upstream_url(aiohttp_server: AiohttpServer, upstream_seen: list[str]) -> str:
+    """The real upstream_example on loopback, recording the paths it answers."""
+    app = create_upstream()
+
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        upstream_seen.append(request.raw_path)
+
+    app.on_response_prepare.append(record)
+    server = await aiohttp_server(app, host="127.0.0.1")
     return f"http://127.0.0.1:{server.port}"
 
 

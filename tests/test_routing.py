@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp import ClientResponse, web
-from conftest import AiohttpServer, Gateway
+from aiohttp import ClientResponse
+from conftest import Gateway
 
 from gateway.config import Route, load_config, settings_from_dict
 from gateway.errors import ConfigError
 from gateway.pipeline.routes import RouteConflict, RouteTable
-from upstream_example import create_app as create_upstream
 
 # --- the route table ----------------------------------------------------------
 
@@ -332,25 +331,6 @@ def test_a_bad_environment_value_is_a_config_error(tmp_path: Path) -> None:
 
 
 # --- through a running gateway ------------------------------------------------
-
-
-@pytest.fixture
-def upstream_seen() -> list[str]:
-    """Every raw path the upstream answered, in order."""
-    return []
-
-
-@pytest.fixture
-async def upstream_url(aiohttp_server: AiohttpServer, upstream_seen: list[str]) -> str:
-    """The real upstream_example, recording what reaches it (overrides conftest's)."""
-    app = create_upstream()
-
-    async def record(request: web.Request, response: web.StreamResponse) -> None:
-        upstream_seen.append(request.raw_path)
-
-    app.on_response_prepare.append(record)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    return f"http://127.0.0.1:{server.port}"
 
 
 async def assert_error(resp: ClientResponse, status: int, code: str) -> dict[str, Any]:

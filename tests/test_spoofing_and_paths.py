@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse, web
-from conftest import AiohttpServer, Gateway
+from aiohttp import ClientResponse
+from conftest import Gateway
 from multidict import CIMultiDict
 
 from gateway import crypto
-from upstream_example import create_app as create_upstream
 
 UNAUTHORIZED = {"error": "unauthorized", "message": "Invalid or unknown access token."}
 NO_CREDENTIAL_CHALLENGE = 'Bearer realm="gateway"'
@@ -49,25 +48,6 @@ CONTROL = "X_Not_Identity"
 
 
 # --- a recording upstream ---------------------------------------------------
-
-
-@pytest.fixture
-def upstream_seen() -> list[str]:
-    """Every raw path the upstream answered, in order."""
-    return []
-
-
-@pytest.fixture
-async def upstream_url(aiohttp_server: AiohttpServer, upstream_seen: list[str]) -> str:
-    """The real upstream_example, recording what reaches it (overrides conftest's)."""
-    app = create_upstream()
-
-    async def record(request: web.Request, response: web.StreamResponse) -> None:
-        upstream_seen.append(request.raw_path)
-
-    app.on_response_prepare.append(record)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    return f"http://127.0.0.1:{server.port}"
 
 
 # --- raw HTTP/1.1 -----------------------------------------------------------
