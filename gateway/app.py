@@ -85,7 +85,11 @@ OAUTH: Final = web.AppKey("oauth", OAuthServer)
 
 
 def oauth_server(
-    settings: Settings, store: Store, tokens: TokenService, sessions: Sessions
+    settings: Settings,
+    store: Store,
+    tokens: TokenService,
+    sessions: Sessions,
+    forwarded_for: ForwardedFor,
 ) -> OAuthServer:
     return OAuthServer(
         authorize=AuthorizeEndpoint(store, settings, sessions),
@@ -93,7 +97,11 @@ def oauth_server(
         revoke=RevocationEndpoint(store, tokens),
         introspect=IntrospectionEndpoint(store, tokens, issuer(settings)),
         login=LoginViews(
-            store, settings, sessions, LoginThrottle(settings.oauth.login_throttle, settings.redis)
+            store,
+            settings,
+            sessions,
+            LoginThrottle(settings.oauth.login_throttle, settings.redis),
+            forwarded_for,
         ),
     )
 
@@ -114,7 +122,11 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     if codec is not None:
         authenticator.register(JWT_PREFIX, tokens.principal, codec.valid)
     forwarder = Forwarder(
-        settings.upstreams, metrics, settings.proxy.max_body_size, UPSTREAM_CONNECTIONS
+        settings.upstreams,
+        metrics,
+        settings.proxy.max_body_size,
+        UPSTREAM_CONNECTIONS,
+        session_cookie=settings.session.cookie_name,
     )
     watcher = RevocationWatcher(store, cache, settings.cache.poll_interval)
     sessions = Sessions(settings)
@@ -132,7 +144,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     forwarded_for = ForwardedFor(settings.proxy.trusted_proxies)
     app[STORE] = store
     app[CACHE] = cache
-    app[OAUTH] = oauth_server(settings, store, tokens, sessions)
+    app[OAUTH] = oauth_server(settings, store, tokens, sessions, forwarded_for)
     app[PIPELINE] = Pipeline(
         RouteTable(settings.routes),
         authenticator,

@@ -147,6 +147,15 @@ class UpstreamTimeout(UpstreamError):
     message = "The upstream service did not answer in time."
 
 
+class ClientClosedRequest(GatewayError):
+    """The client went away before an answer could be given (nginx's 499); logged and
+    counted, never an internal error."""
+
+    status = 499
+    code = "client_closed_request"
+    message = "The client closed the connection."
+
+
 class ServiceUnavailable(GatewayError):
     status = 503
     code = "service_unavailable"

@@ -44,6 +44,21 @@ def narrowed(requested: tuple[str, ...] | None, ceiling: tuple[str, ...]) -> tup
     return requested
 
 
+async def still_granted(store: Store, grant_id: str) -> None:
+    """The user may have revoked the app since the code or refresh token was issued."""
+    grant = await store.get_grant(grant_id)
+    if grant is None or grant.revoked_at is not None:
+        raise InvalidGrant("The user revoked this application's access.")
+
+
+def within_client(scopes: tuple[str, ...], client: OAuthClient) -> tuple[str, ...]:
+    """A client whose allowed scopes were narrowed gets no more than it is allowed now."""
+    kept = tuple(s for s in scopes if s in client.allowed_scopes)
+    if not kept:
+        raise InvalidScope("None of the granted scopes is still allowed for this client.")
+    return kept
+
+
 class Grant(Protocol):
     grant_type: ClassVar[str]
 
@@ -73,10 +88,11 @@ class AuthorizationCodeGrant:
         if params.get("redirect_uri") != found.redirect_uri:
             raise InvalidGrant("redirect_uri does not match the authorization request.")
         pkce.verify(found.code_challenge, params.get("code_verifier"))
+        await still_granted(self.store, found.grant_id)
         return Issuance(
             client_id=client.id,
             org_id=found.org_id,
-            scopes=found.scopes,
+            scopes=within_client(found.scopes, client),
             family_id=found.id,
             user_id=found.user_id,
             grant_id=found.grant_id,
@@ -106,6 +122,9 @@ class RefreshTokenGrant:
         scopes = narrowed(scope_list(params.get("scope")), token.scopes)
         if token.used_at is None and not token.active_at(now):
             raise InvalidGrant("The refresh token has expired or was revoked.")
+        if token.grant_id is not None:
+            await still_granted(self.store, token.grant_id)
+        scopes = within_client(scopes, client)
         consumed = await self.store.consume_refresh_token(digest, now)
         if consumed is None or not consumed.fresh:
             await self.store.revoke_family(token.family_id, now)

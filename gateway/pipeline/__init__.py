@@ -6,11 +6,12 @@ normalize path -> match route -> authenticate -> authorize
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
 
-from gateway.errors import GatewayError, MethodNotAllowed, NoRoute
+from gateway.errors import MethodNotAllowed, NoRoute
 from gateway.exchange import EXCHANGE
 from gateway.expect import send_continue
 from gateway.limits import Limiter
@@ -116,8 +117,9 @@ class Pipeline:
         """Forward a charged call; refund it unless the upstream answered with success."""
         try:
             response = await self.forwarder.forward(request, route, path, injected)
-        except GatewayError:
-            await self.wallet.refund(debit)
+        except BaseException:
+            # No answer reached the client (error, client gone, cancelled): not charged.
+            await asyncio.shield(self.wallet.refund(debit))
             raise
         if response.status >= 400:
             await self.wallet.refund(debit)

@@ -25,6 +25,7 @@ from gateway.limits import KeyLimits
 from gateway.store import Store, StoreUnavailable
 
 log = logging.getLogger("gateway.authn")
+EVENT_OVERLAP = 256  # credential events re-read on every poll
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,9 @@ class CredentialCache:
         self.max_entries = max_entries
         self._entries: dict[str, tuple[Principal, float]] = {}
         self._by_id: dict[str, set[str]] = {}
+        # Bumped by every eviction: a lookup that started before one must not cache what
+        # it read, which may be the credential just revoked.
+        self.evictions = 0
 
     def get(self, digest: str, now: float) -> Principal | None:
         entry = self._entries.get(digest)
@@ -106,10 +110,12 @@ class CredentialCache:
         self._by_id.setdefault(principal.credential_id, set()).add(digest)
 
     def evict(self, credential_id: str) -> None:
+        self.evictions += 1
         for digest in self._by_id.pop(credential_id, set()).copy():
             self._drop(digest)
 
     def clear(self) -> None:
+        self.evictions += 1
         self._entries.clear()
         self._by_id.clear()
 
@@ -156,8 +162,10 @@ class Authenticator:
         digest = crypto.digest(secret)
         principal = self.cache.get(digest, now)
         if principal is None:
+            generation = self.cache.evictions
             principal = await self._resolve(secret, digest)
-            self.cache.put(digest, principal, now)
+            if self.cache.evictions == generation:
+                self.cache.put(digest, principal, now)
         if principal.expired(now):
             self.cache.evict(principal.credential_id)
             raise Unauthorized("expired")
@@ -218,7 +226,11 @@ class RevocationWatcher:
         self._seq, _ = await self.store.credential_events_since(0)
 
     async def poll_once(self) -> None:
-        self._seq, changed = await self.store.credential_events_since(self._seq)
+        # Re-read a window of recent events: on PostgreSQL a transaction that took a lower
+        # sequence number can commit after one that took a higher number.
+        since = max(0, self._seq - EVENT_OVERLAP)
+        seq, changed = await self.store.credential_events_since(since)
+        self._seq = max(self._seq, seq)
         for credential_id in changed:
             self.cache.evict(credential_id)
 

@@ -69,7 +69,9 @@ def connection_listed(headers: MultiMapping[str]) -> frozenset[str]:
 
 
 def upstream_request_headers(
-    incoming: CIMultiDictProxy[str], injected: Iterable[tuple[str, str]]
+    incoming: CIMultiDictProxy[str],
+    injected: Iterable[tuple[str, str]],
+    session_cookie: str = "",
 ) -> CIMultiDict[str]:
     listed = connection_listed(incoming) if "Connection" in incoming else frozenset()
     out: CIMultiDict[str] = CIMultiDict()
@@ -79,10 +81,25 @@ def upstream_request_headers(
             continue
         if not value.isascii():
             forwardable(name, value)
+        if key == "cookie" and session_cookie and session_cookie in value:
+            value = without_cookie(value, session_cookie)
+            if not value:
+                continue
         out.add(name, value)
     for name, value in injected:
         out.add(name, value)
     return out
+
+
+def without_cookie(header: str, name: str) -> str:
+    """A Cookie header minus the gateway's own session cookie: a dashboard login is a
+    credential, and no credential of the gateway's reaches an upstream."""
+    kept = [
+        part
+        for part in (p.strip() for p in header.split(";"))
+        if part and part.split("=", 1)[0].strip() != name
+    ]
+    return "; ".join(kept)
 
 
 def forwardable(name: str, value: str) -> None:
@@ -95,15 +112,35 @@ def forwardable(name: str, value: str) -> None:
         raise BadRequest(f"Header {name!r} has a value that is not valid UTF-8.") from None
 
 
-def downstream_response_headers(incoming: MultiMapping[str]) -> CIMultiDict[str]:
+def downstream_response_headers(
+    incoming: MultiMapping[str], session_cookie: str = ""
+) -> CIMultiDict[str]:
+    """Hop-by-hop headers dropped; so is any attempt by an upstream to set the gateway's
+    session cookie. A value that is not valid UTF-8 raises UpstreamHeaderError (no silent
+    change: aiohttp would drop the bytes it cannot write)."""
     listed = connection_listed(incoming) if "Connection" in incoming else frozenset()
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         key = name.lower()
         if key in HOP_BY_HOP or key in listed:
             continue
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UpstreamHeaderError(name) from None
+        if (
+            key == "set-cookie"
+            and session_cookie
+            and value.split("=", 1)[0].strip() == session_cookie
+        ):
+            continue
         out.add(name, value)
     return out
+
+
+class UpstreamHeaderError(Exception):
+    """An upstream header value that cannot be passed on unchanged."""
 
 
 class ForwardedFor:

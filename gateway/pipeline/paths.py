@@ -82,6 +82,9 @@ def normalize(raw_target: str) -> NormalPath:
         decoded = decode_segment(part)
         if decoded in (".", ".."):
             raise bad_path("percent-encoded dot segments are not allowed")
+        if decoded.split(";", 1)[0] in (".", ".."):
+            # Java servers drop ";params" and would then resolve "..;" as "..".
+            raise bad_path("dot segments with parameters are not allowed")
         segments.append(decoded)
         raw_segments.append(ESCAPE.sub(lambda m: "%" + m.group(1).upper(), part))
     return NormalPath(tuple(segments), tuple(raw_segments), trailing and bool(segments), query)

@@ -16,15 +16,19 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-from aiohttp import StreamReader, web
+from aiohttp import ClientPayloadError, StreamReader, web
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import Upstream
-from gateway.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout
+from gateway.errors import ClientClosedRequest, PayloadTooLarge, UpstreamError, UpstreamTimeout
 from gateway.exchange import EXCHANGE
 from gateway.metrics import Metrics
-from gateway.pipeline.headers import downstream_response_headers, upstream_request_headers
+from gateway.pipeline.headers import (
+    UpstreamHeaderError,
+    downstream_response_headers,
+    upstream_request_headers,
+)
 from gateway.pipeline.paths import NormalPath
 from gateway.pipeline.routes import CompiledRoute
 from gateway.pipeline.upstream import (
@@ -96,8 +100,10 @@ class Forwarder:
         metrics: Metrics,
         max_body_size: int | None,
         max_connections: int,
+        session_cookie: str = "",
     ) -> None:
         self.metrics = metrics
+        self.session_cookie = session_cookie
         self.default_max_body = max_body_size
         self.max_connections = max_connections
         self.targets = {name: Target.of(name, u) for name, u in upstreams.items()}
@@ -134,7 +140,7 @@ class Forwarder:
     ) -> web.StreamResponse:
         target = self.targets[route.upstream]
         pool = self.pools[route.upstream]
-        headers = upstream_request_headers(request.headers, injected)
+        headers = upstream_request_headers(request.headers, injected, self.session_cookie)
         body = self._body(request, route)
         chunked = body is not None and request.content_length is None
         head_bytes = request_head(
@@ -163,18 +169,25 @@ class Forwarder:
         if a reused one turns out dead and the request can be sent again)."""
         for attempt in (1, 2):
             try:
-                conn = await pool.acquire(fresh=attempt == 2)
+                conn = await pool.acquire(fresh=attempt == 2, timeout=target.read_timeout)
             except UpstreamConnectError:
                 raise self._failed(target, UpstreamError, "connect") from None
+            except TimeoutError:  # every connection to this upstream is busy
+                raise self._failed(target, UpstreamTimeout, "pool") from None
             try:
                 conn.start(head_only=request.method == "HEAD")
                 conn.write(head_bytes)
                 if body is not None:
-                    await send_body(conn, body, chunked)
+                    await send_body(conn, body, chunked, target.read_timeout)
                 return conn, await conn.head(target.read_timeout)
             except BodyTooLarge:
                 pool.discard(conn)
                 raise PayloadTooLarge() from None
+            except (ConnectionError, ClientPayloadError):
+                # The client went away (or broke its body) mid-upload: not our error.
+                pool.discard(conn)
+                abort(request)
+                raise ClientClosedRequest() from None
             except TimeoutError:
                 pool.discard(conn)
                 raise self._failed(target, UpstreamTimeout, "timeout") from None
@@ -196,7 +209,10 @@ class Forwarder:
         self, request: web.Request, target: Target, conn: UpstreamProtocol, head: Head
     ) -> web.StreamResponse:
         assert conn.body is not None
-        headers = downstream_response_headers(CIMultiDict(head.headers))
+        try:
+            headers = downstream_response_headers(CIMultiDict(head.headers), self.session_cookie)
+        except UpstreamHeaderError:
+            raise self._failed(target, UpstreamError, "protocol") from None
         headers["X-Request-Id"] = request[EXCHANGE].request_id
         length = head.content_length
         if length is not None and length <= SMALL_BODY and request.method != "HEAD":
@@ -227,7 +243,12 @@ class Forwarder:
             raise self._failed(target, UpstreamTimeout, "timeout") from None
         except UpstreamProtocolError:
             raise self._failed(target, UpstreamError, "protocol") from None
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionError:
+            conn.close()
+            abort(request)
+            raise ClientClosedRequest() from None
         request[EXCHANGE].prepared_at = time.perf_counter()
         try:
             chunk = first

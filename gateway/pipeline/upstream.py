@@ -130,6 +130,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.body: Body | None = None
         self.received_any = False
         self.released = False
+        self.abandoned = False  # the request body was cut short: never reuse
         self._reading_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._writing_paused = False
@@ -151,6 +152,10 @@ class UpstreamProtocol(asyncio.Protocol):
             self._drain.set_exception(error)
 
     def data_received(self, data: bytes) -> None:
+        if self._head is None or self.released:
+            # Nothing was asked: stray bytes on an idle connection. Never reuse it.
+            self._broken(UpstreamProtocolError("unexpected bytes from the upstream"))
+            return
         self.received_any = True
         try:
             self.parser.feed_data(data)
@@ -205,6 +210,8 @@ class UpstreamProtocol(asyncio.Protocol):
             self.body.feed_eof()
         if self._head is not None and not self._head.done():
             self._head.set_result(head)
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)  # an early answer ends the upload
 
     def on_body(self, body: bytes) -> None:
         if self.body is not None and not self.head_only:
@@ -261,15 +268,23 @@ class UpstreamProtocol(asyncio.Protocol):
             raise UpstreamProtocolError("the upstream closed the connection")
         self.transport.write(data)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until the upstream takes more; TimeoutError if it stops reading."""
         if self._writing_paused and not self.lost:
             self._drain = asyncio.get_running_loop().create_future()
-            await self._drain
+            async with asyncio.timeout(timeout):
+                await self._drain
+
+    @property
+    def answered(self) -> bool:
+        """The response head has arrived (perhaps before the request body was sent)."""
+        return self._head is not None and self._head.done()
 
     @property
     def reusable(self) -> bool:
         return (
             self.keep_alive
+            and not self.abandoned
             and not self.lost
             and self.body is not None
             and self.body.done
@@ -325,8 +340,10 @@ class UpstreamPool:
             raise UpstreamConnectError(str(exc) or type(exc).__name__) from None
         return protocol
 
-    async def acquire(self, fresh: bool = False) -> UpstreamProtocol:
-        await self.slots.acquire()
+    async def acquire(self, fresh: bool = False, timeout: float | None = None) -> UpstreamProtocol:
+        """A connection (idle or new); TimeoutError if no slot frees up within ``timeout``."""
+        async with asyncio.timeout(timeout):
+            await self.slots.acquire()
         try:
             while self.idle and not fresh:
                 conn = self.idle.pop()
@@ -359,14 +376,24 @@ class UpstreamPool:
             self.idle.pop().close()
 
 
-async def send_body(conn: UpstreamProtocol, body: AsyncIterator[bytes], chunked: bool) -> None:
+async def send_body(
+    conn: UpstreamProtocol,
+    body: AsyncIterator[bytes],
+    chunked: bool,
+    timeout: float | None = None,
+) -> None:
+    """Stream the request body; an upstream that answers early (413, 401, ...) stops the
+    upload, since what it says is what the client must hear."""
     async for chunk in body:
         if not chunk:
             continue
+        if conn.answered:
+            conn.abandoned = True  # the rest of the body was never sent
+            return
         if chunked:
             conn.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
         else:
             conn.write(chunk)
-        await conn.drain()
+        await conn.drain(timeout)
     if chunked:
         conn.write(b"0\r\n\r\n")

@@ -7,36 +7,50 @@ both the account and the client address (``oauth.login_throttle``).
 
 from __future__ import annotations
 
+import re
 import time
 
 from aiohttp import web
 
 from gateway import users
 from gateway.config import Settings
+from gateway.pipeline.headers import ForwardedFor
 from gateway.store import Store
 from gateway.web.pages import error_page, render
 from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
 from gateway.web.throttle import LoginThrottle, ThrottleUnavailable
 
 BAD_LOGIN = "The email or password is not right."
+# A path and query made of URL characters only: no CR/LF or spaces in a Location header.
+SAFE_NEXT = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*$")
 
 
 class LoginViews:
     def __init__(
-        self, store: Store, settings: Settings, sessions: Sessions, throttle: LoginThrottle
+        self,
+        store: Store,
+        settings: Settings,
+        sessions: Sessions,
+        throttle: LoginThrottle,
+        forwarded_for: ForwardedFor,
     ) -> None:
         self.store = store
         self.paths = settings.oauth.paths
         self.dashboard = settings.dashboard.path
         self.sessions = sessions
         self.throttle = throttle
+        self.forwarded_for = forwarded_for
 
     def safe_next(self, value: object) -> str:
         """Only back to our authorization endpoint or the dashboard (no open redirect)."""
-        if isinstance(value, str) and (
-            value.startswith(self.paths.authorize + "?")
-            or value == self.dashboard
-            or value.startswith(self.dashboard + "/")
+        if (
+            isinstance(value, str)
+            and SAFE_NEXT.match(value)
+            and (
+                value.startswith(self.paths.authorize + "?")
+                or value == self.dashboard
+                or value.startswith(self.dashboard + "/")
+            )
         ):
             return value
         return self.paths.login
@@ -90,7 +104,7 @@ class LoginViews:
             return response
         email = str(form.get("email", "")).strip().lower()[:320]
         password = str(form.get("password", ""))
-        ip = request.remote or "-"
+        ip = self.forwarded_for.client(request) or "-"
         try:
             wait = await self.throttle.retry_after(email, ip)
         except ThrottleUnavailable:
