@@ -28,8 +28,8 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check gateway upstream_example tests
-	$(BIN)/ruff format --check gateway upstream_example tests
+	$(BIN)/ruff check gateway upstream_example tests bench
+	$(BIN)/ruff format --check gateway upstream_example tests bench
 	$(BIN)/mypy gateway upstream_example
 
 clean:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -201,7 +202,7 @@ def gateway_config(work: Path, port: int, admin: int, upstream_port: int, exampl
                 "strip_prefix": "/example",
             },
             *(extra_routes or []),
-        ],  # fmt: skip
+        ],
         "limits": {"per_credential": None, "per_org": None},
         "cache": {"credential_ttl": cache_ttl},
         "session": {"secret": secrets.token_urlsafe(32)},
@@ -256,10 +257,8 @@ def main() -> None:
         procs.stop_all()
         nginx_pid = work / "nginx.pid"
         if nginx_pid.exists():
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 os.kill(int(nginx_pid.read_text().strip()), signal.SIGQUIT)
-            except (OSError, ValueError):
-                pass
         shutil.rmtree(work, ignore_errors=True)
 
 

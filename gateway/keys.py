@@ -18,7 +18,12 @@ NAME_MAX = 200
 
 
 class Refused(ValueError):
-    """An operation's input is invalid; the message is meant for the person."""
+    """An operation's input is invalid; the message is meant for the person, and
+    ``field`` names the input at fault so an API can point at it."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)

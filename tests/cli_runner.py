@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from test_cli import clean_env
+from processes import clean_env
 
 CLI_TIMEOUT = 15.0
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -22,16 +21,10 @@ from typing import Any
 import pytest
 import yaml
 from conftest import base_config, free_port
+from processes import clean_env
 
 CLI_TIMEOUT = 60.0
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test runner's environment without any GATEWAY_* override, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env.update(extra)
-    return env
 
 
 def run_gateway(

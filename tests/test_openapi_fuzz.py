@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ import pytest
 import schemathesis
 import yaml
 from conftest import REDIRECT_URI, base_config, free_port
+from processes import clean_env, stop
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.filters import HasAPIOperation
@@ -68,25 +68,6 @@ CHECKS = [
     response_schema_conformance,
 ]
 PASSWORD = "fuzz horse battery staple"
-
-
-def clean_env() -> dict[str, str]:
-    """The runner's environment without GATEWAY_* overrides; unbuffered output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if the process has not gone after a grace period."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT)
 
 
 def wait_until_answers(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:

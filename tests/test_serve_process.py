@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 import yaml
 from conftest import base_config, free_port
+from processes import clean_env, stop
 
 from gateway.crypto import new_api_key
 from upstream_example.diagnostics import PATTERN
@@ -37,25 +38,6 @@ MIB = 1024 * 1024
 STREAM_BYTES = 512 * MIB
 RSS_GROWTH_LIMIT = 50 * 1000 * 1000  # bytes
 TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=5)
-
-
-def clean_env() -> dict[str, str]:
-    """The runner's environment without GATEWAY_* overrides; unbuffered output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if the process has not gone after a grace period."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT)
 
 
 def memory(pid: int, field: str) -> int:

@@ -53,13 +53,6 @@ class AppsApi:
         assert org is not None
         grants = tuple(body.grant_types or ())
         uris = self.redirect_uris(body.redirect_uris)
-        if not uris and ("authorization_code" in grants or not grants):
-            raise ValidationFailed("redirect_uris", "an app using the authorization code flow "
-                                   "needs at least one")  # fmt: skip
-        if ADMIN_SCOPE in body.scopes and not self.settings.oauth.allow_admin_scope:
-            raise ValidationFailed("scopes", f"{ADMIN_SCOPE} cannot be granted to apps")
-        if body.public and "client_credentials" in grants:
-            raise ValidationFailed("grant_types", "a public app cannot use client_credentials")
         try:
             registered = await register_client(
                 self.store,
@@ -73,8 +66,8 @@ class AppsApi:
                 owner=org,
                 allow_admin_scope=self.settings.oauth.allow_admin_scope,
             )
-        except Refused as exc:
-            raise ValidationFailed("", str(exc)) from None
+        except Refused as exc:  # register_client names the field it refused
+            raise ValidationFailed(exc.field, str(exc)) from None
         return {**client_json(registered.client), "client_secret": registered.secret}
 
     async def new_secret(self, org_id: str, client_id: str) -> dict[str, Any]:

@@ -64,19 +64,27 @@ async def register_client(
     grants = tuple(dict.fromkeys(grant_types)) or ("authorization_code", "refresh_token")
     for grant in grants:
         if grant not in GRANT_TYPES:
-            raise Refused(f"unknown grant type {grant!r} (one of: {', '.join(GRANT_TYPES)})")
+            raise Refused(
+                f"unknown grant type {grant!r} (one of: {', '.join(GRANT_TYPES)})", "grant_types"
+            )
     uris = tuple(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris))
     if "authorization_code" in grants and not uris:
-        raise Refused("the authorization_code grant needs at least one --redirect-uri")
+        raise Refused(
+            "the authorization_code grant needs at least one redirect URI", "redirect_uris"
+        )
     if public and "client_credentials" in grants:
-        raise Refused("a public client cannot use client_credentials (it has no secret)")
+        raise Refused(
+            "a public client cannot use client_credentials (it has no secret)", "grant_types"
+        )
     if "client_credentials" in grants and org is None:
-        raise Refused("a client_credentials client must be bound to an organization (--org)")
+        raise Refused("a client_credentials client must be bound to an organization", "org")
     if allow_user_auth and "client_credentials" not in grants:
         raise Refused("--allow-user-auth only applies to the client_credentials grant")
     scopes = list(scopes)
     if ADMIN_SCOPE in scopes and not allow_admin_scope:
-        raise Refused(f"{ADMIN_SCOPE} cannot be granted to OAuth clients (oauth.allow_admin_scope)")
+        raise Refused(
+            f"{ADMIN_SCOPE} cannot be granted to OAuth clients (oauth.allow_admin_scope)", "scopes"
+        )
     bound = await resolve_org(store, org) if org is not None else None
     secret = None if public else crypto.new_secret(crypto.CLIENT_SECRET_PREFIX)
     client = OAuthClient(

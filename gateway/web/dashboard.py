@@ -46,6 +46,10 @@ class NotAdmin(Exception):
     """The page needs an owner or admin of the current organization."""
 
 
+def is_admin(memberships: list[Membership], org_id: str) -> bool:
+    return any(m.org.id == org_id and m.role in ADMIN_ROLES for m in memberships)
+
+
 def form_list(text: str) -> list[str]:
     return [part for part in text.replace(",", " ").split() if part]
 
@@ -103,13 +107,12 @@ class Dashboard:
         *,
         status: int = 200,
     ) -> web.Response:
-        role = next((m.role for m in memberships if m.org.id == org_id), None)
         context = {
             "base": self.base,
             "email": session.get("email"),
             "orgs": [{"id": m.org.id, "name": m.org.name} for m in memberships],
             "org_id": org_id,
-            "is_admin": role in ADMIN_ROLES,
+            "is_admin": is_admin(memberships, org_id),
             "csrf_field": CSRF_FIELD,
             "csrf_token": csrf_token(session),
             "logout": self.settings.oauth.paths.logout,
@@ -139,7 +142,7 @@ class Dashboard:
         return form
 
     def admin_org(self, memberships: list[Membership], org_id: str) -> str:
-        if not any(m.org.id == org_id and m.role in ADMIN_ROLES for m in memberships):
+        if not is_admin(memberships, org_id):
             raise NotAdmin()
         return org_id
 
@@ -168,7 +171,7 @@ class Dashboard:
     ) -> web.Response:
         session, memberships, org_id = await self.context(request)
         listing: list[dict[str, Any]] = []
-        if any(m.org.id == org_id and m.role in ADMIN_ROLES for m in memberships):
+        if is_admin(memberships, org_id):
             found = await self.store.list_api_keys(org_id)
             listing = [
                 {
@@ -257,7 +260,7 @@ class Dashboard:
     ) -> web.Response:
         session, memberships, org_id = await self.context(request)
         apps = []
-        if any(m.org.id == org_id and m.role in ADMIN_ROLES for m in memberships):
+        if is_admin(memberships, org_id):
             apps = await self.store.list_clients_page(org_id, None, 500)
         data = {
             "apps": apps,
