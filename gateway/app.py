@@ -17,6 +17,7 @@ from gateway.config import Settings
 from gateway.dispatch import View, add_endpoint
 from gateway.errors import NoRoute, ServiceUnavailable
 from gateway.expect import expect_later
+from gateway.front import Lane, own_first_segments
 from gateway.limits import Counters, Limiter, MemoryCounters
 from gateway.logs import AccessLog
 from gateway.manage import MANAGEMENT, add_management_routes, management_api
@@ -244,6 +245,18 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     # [\s\S]: a decoded path may hold a newline, which '.' would not match.
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy_handler, expect_handler=expect_later)
     return app
+
+
+def fast_lane(app: web.Application) -> Lane | None:
+    """The fast lane for the public app's connections (``gateway.front``), or None for
+    other apps, when it is switched off, or when an own endpoint's path could not be
+    told apart from a proxied one."""
+    if PIPELINE not in app or not app[SETTINGS].proxy.fast_lane:
+        return None
+    claimed = own_first_segments(app, proxy_handler)
+    if claimed is None:
+        return None
+    return Lane(app[PIPELINE], app[METRICS], app[USAGE], app[ACCESS_LOG], claimed)
 
 
 async def healthz(request: web.Request) -> web.Response:

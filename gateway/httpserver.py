@@ -9,11 +9,15 @@ documented JSON format instead and echoes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from gateway.app import fast_lane
+from gateway.front import FrontProtocol, Lane
 from gateway.middleware import new_request_id
 
 PARSER_ERRORS = {
@@ -56,15 +60,24 @@ class JsonErrorHandler(RequestHandler):
 
 
 class JsonErrorServer(web.Server):
-    def __call__(self) -> RequestHandler:
+    lane: Lane | None = None
+
+    def handler(self) -> RequestHandler:
         return JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+    def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
+        if self.lane is None:
+            return self.handler()
+        return FrontProtocol(self.lane, self.handler, self._connections)
 
 
 class GatewayRunner(web.AppRunner):
-    """An AppRunner whose connections answer parser errors in JSON."""
+    """An AppRunner whose connections start in the fast lane (``gateway.front``) and
+    answer parser errors in JSON."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         # Same state, one overridden factory method: the narrowest hook aiohttp offers.
         server.__class__ = JsonErrorServer
+        cast(JsonErrorServer, server).lane = fast_lane(self.app)
         return server

@@ -16,8 +16,6 @@ import sys
 import time
 from typing import TextIO
 
-from aiohttp import web
-
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange
 
@@ -56,7 +54,9 @@ class AccessLog:
 
     def write(
         self,
-        request: web.Request,
+        method: str,
+        path: str,  # without the query string
+        remote: str | None,
         exchange: Exchange,
         status: int,
         duration: float,
@@ -69,8 +69,8 @@ class AccessLog:
         entry = {
             "ts": round(time.time(), 3),
             "request_id": exchange.request_id,
-            "method": request.method,
-            "path": request.rel_url.raw_path[:512],
+            "method": method,
+            "path": path[:512],
             "route": exchange.route.name if exchange.route is not None else exchange.endpoint,
             "status": status,
             "duration_ms": round(duration * 1000, 3),
@@ -78,7 +78,7 @@ class AccessLog:
             "org_id": principal.org_id if principal is not None else None,
             "credential_id": principal.credential_id if principal is not None else None,
             "auth_method": principal.method if principal is not None else None,
-            "client_ip": exchange.client_ip or request.remote,
+            "client_ip": exchange.client_ip or remote,
             "error": error.code if error is not None else None,
             "reason": error.reason if error is not None else None,
         }

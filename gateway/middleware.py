@@ -86,32 +86,46 @@ def observe(metrics: Metrics, usage: UsageBook, access_log: AccessLog) -> Middle
             if "Expect" in request.headers:
                 # The client may be holding its body back for a 100 we never sent.
                 response.force_close()
-        record(metrics, usage, request, exchange, response.status, error)
-        access_log.write(
-            request, exchange, CLIENT_CLOSED if exchange.aborted else response.status,
-            time.perf_counter() - exchange.started, error,
-        )  # fmt: skip
+        finish(metrics, usage, access_log, request.method, request.rel_url.raw_path,
+               request.remote, exchange, response.status, error)  # fmt: skip
         return response
 
     return middleware
 
 
-def record(
+def finish(
     metrics: Metrics,
     usage: UsageBook,
-    request: web.Request,
+    access_log: AccessLog,
+    method: str,
+    path: str,
+    remote: str | None,
     exchange: Exchange,
     status: int,
     error: GatewayError | None,
 ) -> None:
+    """Account for one answered request: metrics, usage and the access log."""
     finished = time.perf_counter()
     if exchange.aborted:
         status = CLIENT_CLOSED
+    record(metrics, usage, method, exchange, status, error, finished)
+    access_log.write(method, path, remote, exchange, status, finished - exchange.started, error)
+
+
+def record(
+    metrics: Metrics,
+    usage: UsageBook,
+    method: str,
+    exchange: Exchange,
+    status: int,
+    error: GatewayError | None,
+    finished: float,
+) -> None:
     route = exchange.route.name if exchange.route is not None else exchange.endpoint or NO_ROUTE
     principal = exchange.principal
     metrics.count_request(
         route,
-        method_label(request.method),
+        method_label(method),
         status_class(status),
         principal.method if principal is not None else "none",
     )
@@ -129,7 +143,5 @@ def record(
             client_ip=exchange.client_ip or "",
             now=time.time(),
             paid=exchange.paid,
-            failure=(exchange.request_id, request.method, error.reason)
-            if error is not None
-            else None,
+            failure=(exchange.request_id, method, error.reason) if error is not None else None,
         )

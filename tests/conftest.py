@@ -1,7 +1,8 @@
 """Shared fixtures: a real upstream_example and a real gateway, both on loopback.
 
-``gw`` builds the gateway app from settings (as ``gateway serve`` does) and
-talks to it over a socket through pytest-aiohttp's client. Keys are minted
+``gw`` builds the gateway app from settings and serves it as ``gateway serve``
+does (``GatewayRunner``: the fast lane, JSON for malformed HTTP), talking to it
+over a socket through pytest-aiohttp's client. Keys are minted
 through the same functions the CLI uses.
 """
 
@@ -17,10 +18,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from gateway import keys, users
 from gateway.app import CACHE, STORE, create_admin_app, create_app
 from gateway.config import Settings, settings_from_dict
+from gateway.httpserver import GatewayRunner
 from gateway.oauth.clients import RegisteredClient, register_client
 from gateway.store import Org, Store
 from gateway.store.base import User
@@ -236,12 +239,19 @@ def config(upstream_url: str, tmp_path: Path, config_patch: dict[str, Any]) -> d
     return raw
 
 
+class GatewayTestServer(TestServer):
+    """pytest-aiohttp's server with the runner ``gateway serve`` uses."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return GatewayRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def gw(
     config: dict[str, Any], tmp_path: Path, aiohttp_client: AiohttpClient
 ) -> AsyncIterator[Gateway]:
     settings = settings_from_dict(config, base_dir=tmp_path)
     app = create_app(settings)
-    client = await aiohttp_client(app)
+    client = await aiohttp_client(GatewayTestServer(app))
     admin = await aiohttp_client(create_admin_app(app))
     yield Gateway(client, app, settings, settings.sqlite_path, admin)

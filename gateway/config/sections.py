@@ -121,6 +121,9 @@ class Proxy(Strict):
     max_body_size: int | None = Field(
         None, ge=0, description="bytes; default for routes without their own; null = unlimited"
     )
+    fast_lane: bool = Field(
+        True, description="serve plain proxied calls without aiohttp's request objects"
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -63,7 +63,7 @@ class ManagementAuth:
         return await self._by_session(request)
 
     async def _by_credential(self, request: web.Request) -> Caller:
-        principal = await self.authenticator.authenticate(request)
+        principal = await self.authenticator.authenticate(request.headers)
         exchange = request[EXCHANGE]
         exchange.principal = principal
         self.limiter.check_address(principal.limits, exchange.client_ip)

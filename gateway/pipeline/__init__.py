@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from gateway.errors import MethodNotAllowed, NoRoute
-from gateway.exchange import EXCHANGE
+from gateway.exchange import EXCHANGE, Exchange
 from gateway.expect import send_continue
 from gateway.limits import Limiter
 from gateway.pipeline.authn import Authenticator, Principal
@@ -43,6 +45,17 @@ def identity_headers(principal: Principal | None, request_id: str) -> list[tuple
     return headers
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request that passed every check but the counted ones."""
+
+    route: CompiledRoute
+    path: NormalPath
+    principal: Principal | None
+    forwarded: list[tuple[str, str]]  # X-Forwarded-* for the upstream
+    request_id: str
+
+
 class Pipeline:
     def __init__(
         self,
@@ -69,18 +82,33 @@ class Pipeline:
             raise MethodNotAllowed(method, allowed) if allowed else NoRoute()
         return found
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        path = normalize(request.raw_path)
-        exchange = request[EXCHANGE]
-        route = self.match(request.method, path.segments).route
+    async def authorize(
+        self,
+        method: str,
+        path: NormalPath,
+        headers: MultiMapping[str],
+        peer: str,
+        scheme: str,
+        exchange: Exchange,
+    ) -> Admission:
+        """Every check that needs no counting: path, route, credential, address, scopes.
+        Nothing is written or counted, so a request refused here can be judged again."""
+        route = self.match(method, path.segments).route
         exchange.route = route
-        exchange.client_ip, forwarded = self.forwarded_for.headers(request)
+        exchange.client_ip, forwarded = self.forwarded_for.resolve(peer, scheme, headers)
         principal = None
         if not route.public:
-            principal = await self.authenticator.authenticate(request)
+            principal = await self.authenticator.authenticate(headers)
             exchange.principal = principal
             self.limiter.check_address(principal.limits, exchange.client_ip)
             require_scopes(route, principal)
+        return Admission(route, path, principal, forwarded, exchange.request_id)
+
+    async def count(self, admission: Admission) -> list[tuple[str, str]]:
+        """Apply rate limits and quotas (429) and note the key's use; the headers to
+        inject upstream."""
+        principal = admission.principal
+        if principal is not None:
             await self.limiter.admit(
                 principal.credential_id,
                 principal.org_id,
@@ -89,6 +117,20 @@ class Pipeline:
             )
             if principal.method == "api_key":
                 self.usage.key_used(principal.credential_id, time.time())
+        return identity_headers(principal, admission.request_id) + admission.forwarded
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        exchange = request[EXCHANGE]
+        admission = await self.authorize(
+            request.method,
+            normalize(request.raw_path),
+            request.headers,
+            request.remote or "",
+            request.scheme,
+            exchange,
+        )
+        injected = await self.count(admission)
+        route, path, principal = admission.route, admission.path, admission.principal
         debit = None
         idempotency_key = request.headers.get("Idempotency-Key")
         if route.cost is not None and principal is not None:
@@ -100,7 +142,6 @@ class Pipeline:
                 fingerprint(request.method, path.forward_path() + "?" + path.query),
             )
         await send_continue(request)
-        injected = identity_headers(principal, exchange.request_id) + forwarded
         if debit is None:
             return await self.forwarder.forward(request, route, path, injected)
         return await self.forward_paid(request, route, path, injected, debit, idempotency_key)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from multidict import MultiMapping
 
 from gateway import crypto
 from gateway.errors import BadRequest, ServiceUnavailable, Unauthorized
@@ -50,9 +50,8 @@ class Principal:
 Lookup = Callable[[str], Awaitable[Principal | None]]
 
 
-def read_credential(request: web.Request, access_token_header: bool = False) -> str | None:
+def read_credential(headers: MultiMapping[str], access_token_header: bool = False) -> str | None:
     """The one credential a request carries, or None; 400 when it carries two."""
-    headers = request.headers
     api_keys = headers.getall("X-API-Key", ())
     auths = headers.getall("Authorization", ())
     legacy = headers.getall("access_token", ()) if access_token_header else ()
@@ -154,8 +153,8 @@ class Authenticator:
         self._lookups[prefix] = lookup
         self._valid[prefix] = valid or (lambda secret: crypto.well_formed(secret, prefix))
 
-    async def authenticate(self, request: web.Request) -> Principal:
-        secret = read_credential(request, self.access_token_header)
+    async def authenticate(self, headers: MultiMapping[str]) -> Principal:
+        secret = read_credential(headers, self.access_token_header)
         if not secret:
             raise Unauthorized("missing")
         now = time.time()

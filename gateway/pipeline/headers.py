@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
+from multidict import CIMultiDict, MultiMapping
 
 from gateway.errors import BadRequest
 
@@ -69,7 +69,7 @@ def connection_listed(headers: MultiMapping[str]) -> frozenset[str]:
 
 
 def upstream_request_headers(
-    incoming: CIMultiDictProxy[str],
+    incoming: MultiMapping[str],
     injected: Iterable[tuple[str, str]],
     session_cookie: str = "",
 ) -> CIMultiDict[str]:
@@ -168,16 +168,20 @@ class ForwardedFor:
 
     def headers(self, request: web.Request) -> tuple[str, list[tuple[str, str]]]:
         """(client address, X-Forwarded-* headers to send upstream)."""
-        peer = request.remote or ""
-        proto = request.scheme
-        host = request.headers.get("Host", "")
+        return self.resolve(request.remote or "", request.scheme, request.headers)
+
+    def resolve(
+        self, peer: str, scheme: str, headers: MultiMapping[str]
+    ) -> tuple[str, list[tuple[str, str]]]:
+        proto = scheme
+        host = headers.get("Host", "")
         chain = [peer]
         if self.is_trusted(peer):
-            sent = ",".join(request.headers.getall("X-Forwarded-For", ()))
+            sent = ",".join(headers.getall("X-Forwarded-For", ()))
             earlier = [a.strip() for a in sent.split(",") if a.strip()]
             chain = [*earlier, peer]
-            proto = request.headers.get("X-Forwarded-Proto", proto)
-            host = request.headers.get("X-Forwarded-Host", host)
+            proto = headers.get("X-Forwarded-Proto", proto)
+            host = headers.get("X-Forwarded-Host", host)
         client = next((a for a in reversed(chain) if not self.is_trusted(a)), chain[0])
         return client, [
             ("X-Forwarded-For", ", ".join(chain)),

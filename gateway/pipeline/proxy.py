@@ -15,14 +15,15 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import ClientPayloadError, StreamReader, web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiMapping
 from yarl import URL
 
 from gateway.config import Upstream
 from gateway.errors import ClientClosedRequest, PayloadTooLarge, UpstreamError, UpstreamTimeout
-from gateway.exchange import EXCHANGE
+from gateway.exchange import EXCHANGE, Exchange
 from gateway.metrics import Metrics
 from gateway.pipeline.headers import (
     UpstreamHeaderError,
@@ -122,10 +123,13 @@ class Forwarder:
         for pool in self.pools.values():
             pool.close()
 
+    def body_limit(self, route: CompiledRoute) -> int | None:
+        return route.max_body_size if route.max_body_size is not None else self.default_max_body
+
     def _body(self, request: web.Request, route: CompiledRoute) -> AsyncIterator[bytes] | None:
         if not request.body_exists:
             return None
-        limit = route.max_body_size if route.max_body_size is not None else self.default_max_body
+        limit = self.body_limit(route)
         length = request.content_length
         if limit is not None and length is not None and length > limit:
             raise PayloadTooLarge()
@@ -138,32 +142,55 @@ class Forwarder:
         path: NormalPath,
         injected: list[tuple[str, str]],
     ) -> web.StreamResponse:
-        target = self.targets[route.upstream]
-        pool = self.pools[route.upstream]
-        headers = upstream_request_headers(request.headers, injected, self.session_cookie)
         body = self._body(request, route)
         chunked = body is not None and request.content_length is None
+        answer = AiohttpAnswer(request)
+        await self.relay(
+            request.method, route, path, request.headers, injected, body, chunked,
+            request[EXCHANGE], answer,
+        )  # fmt: skip
+        assert answer.response is not None
+        return answer.response
+
+    async def relay(
+        self,
+        method: str,
+        route: CompiledRoute,
+        path: NormalPath,
+        incoming: MultiMapping[str],
+        injected: list[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes] | None,
+        chunked: bool,
+        exchange: Exchange,
+        answer: Answer,
+    ) -> None:
+        """Send the request upstream and its answer to ``answer``; raise a GatewayError
+        (502, 504, 413, 499) for what went wrong before the answer started."""
+        target = self.targets[route.upstream]
+        pool = self.pools[route.upstream]
+        headers = upstream_request_headers(incoming, injected, self.session_cookie)
         head_bytes = request_head(
-            request.method, target.path_for(route, path), pool.host_header, headers.items(), chunked
+            method, target.path_for(route, path), pool.host_header, headers.items(), chunked
         )
         started = time.perf_counter()
-        conn, head = await self._exchange(request, target, pool, head_bytes, body, chunked)
+        conn, head = await self._exchange(method, target, pool, head_bytes, body, chunked, answer)
         answered = time.perf_counter()
         self.metrics.upstream_latency.labels(target.name).observe(answered - started)
-        request[EXCHANGE].upstream_seconds = answered - started
+        exchange.upstream_seconds = answered - started
         try:
-            return await self._relay(request, target, conn, head)
+            await self._relay(method, target, conn, head, exchange, answer)
         finally:
             pool.release(conn)
 
     async def _exchange(
         self,
-        request: web.Request,
+        method: str,
         target: Target,
         pool: UpstreamPool,
         head_bytes: bytes,
-        body: AsyncIterator[bytes] | None,
+        body: bytes | AsyncIterator[bytes] | None,
         chunked: bool,
+        answer: Answer,
     ) -> tuple[UpstreamProtocol, Head]:
         """Send the request and wait for the response head (once more on a fresh connection
         if a reused one turns out dead and the request can be sent again)."""
@@ -175,10 +202,13 @@ class Forwarder:
             except TimeoutError:  # every connection to this upstream is busy
                 raise self._failed(target, UpstreamTimeout, "pool") from None
             try:
-                conn.start(head_only=request.method == "HEAD")
-                conn.write(head_bytes)
-                if body is not None:
-                    await send_body(conn, body, chunked, target.read_timeout)
+                conn.start(head_only=method == "HEAD")
+                if isinstance(body, bytes):
+                    conn.write(head_bytes + body)  # held whole already: one write
+                else:
+                    conn.write(head_bytes)
+                    if body is not None:
+                        await send_body(conn, body, chunked, target.read_timeout)
                 return conn, await conn.head(target.read_timeout)
             except BodyTooLarge:
                 pool.discard(conn)
@@ -186,7 +216,7 @@ class Forwarder:
             except (ConnectionError, ClientPayloadError):
                 # The client went away (or broke its body) mid-upload: not our error.
                 pool.discard(conn)
-                abort(request)
+                answer.abort()
                 raise ClientClosedRequest() from None
             except TimeoutError:
                 pool.discard(conn)
@@ -206,16 +236,22 @@ class Forwarder:
         return kind(target.name, why)
 
     async def _relay(
-        self, request: web.Request, target: Target, conn: UpstreamProtocol, head: Head
-    ) -> web.StreamResponse:
+        self,
+        method: str,
+        target: Target,
+        conn: UpstreamProtocol,
+        head: Head,
+        exchange: Exchange,
+        answer: Answer,
+    ) -> None:
         assert conn.body is not None
         try:
             headers = downstream_response_headers(CIMultiDict(head.headers), self.session_cookie)
         except UpstreamHeaderError:
             raise self._failed(target, UpstreamError, "protocol") from None
-        headers["X-Request-Id"] = request[EXCHANGE].request_id
+        headers["X-Request-Id"] = exchange.request_id
         length = head.content_length
-        if length is not None and length <= SMALL_BODY and request.method != "HEAD":
+        if length is not None and length <= SMALL_BODY and method != "HEAD":
             # A body known to be small is read whole and sent with the headers in one
             # write: fewer system calls than streaming it.
             try:
@@ -228,12 +264,9 @@ class Forwarder:
                 raise self._failed(target, UpstreamTimeout, "timeout") from None
             except UpstreamProtocolError:
                 raise self._failed(target, UpstreamError, "protocol") from None
-            request[EXCHANGE].prepared_at = time.perf_counter()
-            return web.Response(status=head.status, reason=head.reason or None,
-                                headers=headers, body=body)  # fmt: skip
-        response = web.StreamResponse(
-            status=head.status, reason=head.reason or None, headers=headers
-        )
+            exchange.prepared_at = time.perf_counter()
+            answer.whole(head.status, head.reason, headers, body)
+            return
         try:
             # Read the first chunk before committing to a status, so an upstream that
             # fails straight after its headers can still be answered with a 502 or 504.
@@ -244,29 +277,73 @@ class Forwarder:
         except UpstreamProtocolError:
             raise self._failed(target, UpstreamError, "protocol") from None
         try:
-            await response.prepare(request)
+            await answer.start(head.status, head.reason, headers)
         except ConnectionError:
             conn.close()
-            abort(request)
+            answer.abort()
             raise ClientClosedRequest() from None
-        request[EXCHANGE].prepared_at = time.perf_counter()
+        exchange.prepared_at = time.perf_counter()
         try:
             chunk = first
             while chunk:
-                await response.write(chunk)
+                await answer.write(chunk)
                 async with asyncio.timeout(target.read_timeout):
                     chunk = await conn.body.read()
-            await response.write_eof()
+            await answer.end()
         except (TimeoutError, UpstreamProtocolError):
             # Headers are sent; the only honest signal left is a cut connection.
             self._failed(target, UpstreamError, "truncated")
             conn.close()
-            abort(request)
+            answer.abort()
         except ConnectionError:
             # The client went away; stop reading from the upstream.
             conn.close()
-            abort(request)
-        return response
+            answer.abort()
+
+
+class Answer(Protocol):
+    """Where an upstream's answer goes: aiohttp's response objects, or the fast
+    front's transport (``gateway.front``)."""
+
+    def whole(self, status: int, reason: str, headers: CIMultiDict[str], body: bytes) -> None:
+        """The complete answer at once."""
+
+    async def start(self, status: int, reason: str, headers: CIMultiDict[str]) -> None:
+        """Send the head of a streamed answer; ConnectionError if the client is gone."""
+
+    async def write(self, chunk: bytes) -> None:
+        """One piece of the body; waits while the client reads slowly."""
+
+    async def end(self) -> None: ...
+
+    def abort(self) -> None:
+        """Cut the client's connection (the answer cannot be completed)."""
+
+
+class AiohttpAnswer:
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.response: web.StreamResponse | None = None
+
+    def whole(self, status: int, reason: str, headers: CIMultiDict[str], body: bytes) -> None:
+        self.response = web.Response(
+            status=status, reason=reason or None, headers=headers, body=body
+        )
+
+    async def start(self, status: int, reason: str, headers: CIMultiDict[str]) -> None:
+        self.response = web.StreamResponse(status=status, reason=reason or None, headers=headers)
+        await self.response.prepare(self.request)
+
+    async def write(self, chunk: bytes) -> None:
+        assert self.response is not None
+        await self.response.write(chunk)
+
+    async def end(self) -> None:
+        assert self.response is not None
+        await self.response.write_eof()
+
+    def abort(self) -> None:
+        abort(self.request)
 
 
 def abort(request: web.Request) -> None:

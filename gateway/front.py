@@ -1,0 +1,502 @@
+"""The public listener's connections: a fast lane for plain proxied calls, aiohttp
+for everything else.
+
+The profile of the request path put most of the remaining time in aiohttp's
+server side (request and response objects, middleware dispatch, the stream
+writer). Every connection therefore starts here, as a small asyncio protocol
+that frames requests itself and parses each head with llhttp (httptools). A
+request takes the fast lane when it is a plain proxied call:
+
+- HTTP/1.1; GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS;
+- no Transfer-Encoding, Expect or Upgrade; no repeated field that must be
+  single (Host, Content-Length, ...); a head within 8 KiB and 100 fields;
+- a body of at most 64 KiB announced by Content-Length (and within the
+  route's ``max_body_size``);
+- a path none of the gateway's own endpoints (OAuth, management, dashboard)
+  could claim, on a route that is not metered;
+- and it passes every check of the pipeline that counts nothing (path, route,
+  credential, address, scopes).
+
+Otherwise, and whenever anything is unusual, the connection is handed to
+aiohttp: the bytes the client sent, unchanged, from the first byte of that
+request, and every later byte. aiohttp then judges the request from scratch
+with the full pipeline and its error rendering, so both lanes give the same
+answers; a handed-over connection stays with aiohttp. Rate limits, quotas and
+the upstream call happen only once a lane has taken the request, so nothing is
+counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import httptools
+from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.errors import GatewayError, InternalError
+from gateway.exchange import Exchange
+from gateway.logs import AccessLog
+from gateway.metrics import Metrics
+from gateway.middleware import finish, new_request_id
+from gateway.pipeline import Pipeline
+from gateway.pipeline.paths import NormalPath, normalize
+from gateway.usage import UsageBook
+
+if TYPE_CHECKING:
+    from aiohttp.web_protocol import RequestHandler
+
+log = logging.getLogger("gateway.front")
+
+FAST_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+MAX_HEAD: Final = 8190  # bytes; aiohttp's own line limit, so nothing it refuses gets by
+MAX_FIELDS: Final = 100  # aiohttp refuses more than 128
+FAST_BODY: Final = 64 * 1024
+READ_AHEAD: Final = 256 * 1024  # bytes buffered behind a request in service before pausing
+KEEPALIVE: Final = 75.0  # seconds an idle connection is kept (aiohttp's default)
+UNUSUAL: Final = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+# Fields aiohttp refuses to see twice (RFC 9110 gives them one value).
+SINGLE: Final = frozenset(
+    {
+        b"content-length",
+        b"content-location",
+        b"content-range",
+        b"content-type",
+        b"etag",
+        b"host",
+        b"max-forwards",
+        b"server",
+        b"user-agent",
+    }
+)
+EMPTY_BODY_STATUS: Final = frozenset({204, 304})
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    keep_alive: bool
+    length: int  # of the body, from Content-Length (0 if absent)
+
+
+class _HeadReader:
+    """httptools callbacks for one request head."""
+
+    __slots__ = ("complete", "fields", "url")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+
+def read_head(data: bytes) -> RequestHead | None:
+    """The head of a fast-lane request (``data`` ends with its blank line), or None when
+    the request is not one for the fast lane or is not valid HTTP (aiohttp will say)."""
+    reader = _HeadReader()
+    parser = httptools.HttpRequestParser(reader)
+    try:
+        parser.feed_data(data)
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        return None
+    if not reader.complete or parser.get_http_version() != "1.1":
+        return None
+    method = parser.get_method().decode("ascii", "replace")
+    if method not in FAST_METHODS or not reader.url.isascii() or len(reader.fields) > MAX_FIELDS:
+        return None
+    seen: set[bytes] = set()
+    length = 0
+    headers = []
+    for name, value in reader.fields:
+        key = name.lower()
+        if key in UNUSUAL or (key in SINGLE and key in seen):
+            return None
+        seen.add(key)
+        if key == b"content-length":
+            length = int(value)  # llhttp has checked it is digits
+        headers.append((name.decode("utf-8", "surrogateescape"),
+                        value.decode("utf-8", "surrogateescape")))  # fmt: skip
+    if length > FAST_BODY:
+        return None
+    return RequestHead(method, reader.url.decode("ascii"), headers, parser.should_keep_alive(),
+                       length)  # fmt: skip
+
+
+class _Clock:
+    """The Date header, formatted once a second."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.value = ""
+
+    def __call__(self) -> str:
+        now = int(time.time())
+        if now != self.second:
+            self.second, self.value = now, formatdate(now, usegmt=True)
+        return self.value
+
+
+http_date = _Clock()
+PHRASES: Final = {s.value: s.phrase for s in HTTPStatus}
+
+
+def response_head(status: int, reason: str, headers: CIMultiDict[str], close: bool) -> bytes:
+    """Status line and fields, completed as aiohttp completes its responses."""
+    headers.setdefault("Date", http_date())
+    headers.setdefault("Server", SERVER_SOFTWARE)
+    if close:
+        headers["Connection"] = "close"
+    lines = [f"HTTP/1.1 {status} {reason or PHRASES.get(status, '')}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+class FrontAnswer:
+    """An upstream's answer written straight to the client's transport
+    (``gateway.pipeline.proxy.Answer``)."""
+
+    def __init__(self, front: FrontProtocol, method: str, exchange: Exchange) -> None:
+        self.front = front
+        self.method = method
+        self.exchange = exchange
+        self.status = 0
+        self.chunked = False
+        self.bodiless = False
+
+    def _frame(self, status: int, headers: CIMultiDict[str], length: int | None) -> None:
+        self.status = status
+        self.bodiless = self.method == "HEAD" or status in EMPTY_BODY_STATUS or status < 200
+        if status in EMPTY_BODY_STATUS or status < 200:
+            headers.popall("Content-Length", None)
+        elif length != 0 and not self.bodiless:
+            headers.setdefault("Content-Type", "application/octet-stream")
+
+    def whole(self, status: int, reason: str, headers: CIMultiDict[str], body: bytes) -> None:
+        headers["Content-Length"] = str(len(body))
+        self._frame(status, headers, len(body))
+        head = response_head(status, reason, headers, not self.front.keep_alive)
+        self.front.send(head if self.bodiless else head + body)
+
+    async def start(self, status: int, reason: str, headers: CIMultiDict[str]) -> None:
+        if self.front.lost:
+            raise ConnectionResetError("the client is gone")
+        length = headers.get("Content-Length")
+        self._frame(status, headers, int(length) if length and length.isdigit() else None)
+        if not self.bodiless and "Content-Length" not in headers:
+            self.chunked = True
+            headers["Transfer-Encoding"] = "chunked"
+        self.front.send(response_head(status, reason, headers, not self.front.keep_alive))
+
+    async def write(self, chunk: bytes) -> None:
+        if self.front.lost:
+            raise ConnectionResetError("the client is gone")
+        if self.bodiless or not chunk:
+            return
+        if self.chunked:
+            self.front.send(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            self.front.send(chunk)
+        await self.front.drain()
+
+    async def end(self) -> None:
+        if self.chunked and not self.front.lost:
+            self.front.send(b"0\r\n\r\n")
+
+    def abort(self) -> None:
+        self.exchange.aborted = True
+        self.front.keep_alive = False
+        self.front.close_now()
+
+
+def error_answer(answer: FrontAnswer, error: GatewayError, request_id: str) -> None:
+    """The JSON error body of ``gateway.middleware.render``, written by the fast lane."""
+    headers: CIMultiDict[str] = CIMultiDict(error.headers())
+    headers["Content-Type"] = "application/json; charset=utf-8"
+    headers["X-Request-Id"] = request_id
+    headers["Cache-Control"] = "no-store"
+    answer.whole(error.status, "", headers, json.dumps(error.body()).encode())
+
+
+class Lane:
+    """What the fast lane needs from the public app, and which paths it leaves alone."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        usage: UsageBook,
+        access_log: AccessLog,
+        claimed: frozenset[str],
+    ) -> None:
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.usage = usage
+        self.access_log = access_log
+        self.claimed = claimed  # first path segments of the gateway's own endpoints
+
+    def takes(self, path: NormalPath) -> bool:
+        first = path.segments[0] if path.segments else ""
+        return first not in self.claimed
+
+
+class FrontProtocol(asyncio.Protocol):
+    """One client connection, in the fast lane until a request needs aiohttp."""
+
+    def __init__(
+        self,
+        lane: Lane,
+        hand_to: Callable[[], RequestHandler],
+        connections: dict[Any, asyncio.Transport],
+    ) -> None:
+        self.lane = lane
+        self.hand_to = hand_to  # aiohttp's protocol for this listener
+        self.connections = connections  # the aiohttp server's, so its shutdown sees us
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.scheme = "http"
+        self.buffer = bytearray()
+        self.task: asyncio.Task[None] | None = None
+        self.keep_alive = True
+        self.closing = False
+        self.lost = False
+        self.eof = False
+        self.handed_over = False
+        self.reading_paused = False
+        self.writing_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.active = self.loop.time()
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    # --- asyncio ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, (list, tuple)) and peer else ""
+        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        self.idle_timer = self.loop.call_later(KEEPALIVE, self._check_idle)
+        self.connections[self] = self.transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self.active = self.loop.time()
+        if self.task is None:
+            self._advance()
+        elif len(self.buffer) > READ_AHEAD and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.task is None:
+            self._advance()
+        return True  # keep writing the answers to what was sent
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.keep_alive = False
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.connections.pop(self, None)
+        self._wake_writer(ConnectionResetError("the client is gone"))
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._wake_writer(None)
+
+    # --- aiohttp's server calls these at shutdown (see JsonErrorServer) ---
+
+    def close(self) -> None:
+        """Stop after the request in service."""
+        self.closing = True
+        if self.task is None:
+            self.close_now()
+
+    async def shutdown(self, timeout: float | None) -> None:
+        self.closing = True
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.task), timeout)
+            if self.task is not None:
+                self.task.cancel()
+        self.close_now()
+
+    # --- writing ---
+
+    def send(self, data: bytes) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.lost:
+            raise ConnectionResetError("the client is gone")
+        if self.writing_paused:
+            self.drain_waiter = self.loop.create_future()
+            await self.drain_waiter
+
+    def _wake_writer(self, error: BaseException | None) -> None:
+        waiter, self.drain_waiter = self.drain_waiter, None
+        if waiter is not None and not waiter.done():
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+    def close_now(self) -> None:
+        if self.transport is not None and not self.handed_over:
+            self.transport.close()
+
+    # --- requests ---
+
+    def _advance(self) -> None:
+        """Start the next complete request in the buffer, if any."""
+        if self.lost or self.handed_over:
+            return
+        if self.closing or not self.keep_alive:
+            self.close_now()
+            return
+        if self.reading_paused and len(self.buffer) <= READ_AHEAD:
+            self.reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+        if end < 0:
+            if len(self.buffer) > MAX_HEAD or (self.eof and self.buffer):
+                self._hand_over()
+            elif self.eof:
+                self.close_now()
+            return
+        head = read_head(bytes(self.buffer[: end + 4]))
+        if head is None:
+            self._hand_over()
+            return
+        size = end + 4 + head.length
+        if len(self.buffer) < size:
+            if self.eof:
+                self._hand_over()  # a body cut short: aiohttp says what it says
+            return  # the rest of a small body is on its way
+        body = bytes(self.buffer[end + 4 : size]) if head.length else None
+        self.task = self.loop.create_task(self._serve(head, size, body))
+
+    def _hand_over(self) -> None:
+        """Give the connection, from the first byte of the pending request, to aiohttp."""
+        assert self.transport is not None
+        self.handed_over = True
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.connections.pop(self, None)
+        handler: RequestHandler = self.hand_to()
+        if self.reading_paused:
+            self.transport.resume_reading()
+        self.transport.set_protocol(handler)
+        handler.connection_made(self.transport)
+        if self.writing_paused:
+            handler.pause_writing()
+        data, self.buffer = bytes(self.buffer), bytearray()
+        if data:
+            handler.data_received(data)
+        if self.eof or self.closing:
+            handler.close()
+
+    async def _serve(self, head: RequestHead, size: int, body: bytes | None) -> None:
+        try:
+            taken = await self._take(head, size, body)
+        finally:
+            self.task = None
+        if taken:
+            self.active = self.loop.time()
+            self._advance()
+        else:
+            self._hand_over()
+
+    async def _take(self, head: RequestHead, size: int, body: bytes | None) -> bool:
+        """Serve the request in the fast lane; False if it is aiohttp's to judge."""
+        lane = self.lane
+        pipeline = lane.pipeline
+        exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
+        headers = CIMultiDictProxy(CIMultiDict(head.headers))
+        try:
+            path = normalize(head.target)
+            if not lane.takes(path):
+                return False
+            admission = await pipeline.authorize(
+                head.method, path, headers, self.peer, self.scheme, exchange
+            )
+        except Exception:
+            return False  # refused (or broken): aiohttp judges it again and answers
+        route = admission.route
+        limit = pipeline.forwarder.body_limit(route)
+        if route.cost is not None or (limit is not None and head.length > limit):
+            return False
+        del self.buffer[:size]
+        self.keep_alive = head.keep_alive and not self.closing
+        answer = FrontAnswer(self, head.method, exchange)
+        error: GatewayError | None = None
+        lane.metrics.in_flight.inc()
+        try:
+            injected = await pipeline.count(admission)
+            await pipeline.forwarder.relay(
+                head.method, route, admission.path, headers, injected, body, False,
+                exchange, answer,
+            )  # fmt: skip
+        except GatewayError as exc:
+            error = exc
+        except Exception:
+            log.exception("unhandled error (request id %s)", exchange.request_id)
+            error = InternalError(exchange.request_id)
+        finally:
+            lane.metrics.in_flight.dec()
+        if error is not None and not exchange.aborted:
+            error_answer(answer, error, exchange.request_id)
+        status = error.status if error is not None else answer.status
+        finish(lane.metrics, lane.usage, lane.access_log, head.method,
+               head.target.partition("?")[0], self.peer, exchange, status, error)  # fmt: skip
+        return True
+
+    def _check_idle(self) -> None:
+        """Close a connection idle for KEEPALIVE seconds (as aiohttp does)."""
+        if self.lost or self.handed_over:
+            return
+        idle = self.loop.time() - self.active
+        if self.task is None and idle >= KEEPALIVE:
+            self.close_now()
+            return
+        self.idle_timer = self.loop.call_later(max(KEEPALIVE - idle, 1.0), self._check_idle)
+
+
+def own_first_segments(app: web.Application, catch_all: object) -> frozenset[str] | None:
+    """The first path segment of each of the app's own endpoints; None if one of them
+    has a variable first segment (then every request is aiohttp's to route)."""
+    claimed = set()
+    for resource in app.router.resources():
+        if any(route.handler is catch_all for route in resource):
+            continue
+        first = resource.canonical.lstrip("/").split("/", 1)[0]
+        if "{" in first:
+            return None
+        claimed.add(first)
+    return frozenset(claimed)
