@@ -456,7 +456,7 @@ class FrontProtocol(asyncio.Protocol):
         self.keep_alive = head.keep_alive and not self.closing
         answer = FrontAnswer(self, head.method, exchange)
         error: GatewayError | None = None
-        lane.metrics.in_flight.inc()
+        lane.metrics.active += 1
         try:
             injected = await pipeline.count(admission)
             await pipeline.forwarder.relay(
@@ -469,7 +469,7 @@ class FrontProtocol(asyncio.Protocol):
             log.exception("unhandled error (request id %s)", exchange.request_id)
             error = InternalError(exchange.request_id)
         finally:
-            lane.metrics.in_flight.dec()
+            lane.metrics.active -= 1
         if error is not None and not exchange.aborted:
             error_answer(answer, error, exchange.request_id)
         status = error.status if error is not None else answer.status

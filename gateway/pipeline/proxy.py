@@ -175,7 +175,7 @@ class Forwarder:
         started = time.perf_counter()
         conn, head = await self._exchange(method, target, pool, head_bytes, body, chunked, answer)
         answered = time.perf_counter()
-        self.metrics.upstream_latency.labels(target.name).observe(answered - started)
+        self.metrics.observe_upstream(target.name, answered - started)
         exchange.upstream_seconds = answered - started
         try:
             await self._relay(method, target, conn, head, exchange, answer)

@@ -118,6 +118,7 @@ class Body:
 class UpstreamProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpResponseParser(self)
         self.lost = False
         self.reused = False
@@ -243,7 +244,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.keep_alive = False
         self.body = None
         self.received_any = False
-        self._head = asyncio.get_running_loop().create_future()
+        self._head = self.loop.create_future()
 
     async def head(self, timeout: float) -> Head:
         """The response head, or TimeoutError after ``timeout`` seconds of waiting. A timer
@@ -252,7 +253,7 @@ class UpstreamProtocol(asyncio.Protocol):
         head = self._head
         if head.done():
             return head.result()
-        timer = asyncio.get_running_loop().call_later(timeout, self._head_timed_out, head)
+        timer = self.loop.call_later(timeout, self._head_timed_out, head)
         try:
             return await head
         finally:
@@ -342,8 +343,11 @@ class UpstreamPool:
 
     async def acquire(self, fresh: bool = False, timeout: float | None = None) -> UpstreamProtocol:
         """A connection (idle or new); TimeoutError if no slot frees up within ``timeout``."""
-        async with asyncio.timeout(timeout):
-            await self.slots.acquire()
+        if self.slots.locked():
+            async with asyncio.timeout(timeout):
+                await self.slots.acquire()
+        else:
+            await self.slots.acquire()  # returns at once: no timer needed
         try:
             while self.idle and not fresh:
                 conn = self.idle.pop()
