@@ -180,7 +180,7 @@ def worker_pids(supervisor: int) -> list[int]:
 
 def gateway_config(work: Path, port: int, admin: int, upstream_port: int, example_port: int,
                    extra_routes: list[dict[str, Any]] | None = None, db: str = "gateway.db",
-                   cache_ttl: float = 30) -> Path:  # fmt: skip
+                   cache_ttl: float = 30, fast_lane: bool = True) -> Path:  # fmt: skip
     config = {
         "listen": {"host": "127.0.0.1", "port": port},
         "admin": {"host": "127.0.0.1", "port": admin},
@@ -205,6 +205,7 @@ def gateway_config(work: Path, port: int, admin: int, upstream_port: int, exampl
         ],
         "limits": {"per_credential": None, "per_org": None},
         "cache": {"credential_ttl": cache_ttl},
+        "proxy": {"fast_lane": fast_lane},
         "session": {"secret": secrets.token_urlsafe(32)},
         "logging": {"level": "INFO", "access_log": True},
     }
@@ -263,7 +264,7 @@ def main() -> None:
 
 
 def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
-    up, peer, plain, auth, gw, admin, example = (free_port() for _ in range(7))
+    up, peer, plain, auth, gw, admin, example, slow, slow_admin = (free_port() for _ in range(9))
     for d in ("nginx-body", "nginx-proxy", "nginx-fastcgi", "nginx-uwsgi", "nginx-scgi"):
         (work / d).mkdir()
     if args.scale_only:
@@ -296,7 +297,11 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     gateway = procs.start([PY, "-m", "gateway", "--config", str(config), "serve", "--workers", "2"],
                           work / "gateway.log", env)  # fmt: skip
-    for port in (up, peer, plain, auth, gw, example):
+    # The same gateway and database with the fast lane off: what gateway/front.py buys.
+    aiohttp_only = gateway_config(work, slow, slow_admin, up, example, fast_lane=False)
+    without = procs.start([PY, "-m", "gateway", "--config", str(aiohttp_only), "serve",
+                           "--workers", "2"], work / "gateway-aiohttp.log", env)  # fmt: skip
+    for port in (up, peer, plain, auth, gw, example, slow):
         wait_port(port)
     time.sleep(2)  # both workers up
     token = fetch_token(f"http://127.0.0.1:{gw}", client["client_id"], client["client_secret"])
@@ -308,6 +313,7 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
         ("gateway: OAuth Bearer (opaque)", f"http://127.0.0.1:{gw}/bench/x", {"Authorization": f"Bearer {token}"}),
         ("gateway: public route (auth: none)", f"http://127.0.0.1:{gw}/public/x", {}),
         ("gateway: 403 refusal (missing scope)", f"http://127.0.0.1:{gw}/write/x", {"X-API-Key": key}),
+        ("gateway, fast lane off: API key", f"http://127.0.0.1:{slow}/bench/x", {"X-API-Key": key}),
     ]  # fmt: skip
     for _, url, headers in cases:  # warm up connection pools and caches
         wrk(url, 16, 1, headers)
@@ -344,6 +350,7 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
         f"({(1 - full / public) * 100:.1f}% cost)"
     )
     procs.stop(gateway)
+    procs.stop(without)
     if not args.skip_scale:
         scale(work, procs, args, up, example)
 

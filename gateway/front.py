@@ -10,20 +10,20 @@ request takes the fast lane when it is a plain proxied call:
 - HTTP/1.1; GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS;
 - no Transfer-Encoding, Expect or Upgrade; no repeated field that must be
   single (Host, Content-Length, ...); a head within 8 KiB and 100 fields;
-- a body of at most 64 KiB announced by Content-Length (and within the
-  route's ``max_body_size``);
-- a path none of the gateway's own endpoints (OAuth, management, dashboard)
-  could claim, on a route that is not metered;
-- and it passes every check of the pipeline that counts nothing (path, route,
-  credential, address, scopes).
+- a body of at most 64 KiB announced by Content-Length;
+- a path that normalizes cleanly and that none of the gateway's own endpoints
+  (OAuth, management, dashboard) could claim, on a route that is not metered.
+
+Refusals (404, 405, 401, 403, 413, 429, ...) are answered in the fast lane with
+the same JSON bodies the middleware renders.
 
 Otherwise, and whenever anything is unusual, the connection is handed to
 aiohttp: the bytes the client sent, unchanged, from the first byte of that
 request, and every later byte. aiohttp then judges the request from scratch
-with the full pipeline and its error rendering, so both lanes give the same
-answers; a handed-over connection stays with aiohttp. Rate limits, quotas and
-the upstream call happen only once a lane has taken the request, so nothing is
-counted twice.
+with the full pipeline (``Pipeline.authorize`` counts nothing, so judging twice
+changes nothing); a handed-over connection stays with aiohttp. Rate
+limits, quotas and the upstream call happen only once a lane has taken the
+request, so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.errors import GatewayError, InternalError
+from gateway.errors import GatewayError, InternalError, PayloadTooLarge
 from gateway.exchange import Exchange
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 from gateway.middleware import finish, new_request_id
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Admission, Pipeline
 from gateway.pipeline.paths import NormalPath, normalize
 from gateway.usage import UsageBook
 
@@ -127,6 +127,7 @@ def read_head(data: bytes) -> RequestHead | None:
         return None
     seen: set[bytes] = set()
     length = 0
+    keep_alive = True  # HTTP/1.1's default (RFC 9112 §9.3)
     headers = []
     for name, value in reader.fields:
         key = name.lower()
@@ -135,12 +136,13 @@ def read_head(data: bytes) -> RequestHead | None:
         seen.add(key)
         if key == b"content-length":
             length = int(value)  # llhttp has checked it is digits
+        elif key == b"connection" and b"close" in (t.strip() for t in value.lower().split(b",")):
+            keep_alive = False
         headers.append((name.decode("utf-8", "surrogateescape"),
                         value.decode("utf-8", "surrogateescape")))  # fmt: skip
     if length > FAST_BODY:
         return None
-    return RequestHead(method, reader.url.decode("ascii"), headers, parser.should_keep_alive(),
-                       length)  # fmt: skip
+    return RequestHead(method, reader.url.decode("ascii"), headers, keep_alive, length)
 
 
 class _Clock:
@@ -437,45 +439,69 @@ class FrontProtocol(asyncio.Protocol):
         """Serve the request in the fast lane; False if it is aiohttp's to judge."""
         lane = self.lane
         pipeline = lane.pipeline
-        exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
-        headers = CIMultiDictProxy(CIMultiDict(head.headers))
         try:
             path = normalize(head.target)
-            if not lane.takes(path):
-                return False
+        except GatewayError:
+            return False  # aiohttp's router sees such paths differently: let it route them
+        if not lane.takes(path):
+            return False
+        exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
+        headers = CIMultiDictProxy(CIMultiDict(head.headers))
+        admission: Admission | None = None
+        error: GatewayError | None = None
+        try:
             admission = await pipeline.authorize(
                 head.method, path, headers, self.peer, self.scheme, exchange
             )
-        except Exception:
-            return False  # refused (or broken): aiohttp judges it again and answers
-        route = admission.route
-        limit = pipeline.forwarder.body_limit(route)
-        if route.cost is not None or (limit is not None and head.length > limit):
-            return False
-        del self.buffer[:size]
-        self.keep_alive = head.keep_alive and not self.closing
-        answer = FrontAnswer(self, head.method, exchange)
-        error: GatewayError | None = None
-        lane.metrics.active += 1
-        try:
-            injected = await pipeline.count(admission)
-            await pipeline.forwarder.relay(
-                head.method, route, admission.path, headers, injected, body, False,
-                exchange, answer,
-            )  # fmt: skip
         except GatewayError as exc:
             error = exc
         except Exception:
             log.exception("unhandled error (request id %s)", exchange.request_id)
             error = InternalError(exchange.request_id)
-        finally:
-            lane.metrics.active -= 1
+        if admission is not None and admission.route.cost is not None:
+            return False  # metered: the wallet's path is aiohttp's
+        del self.buffer[:size]
+        self.keep_alive = head.keep_alive and not self.closing
+        answer = FrontAnswer(self, head.method, exchange)
+        if admission is not None:
+            error = await self._forward(admission, head, headers, body, exchange, answer)
         if error is not None and not exchange.aborted:
             error_answer(answer, error, exchange.request_id)
         status = error.status if error is not None else answer.status
         finish(lane.metrics, lane.usage, lane.access_log, head.method,
                head.target.partition("?")[0], self.peer, exchange, status, error)  # fmt: skip
         return True
+
+    async def _forward(
+        self,
+        admission: Admission,
+        head: RequestHead,
+        headers: CIMultiDictProxy[str],
+        body: bytes | None,
+        exchange: Exchange,
+        answer: FrontAnswer,
+    ) -> GatewayError | None:
+        """Count the request and relay it; the error to answer with, if any."""
+        pipeline = self.lane.pipeline
+        metrics = self.lane.metrics
+        metrics.active += 1
+        try:
+            limit = pipeline.forwarder.body_limit(admission.route)
+            if limit is not None and head.length > limit:
+                raise PayloadTooLarge()
+            injected = await pipeline.count(admission)
+            await pipeline.forwarder.relay(
+                head.method, admission.route, admission.path, headers, injected, body, False,
+                exchange, answer,
+            )  # fmt: skip
+        except GatewayError as exc:
+            return exc
+        except Exception:
+            log.exception("unhandled error (request id %s)", exchange.request_id)
+            return InternalError(exchange.request_id)
+        finally:
+            metrics.active -= 1
+        return None
 
     def _check_idle(self) -> None:
         """Close a connection idle for KEEPALIVE seconds (as aiohttp does)."""
