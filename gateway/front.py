@@ -51,6 +51,7 @@ from gateway.metrics import Metrics
 from gateway.middleware import finish, new_request_id
 from gateway.pipeline import Admission, Pipeline
 from gateway.pipeline.paths import NormalPath, normalize
+from gateway.pipeline.proxy import Headers
 from gateway.usage import UsageBook
 
 if TYPE_CHECKING:
@@ -163,20 +164,9 @@ http_date = _Clock()
 PHRASES: Final = {s.value: s.phrase for s in HTTPStatus}
 
 
-def response_head(status: int, reason: str, headers: CIMultiDict[str], close: bool) -> bytes:
-    """Status line and fields, completed as aiohttp completes its responses."""
-    headers.setdefault("Date", http_date())
-    headers.setdefault("Server", SERVER_SOFTWARE)
-    if close:
-        headers["Connection"] = "close"
-    lines = [f"HTTP/1.1 {status} {reason or PHRASES.get(status, '')}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
-
-
 class FrontAnswer:
     """An upstream's answer written straight to the client's transport
-    (``gateway.pipeline.proxy.Answer``)."""
+    (``gateway.pipeline.proxy.Answer``), with the framing aiohttp would give it."""
 
     def __init__(self, front: FrontProtocol, method: str, exchange: Exchange) -> None:
         self.front = front
@@ -186,29 +176,53 @@ class FrontAnswer:
         self.chunked = False
         self.bodiless = False
 
-    def _frame(self, status: int, headers: CIMultiDict[str], length: int | None) -> None:
+    def _head(self, status: int, reason: str, headers: Headers, length: int | None) -> bytes:
+        """Status line and fields. ``length``: the body's, for an answer sent whole; None
+        for a streamed one (the upstream's Content-Length, or chunked)."""
         self.status = status
-        self.bodiless = self.method == "HEAD" or status in EMPTY_BODY_STATUS or status < 200
-        if status in EMPTY_BODY_STATUS or status < 200:
-            headers.popall("Content-Length", None)
-        elif length != 0 and not self.bodiless:
-            headers.setdefault("Content-Type", "application/octet-stream")
+        no_body_status = status in EMPTY_BODY_STATUS or status < 200
+        self.bodiless = self.method == "HEAD" or no_body_status
+        lines = [f"HTTP/1.1 {status} {reason or PHRASES.get(status, '')}"]
+        declared = None
+        typed = dated = named = False
+        for name, value in headers:
+            key = name.lower()
+            if key == "content-length":
+                if length is not None or no_body_status:
+                    continue  # replaced below, or never sent (RFC 9110 §8.6)
+                declared = value
+            elif key == "content-type":
+                typed = True
+            elif key == "date":
+                dated = True
+            elif key == "server":
+                named = True
+            lines.append(f"{name}: {value}")
+        if length is not None:
+            if not no_body_status:
+                lines.append(f"Content-Length: {length}")
+        elif not self.bodiless and declared is None:
+            self.chunked = True
+            lines.append("Transfer-Encoding: chunked")
+        size = length if length is not None else declared
+        if not typed and not self.bodiless and size not in (0, "0"):
+            lines.append("Content-Type: application/octet-stream")
+        if not dated:
+            lines.append(f"Date: {http_date()}")
+        if not named:
+            lines.append(f"Server: {SERVER_SOFTWARE}")
+        if not self.front.keep_alive:
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
-    def whole(self, status: int, reason: str, headers: CIMultiDict[str], body: bytes) -> None:
-        headers["Content-Length"] = str(len(body))
-        self._frame(status, headers, len(body))
-        head = response_head(status, reason, headers, not self.front.keep_alive)
+    def whole(self, status: int, reason: str, headers: Headers, body: bytes) -> None:
+        head = self._head(status, reason, headers, len(body))
         self.front.send(head if self.bodiless else head + body)
 
-    async def start(self, status: int, reason: str, headers: CIMultiDict[str]) -> None:
+    async def start(self, status: int, reason: str, headers: Headers) -> None:
         if self.front.lost:
             raise ConnectionResetError("the client is gone")
-        length = headers.get("Content-Length")
-        self._frame(status, headers, int(length) if length and length.isdigit() else None)
-        if not self.bodiless and "Content-Length" not in headers:
-            self.chunked = True
-            headers["Transfer-Encoding"] = "chunked"
-        self.front.send(response_head(status, reason, headers, not self.front.keep_alive))
+        self.front.send(self._head(status, reason, headers, None))
 
     async def write(self, chunk: bytes) -> None:
         if self.front.lost:
@@ -233,10 +247,12 @@ class FrontAnswer:
 
 def error_answer(answer: FrontAnswer, error: GatewayError, request_id: str) -> None:
     """The JSON error body of ``gateway.middleware.render``, written by the fast lane."""
-    headers: CIMultiDict[str] = CIMultiDict(error.headers())
-    headers["Content-Type"] = "application/json; charset=utf-8"
-    headers["X-Request-Id"] = request_id
-    headers["Cache-Control"] = "no-store"
+    headers = [
+        *error.headers().items(),
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("X-Request-Id", request_id),
+        ("Cache-Control", "no-store"),
+    ]
     answer.whole(error.status, "", headers, json.dumps(error.body()).encode())
 
 

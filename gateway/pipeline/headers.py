@@ -13,7 +13,7 @@ Towards the upstream, in this order:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 from aiohttp import web
@@ -72,9 +72,9 @@ def upstream_request_headers(
     incoming: MultiMapping[str],
     injected: Iterable[tuple[str, str]],
     session_cookie: str = "",
-) -> CIMultiDict[str]:
+) -> list[tuple[str, str]]:
     listed = connection_listed(incoming) if "Connection" in incoming else frozenset()
-    out: CIMultiDict[str] = CIMultiDict()
+    out: list[tuple[str, str]] = []
     for name, value in incoming.items():
         key = canonical(name)
         if key in HOP_BY_HOP or key in STRIPPED or key in listed:
@@ -85,9 +85,8 @@ def upstream_request_headers(
             value = without_cookie(value, session_cookie)
             if not value:
                 continue
-        out.add(name, value)
-    for name, value in injected:
-        out.add(name, value)
+        out.append((name, value))
+    out.extend(injected)
     return out
 
 
@@ -113,14 +112,16 @@ def forwardable(name: str, value: str) -> None:
 
 
 def downstream_response_headers(
-    incoming: MultiMapping[str], session_cookie: str = ""
-) -> CIMultiDict[str]:
+    incoming: Sequence[tuple[str, str]], session_cookie: str = ""
+) -> list[tuple[str, str]]:
     """Hop-by-hop headers dropped; so is any attempt by an upstream to set the gateway's
     session cookie. A value that is not valid UTF-8 raises UpstreamHeaderError (no silent
     change: aiohttp would drop the bytes it cannot write)."""
-    listed = connection_listed(incoming) if "Connection" in incoming else frozenset()
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming.items():
+    listed: frozenset[str] = frozenset()
+    if any(name.lower() == "connection" for name, _ in incoming):
+        listed = connection_listed(CIMultiDict(incoming))
+    out: list[tuple[str, str]] = []
+    for name, value in incoming:
         key = name.lower()
         if key in HOP_BY_HOP or key in listed:
             continue
@@ -135,7 +136,7 @@ def downstream_response_headers(
             and value.split("=", 1)[0].strip() == session_cookie
         ):
             continue
-        out.add(name, value)
+        out.append((name, value))
     return out
 
 

@@ -170,7 +170,7 @@ class Forwarder:
         pool = self.pools[route.upstream]
         headers = upstream_request_headers(incoming, injected, self.session_cookie)
         head_bytes = request_head(
-            method, target.path_for(route, path), pool.host_header, headers.items(), chunked
+            method, target.path_for(route, path), pool.host_header, headers, chunked
         )
         started = time.perf_counter()
         conn, head = await self._exchange(method, target, pool, head_bytes, body, chunked, answer)
@@ -246,10 +246,10 @@ class Forwarder:
     ) -> None:
         assert conn.body is not None
         try:
-            headers = downstream_response_headers(CIMultiDict(head.headers), self.session_cookie)
+            headers = downstream_response_headers(head.headers, self.session_cookie)
         except UpstreamHeaderError:
             raise self._failed(target, UpstreamError, "protocol") from None
-        headers["X-Request-Id"] = exchange.request_id
+        headers.append(("X-Request-Id", exchange.request_id))
         length = head.content_length
         if length is not None and length <= SMALL_BODY and method != "HEAD":
             # A body known to be small is read whole and sent with the headers in one
@@ -301,14 +301,17 @@ class Forwarder:
             answer.abort()
 
 
+Headers = list[tuple[str, str]]  # response fields in order, hop-by-hop ones removed
+
+
 class Answer(Protocol):
     """Where an upstream's answer goes: aiohttp's response objects, or the fast
     front's transport (``gateway.front``)."""
 
-    def whole(self, status: int, reason: str, headers: CIMultiDict[str], body: bytes) -> None:
+    def whole(self, status: int, reason: str, headers: Headers, body: bytes) -> None:
         """The complete answer at once."""
 
-    async def start(self, status: int, reason: str, headers: CIMultiDict[str]) -> None:
+    async def start(self, status: int, reason: str, headers: Headers) -> None:
         """Send the head of a streamed answer; ConnectionError if the client is gone."""
 
     async def write(self, chunk: bytes) -> None:
@@ -325,13 +328,15 @@ class AiohttpAnswer:
         self.request = request
         self.response: web.StreamResponse | None = None
 
-    def whole(self, status: int, reason: str, headers: CIMultiDict[str], body: bytes) -> None:
+    def whole(self, status: int, reason: str, headers: Headers, body: bytes) -> None:
         self.response = web.Response(
-            status=status, reason=reason or None, headers=headers, body=body
+            status=status, reason=reason or None, headers=CIMultiDict(headers), body=body
         )
 
-    async def start(self, status: int, reason: str, headers: CIMultiDict[str]) -> None:
-        self.response = web.StreamResponse(status=status, reason=reason or None, headers=headers)
+    async def start(self, status: int, reason: str, headers: Headers) -> None:
+        self.response = web.StreamResponse(
+            status=status, reason=reason or None, headers=CIMultiDict(headers)
+        )
         await self.response.prepare(self.request)
 
     async def write(self, chunk: bytes) -> None:
