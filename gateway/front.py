@@ -448,7 +448,7 @@ class FrontProtocol(asyncio.Protocol):
         if taken:
             self.active = self.loop.time()
             self._advance()
-        else:
+        elif not self.lost:  # a client gone while its credential was looked up: nobody to hand
             self._hand_over()
 
     async def _take(self, head: RequestHead, size: int, body: bytes | None) -> bool:

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import Gateway
-from multidict import CIMultiDict
-from test_spoofing_and_paths import HOST, RawResponse
+from test_spoofing_and_paths import HOST, RawResponse, parse_head
 
 from gateway.front import FAST_BODY
 
@@ -21,12 +20,7 @@ TIMEOUT = 10.0
 async def read_answer(reader: asyncio.StreamReader, method: str = "GET") -> RawResponse:
     """One response off a keep-alive connection: Content-Length, chunked or none."""
     head = await reader.readuntil(b"\r\n\r\n")
-    status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers.add(name.strip(), value.strip())
-    status = int(status_line.split(" ")[1])
+    status, headers = parse_head(head)
     body = b""
     if method == "HEAD" or status in (204, 304):
         pass

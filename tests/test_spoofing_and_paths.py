@@ -105,16 +105,22 @@ async def read_response(reader: asyncio.StreamReader) -> RawResponse:
     head = await reader.readuntil(b"\r\n\r\n")
     while head.startswith(b"HTTP/1.1 1"):  # an interim answer such as 100 Continue
         head = await reader.readuntil(b"\r\n\r\n")
+    status, headers = parse_head(head)
+    if "Content-Length" in headers:
+        body = await reader.readexactly(int(headers["Content-Length"]))
+    else:
+        body = await reader.read()
+    return RawResponse(status, headers, body)
+
+
+def parse_head(head: bytes) -> tuple[int, CIMultiDict[str]]:
+    """The status and fields of a response head (up to its blank line)."""
     status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
     headers: CIMultiDict[str] = CIMultiDict()
     for line in lines:
         name, _, value = line.partition(":")
         headers.add(name.strip(), value.strip())
-    if "Content-Length" in headers:
-        body = await reader.readexactly(int(headers["Content-Length"]))
-    else:
-        body = await reader.read()
-    return RawResponse(int(status_line.split(" ")[1]), headers, body)
+    return int(status_line.split(" ")[1]), headers
 
 
 # --- reading answers --------------------------------------------------------
