@@ -30,28 +30,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from email.utils import formatdate
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final, cast
 
-import httptools
 from aiohttp import web
-from aiohttp.http import SERVER_SOFTWARE
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from gateway.errors import GatewayError, InternalError, PayloadTooLarge
 from gateway.exchange import Exchange
+from gateway.http1 import MAX_HEAD, Headers, RequestHead, read_head, response_head
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
-from gateway.middleware import finish, new_request_id
+from gateway.middleware import error_parts, finish, new_request_id
 from gateway.pipeline import Admission, Pipeline
 from gateway.pipeline.paths import NormalPath, normalize
-from gateway.pipeline.proxy import Headers
 from gateway.usage import UsageBook
 
 if TYPE_CHECKING:
@@ -59,109 +53,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.front")
 
-FAST_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-MAX_HEAD: Final = 8190  # bytes; aiohttp's own line limit, so nothing it refuses gets by
-MAX_FIELDS: Final = 100  # aiohttp refuses more than 128
-FAST_BODY: Final = 64 * 1024
 READ_AHEAD: Final = 256 * 1024  # bytes buffered behind a request in service before pausing
 KEEPALIVE: Final = 75.0  # seconds an idle connection is kept (aiohttp's default)
-UNUSUAL: Final = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
-# Fields aiohttp refuses to see twice (RFC 9110 gives them one value).
-SINGLE: Final = frozenset(
-    {
-        b"content-length",
-        b"content-location",
-        b"content-range",
-        b"content-type",
-        b"etag",
-        b"host",
-        b"max-forwards",
-        b"server",
-        b"user-agent",
-    }
-)
-EMPTY_BODY_STATUS: Final = frozenset({204, 304})
-
-
-@dataclass(slots=True)
-class RequestHead:
-    method: str
-    target: str
-    headers: list[tuple[str, str]]
-    keep_alive: bool
-    length: int  # of the body, from Content-Length (0 if absent)
-
-
-class _HeadReader:
-    """httptools callbacks for one request head."""
-
-    __slots__ = ("complete", "fields", "url")
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.fields: list[tuple[bytes, bytes]] = []
-        self.complete = False
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        self.complete = True
-
-
-def read_head(data: bytes) -> RequestHead | None:
-    """The head of a fast-lane request (``data`` ends with its blank line), or None when
-    the request is not one for the fast lane or is not valid HTTP (aiohttp will say)."""
-    reader = _HeadReader()
-    parser = httptools.HttpRequestParser(reader)
-    try:
-        parser.feed_data(data)
-    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-        return None
-    if not reader.complete or parser.get_http_version() != "1.1":
-        return None
-    method = parser.get_method().decode("ascii", "replace")
-    if method not in FAST_METHODS or not reader.url.isascii() or len(reader.fields) > MAX_FIELDS:
-        return None
-    seen: set[bytes] = set()
-    length = 0
-    keep_alive = True  # HTTP/1.1's default (RFC 9112 §9.3)
-    headers = []
-    for name, value in reader.fields:
-        key = name.lower()
-        if key in UNUSUAL or (key in SINGLE and key in seen):
-            return None
-        seen.add(key)
-        if key == b"content-length":
-            length = int(value)  # llhttp has checked it is digits
-        elif key == b"connection" and b"close" in (t.strip() for t in value.lower().split(b",")):
-            keep_alive = False
-        headers.append((name.decode("utf-8", "surrogateescape"),
-                        value.decode("utf-8", "surrogateescape")))  # fmt: skip
-    if length > FAST_BODY:
-        return None
-    return RequestHead(method, reader.url.decode("ascii"), headers, keep_alive, length)
-
-
-class _Clock:
-    """The Date header, formatted once a second."""
-
-    def __init__(self) -> None:
-        self.second = 0
-        self.value = ""
-
-    def __call__(self) -> str:
-        now = int(time.time())
-        if now != self.second:
-            self.second, self.value = now, formatdate(now, usegmt=True)
-        return self.value
-
-
-http_date = _Clock()
-PHRASES: Final = {s.value: s.phrase for s in HTTPStatus}
 
 
 class FrontAnswer:
@@ -177,43 +70,12 @@ class FrontAnswer:
         self.bodiless = False
 
     def _head(self, status: int, reason: str, headers: Headers, length: int | None) -> bytes:
-        """Status line and fields. ``length``: the body's, for an answer sent whole; None
-        for a streamed one (the upstream's Content-Length, or chunked)."""
         self.status = status
-        no_body_status = status in EMPTY_BODY_STATUS or status < 200
-        self.bodiless = self.method == "HEAD" or no_body_status
-        lines = [f"HTTP/1.1 {status} {reason or PHRASES.get(status, '')}"]
-        declared = None
-        typed = dated = named = False
-        for name, value in headers:
-            key = name.lower()
-            if key == "content-length":
-                if length is not None or no_body_status:
-                    continue  # replaced below, or never sent (RFC 9110 §8.6)
-                declared = value
-            elif key == "content-type":
-                typed = True
-            elif key == "date":
-                dated = True
-            elif key == "server":
-                named = True
-            lines.append(f"{name}: {value}")
-        if length is not None:
-            if not no_body_status:
-                lines.append(f"Content-Length: {length}")
-        elif not self.bodiless and declared is None:
-            self.chunked = True
-            lines.append("Transfer-Encoding: chunked")
-        size = length if length is not None else declared
-        if not typed and not self.bodiless and size not in (0, "0"):
-            lines.append("Content-Type: application/octet-stream")
-        if not dated:
-            lines.append(f"Date: {http_date()}")
-        if not named:
-            lines.append(f"Server: {SERVER_SOFTWARE}")
-        if not self.front.keep_alive:
-            lines.append("Connection: close")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+        head = response_head(
+            self.method, status, reason, headers, length, not self.front.keep_alive
+        )
+        self.bodiless, self.chunked = head.bodiless, head.chunked
+        return head.data
 
     def whole(self, status: int, reason: str, headers: Headers, body: bytes) -> None:
         head = self._head(status, reason, headers, len(body))
@@ -246,14 +108,10 @@ class FrontAnswer:
 
 
 def error_answer(answer: FrontAnswer, error: GatewayError, request_id: str) -> None:
-    """The JSON error body of ``gateway.middleware.render``, written by the fast lane."""
-    headers = [
-        *error.headers().items(),
-        ("Content-Type", "application/json; charset=utf-8"),
-        ("X-Request-Id", request_id),
-        ("Cache-Control", "no-store"),
-    ]
-    answer.whole(error.status, "", headers, json.dumps(error.body()).encode())
+    """The middleware's error answer (``gateway.middleware.error_parts``), written by the
+    fast lane."""
+    headers, body = error_parts(error, request_id)
+    answer.whole(error.status, "", headers, body)
 
 
 class Lane:
@@ -462,7 +320,7 @@ class FrontProtocol(asyncio.Protocol):
         if not lane.takes(path):
             return False
         exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
-        headers = CIMultiDictProxy(CIMultiDict(head.headers))
+        headers = CIMultiDict(head.headers)
         admission: Admission | None = None
         error: GatewayError | None = None
         try:
@@ -492,7 +350,7 @@ class FrontProtocol(asyncio.Protocol):
         self,
         admission: Admission,
         head: RequestHead,
-        headers: CIMultiDictProxy[str],
+        headers: CIMultiDict[str],
         body: bytes | None,
         exchange: Exchange,
         answer: FrontAnswer,

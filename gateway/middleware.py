@@ -4,6 +4,7 @@ rendering, metrics and the access log."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import time
@@ -11,6 +12,7 @@ from typing import Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from multidict import CIMultiDict
 
 from gateway.errors import HTTP_STATUS_ERRORS, GatewayError, InternalError, MethodNotAllowed
 from gateway.exchange import EXCHANGE, Exchange
@@ -44,11 +46,20 @@ class RequestIds:
 new_request_id = RequestIds()
 
 
+def error_parts(error: GatewayError, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
+    """The fields and JSON body of an error answer: the one wire format of both lanes."""
+    headers = [
+        *error.headers().items(),
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("X-Request-Id", request_id),
+        ("Cache-Control", "no-store"),
+    ]
+    return headers, json.dumps(error.body()).encode()
+
+
 def render(error: GatewayError, request_id: str) -> web.Response:
-    response = web.json_response(error.body(), status=error.status, headers=error.headers())
-    response.headers["X-Request-Id"] = request_id
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    headers, body = error_parts(error, request_id)
+    return web.Response(status=error.status, headers=CIMultiDict(headers), body=body)
 
 
 def from_http_exception(exc: web.HTTPException) -> GatewayError:

@@ -12,7 +12,7 @@ import pytest
 from conftest import Gateway
 from test_spoofing_and_paths import HOST, RawResponse, parse_head
 
-from gateway.front import FAST_BODY
+from gateway.http1 import FAST_BODY
 
 TIMEOUT = 10.0
 

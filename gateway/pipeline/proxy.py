@@ -24,6 +24,7 @@ from yarl import URL
 from gateway.config import Upstream
 from gateway.errors import ClientClosedRequest, PayloadTooLarge, UpstreamError, UpstreamTimeout
 from gateway.exchange import EXCHANGE, Exchange
+from gateway.http1 import Headers
 from gateway.metrics import Metrics
 from gateway.pipeline.headers import (
     UpstreamHeaderError,
@@ -299,9 +300,6 @@ class Forwarder:
             # The client went away; stop reading from the upstream.
             conn.close()
             answer.abort()
-
-
-Headers = list[tuple[str, str]]  # response fields in order, hop-by-hop ones removed
 
 
 class Answer(Protocol):
