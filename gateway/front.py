@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 from gateway.middleware import error_parts, finish, new_request_id
 from gateway.pipeline import Admission, Pipeline
+from gateway.pipeline.inline import InlineRelay
 from gateway.pipeline.paths import NormalPath, normalize
 from gateway.usage import UsageBook
 
@@ -153,7 +155,9 @@ class FrontProtocol(asyncio.Protocol):
         self.peer = ""
         self.scheme = "http"
         self.buffer = bytearray()
-        self.task: asyncio.Task[None] | None = None
+        # The request in service: a task, or a future that an inline relay resolves.
+        self.task: asyncio.Future[None] | None = None
+        self.advancing = False
         self.keep_alive = True
         self.closing = False
         self.lost = False
@@ -250,12 +254,24 @@ class FrontProtocol(asyncio.Protocol):
     # --- requests ---
 
     def _advance(self) -> None:
-        """Start the next complete request in the buffer, if any."""
+        """Start the complete requests in the buffer, one after another while each is
+        answered at once (refusals), until one is in flight."""
+        if self.advancing:
+            return  # an answer given while starting a request: the loop below goes on
+        self.advancing = True
+        try:
+            while self.task is None and self._next():
+                pass
+        finally:
+            self.advancing = False
+
+    def _next(self) -> bool:
+        """Start the next request in the buffer; True if it was answered already."""
         if self.lost or self.handed_over:
-            return
+            return False
         if self.closing or not self.keep_alive:
             self.close_now()
-            return
+            return False
         if self.reading_paused and len(self.buffer) <= READ_AHEAD:
             self.reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
@@ -265,22 +281,26 @@ class FrontProtocol(asyncio.Protocol):
                 self._hand_over()
             elif self.eof:
                 self.close_now()
-            return
+            return False
         head = read_head(bytes(self.buffer[: end + 4]))
         if head is None:
             self._hand_over()
-            return
+            return False
         size = end + 4 + head.length
         if len(self.buffer) < size:
             if self.eof:
                 self._hand_over()  # a body cut short: aiohttp says what it says
-            return  # the rest of a small body is on its way
+            return False  # the rest of a small body is on its way
         body = bytes(self.buffer[end + 4 : size]) if head.length else None
-        self.task = self.loop.create_task(self._serve(head, size, body))
+        self._start(Call(head, size, body))
+        return self.task is None and not self.handed_over
 
     def _hand_over(self) -> None:
         """Give the connection, from the first byte of the pending request, to aiohttp."""
         assert self.transport is not None
+        self.task = None
+        if self.lost:
+            return  # a client gone while its credential was looked up: nobody to hand
         self.handed_over = True
         if self.idle_timer is not None:
             self.idle_timer.cancel()
@@ -298,84 +318,119 @@ class FrontProtocol(asyncio.Protocol):
         if self.eof or self.closing:
             handler.close()
 
-    async def _serve(self, head: RequestHead, size: int, body: bytes | None) -> None:
-        try:
-            taken = await self._take(head, size, body)
-        finally:
-            self.task = None
-        if taken:
-            self.active = self.loop.time()
-            self._advance()
-        elif not self.lost:  # a client gone while its credential was looked up: nobody to hand
-            self._hand_over()
-
-    async def _take(self, head: RequestHead, size: int, body: bytes | None) -> bool:
-        """Serve the request in the fast lane; False if it is aiohttp's to judge."""
+    def _start(self, call: Call) -> None:
+        """Judge a request without waiting where its credential is cached; otherwise in a
+        task that asks the store. Leaves ``self.task`` set while it is in flight."""
         lane = self.lane
-        pipeline = lane.pipeline
         try:
-            path = normalize(head.target)
+            path = normalize(call.head.target)
         except GatewayError:
-            return False  # aiohttp's router sees such paths differently: let it route them
+            self._hand_over()  # aiohttp's router sees such paths differently: let it route
+            return
         if not lane.takes(path):
-            return False
-        exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
-        headers = CIMultiDict(head.headers)
+            self._hand_over()
+            return
+        call.exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
+        try:
+            admission = lane.pipeline.authorize_now(
+                call.head.method, path, call.headers, self.peer, self.scheme, call.exchange
+            )
+        except Exception as exc:
+            self._admitted(call, None, exc)
+            return
+        if admission is None:
+            self.task = self.loop.create_task(self._authorize(call, path))
+        else:
+            self._admitted(call, admission, None)
+
+    async def _authorize(self, call: Call, path: NormalPath) -> None:
+        """A credential that is not cached: the store is asked."""
+        assert call.exchange is not None
         admission: Admission | None = None
+        error: Exception | None = None
+        try:
+            admission = await self.lane.pipeline.authorize(
+                call.head.method, path, call.headers, self.peer, self.scheme, call.exchange
+            )
+        except Exception as exc:
+            error = exc
+        self.task = None
+        self._admitted(call, admission, error)
+
+    def _admitted(self, call: Call, admission: Admission | None, error: Exception | None) -> None:
+        """Refuse the judged request, or count it and send it on."""
+        if admission is not None and admission.route.cost is not None:
+            self._hand_over()  # metered: the wallet's path is aiohttp's
+            return
+        head, exchange = call.head, call.exchange
+        assert exchange is not None
+        del self.buffer[: call.size]
+        self.keep_alive = head.keep_alive and not self.closing
+        call.answer = FrontAnswer(self, head.method, exchange)
+        if admission is None:
+            self._answered(call, as_gateway_error(error, exchange))
+            return
+        pipeline = self.lane.pipeline
+        forwarder = pipeline.forwarder
+        limit = forwarder.body_limit(admission.route)
+        if limit is not None and head.length > limit:
+            self._answered(call, PayloadTooLarge())
+            return
+        self.lane.metrics.active += 1
+        relay = InlineRelay.lease(forwarder, admission.route)
+        try:
+            injected = pipeline.count_now(admission) if relay is not None else None
+        except Exception as exc:
+            assert relay is not None
+            relay.give_back()
+            self._relayed(call, as_gateway_error(exc, exchange))
+            return
+        if relay is None or injected is None:
+            if relay is not None:
+                relay.give_back()
+            self.task = self.loop.create_task(self._forward(call, admission))
+            return
+        _, _, head_bytes = forwarder.prepare(
+            head.method, admission.route, admission.path, call.headers, injected, False
+        )
+        self.task = self.loop.create_future()
+        relay.send(head.method, head_bytes, call.body, exchange, call.answer,
+                   functools.partial(self._relayed, call))  # fmt: skip
+
+    async def _forward(self, call: Call, admission: Admission) -> None:
+        """Count and relay with waiting: limits in Redis, or no idle upstream connection."""
+        assert call.exchange is not None and call.answer is not None
+        pipeline = self.lane.pipeline
         error: GatewayError | None = None
         try:
-            admission = await pipeline.authorize(
-                head.method, path, headers, self.peer, self.scheme, exchange
-            )
-        except GatewayError as exc:
-            error = exc
-        except Exception:
-            log.exception("unhandled error (request id %s)", exchange.request_id)
-            error = InternalError(exchange.request_id)
-        if admission is not None and admission.route.cost is not None:
-            return False  # metered: the wallet's path is aiohttp's
-        del self.buffer[:size]
-        self.keep_alive = head.keep_alive and not self.closing
-        answer = FrontAnswer(self, head.method, exchange)
-        if admission is not None:
-            error = await self._forward(admission, head, headers, body, exchange, answer)
+            injected = await pipeline.count(admission)
+            await pipeline.forwarder.relay(
+                call.head.method, admission.route, admission.path, call.headers, injected,
+                call.body, False, call.exchange, call.answer,
+            )  # fmt: skip
+        except Exception as exc:
+            error = as_gateway_error(exc, call.exchange)
+        self._relayed(call, error)
+
+    def _relayed(self, call: Call, error: GatewayError | None) -> None:
+        self.lane.metrics.active -= 1
+        self._answered(call, error)
+
+    def _answered(self, call: Call, error: GatewayError | None) -> None:
+        """Account for the request, then start the next one."""
+        answer, exchange = call.answer, call.exchange
+        assert answer is not None and exchange is not None
         if error is not None and not exchange.aborted:
             error_answer(answer, error, exchange.request_id)
         status = error.status if error is not None else answer.status
-        finish(lane.metrics, lane.usage, lane.access_log, head.method,
-               logged_path(head.target), self.peer, exchange, status, error)  # fmt: skip
-        return True
-
-    async def _forward(
-        self,
-        admission: Admission,
-        head: RequestHead,
-        headers: CIMultiDict[str],
-        body: bytes | None,
-        exchange: Exchange,
-        answer: FrontAnswer,
-    ) -> GatewayError | None:
-        """Count the request and relay it; the error to answer with, if any."""
-        pipeline = self.lane.pipeline
-        metrics = self.lane.metrics
-        metrics.active += 1
-        try:
-            limit = pipeline.forwarder.body_limit(admission.route)
-            if limit is not None and head.length > limit:
-                raise PayloadTooLarge()
-            injected = await pipeline.count(admission)
-            await pipeline.forwarder.relay(
-                head.method, admission.route, admission.path, headers, injected, body, False,
-                exchange, answer,
-            )  # fmt: skip
-        except GatewayError as exc:
-            return exc
-        except Exception:
-            log.exception("unhandled error (request id %s)", exchange.request_id)
-            return InternalError(exchange.request_id)
-        finally:
-            metrics.active -= 1
-        return None
+        lane = self.lane
+        finish(lane.metrics, lane.usage, lane.access_log, call.head.method,
+               logged_path(call.head.target), self.peer, exchange, status, error)  # fmt: skip
+        waiter, self.task = self.task, None
+        if waiter is not None and not isinstance(waiter, asyncio.Task) and not waiter.done():
+            waiter.set_result(None)  # an inline relay is done (see shutdown)
+        self.active = self.loop.time()
+        self._advance()
 
     def _check_idle(self) -> None:
         """Close a connection idle for KEEPALIVE seconds (as aiohttp does)."""
@@ -386,6 +441,28 @@ class FrontProtocol(asyncio.Protocol):
             self.close_now()
             return
         self.idle_timer = self.loop.call_later(max(KEEPALIVE - idle, 1.0), self._check_idle)
+
+
+class Call:
+    """One request in the fast lane, from its framing to its answer."""
+
+    __slots__ = ("answer", "body", "exchange", "head", "headers", "size")
+
+    def __init__(self, head: RequestHead, size: int, body: bytes | None) -> None:
+        self.head = head
+        self.size = size  # bytes of the buffer it takes, head and body
+        self.body = body
+        self.headers = CIMultiDict(head.headers)
+        self.exchange: Exchange | None = None
+        self.answer: FrontAnswer | None = None
+
+
+def as_gateway_error(exc: Exception | None, exchange: Exchange) -> GatewayError:
+    """What the client is told about an exception from the pipeline."""
+    if isinstance(exc, GatewayError):
+        return exc
+    log.error("unhandled error (request id %s)", exchange.request_id, exc_info=exc)
+    return InternalError(exchange.request_id)
 
 
 def logged_path(target: str) -> str:

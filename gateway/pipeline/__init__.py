@@ -82,6 +82,33 @@ class Pipeline:
             raise MethodNotAllowed(method, allowed) if allowed else NoRoute()
         return found
 
+    def authorize_now(
+        self,
+        method: str,
+        path: NormalPath,
+        headers: MultiMapping[str],
+        peer: str,
+        scheme: str,
+        exchange: Exchange,
+        principal: Principal | None = None,
+    ) -> Admission | None:
+        """Every check that needs no counting: path, route, credential, address, scopes.
+        Nothing is written or counted, so a request refused here can be judged again.
+        None when the credential is not cached (``authorize`` asks the store)."""
+        route = self.match(method, path.segments).route
+        exchange.route = route
+        exchange.client_ip, forwarded = self.forwarded_for.resolve(peer, scheme, headers)
+        if route.public:
+            principal = None
+        else:
+            principal = principal or self.authenticator.from_cache(headers)
+            if principal is None:
+                return None
+            exchange.principal = principal
+            self.limiter.check_address(principal.limits, exchange.client_ip)
+            require_scopes(route, principal)
+        return Admission(route, path, principal, forwarded, exchange.request_id)
+
     async def authorize(
         self,
         method: str,
@@ -91,18 +118,25 @@ class Pipeline:
         scheme: str,
         exchange: Exchange,
     ) -> Admission:
-        """Every check that needs no counting: path, route, credential, address, scopes.
-        Nothing is written or counted, so a request refused here can be judged again."""
-        route = self.match(method, path.segments).route
-        exchange.route = route
-        exchange.client_ip, forwarded = self.forwarded_for.resolve(peer, scheme, headers)
-        principal = None
-        if not route.public:
+        """``authorize_now``, asking the store for a credential that is not cached."""
+        args = (method, path, headers, peer, scheme, exchange)
+        admission = self.authorize_now(*args)
+        if admission is None:
             principal = await self.authenticator.authenticate(headers)
-            exchange.principal = principal
-            self.limiter.check_address(principal.limits, exchange.client_ip)
-            require_scopes(route, principal)
-        return Admission(route, path, principal, forwarded, exchange.request_id)
+            admission = self.authorize_now(*args, principal=principal)
+        assert admission is not None
+        return admission
+
+    def count_now(self, admission: Admission) -> list[tuple[str, str]] | None:
+        """``count`` without waiting; None (nothing counted) when the limits live in Redis
+        and the caller must ``await count`` instead."""
+        principal = admission.principal
+        if principal is not None:
+            if not self.limiter.admit_now(principal.credential_id, principal.org_id,
+                                          principal.limits, principal.request_count):  # fmt: skip
+                return None
+            self._used(principal)
+        return identity_headers(principal, admission.request_id) + admission.forwarded
 
     async def count(self, admission: Admission) -> list[tuple[str, str]]:
         """Apply rate limits and quotas (429) and note the key's use; the headers to
@@ -115,9 +149,12 @@ class Pipeline:
                 principal.limits,
                 principal.request_count,
             )
-            if principal.method == "api_key":
-                self.usage.key_used(principal.credential_id, time.time())
+            self._used(principal)
         return identity_headers(principal, admission.request_id) + admission.forwarded
+
+    def _used(self, principal: Principal) -> None:
+        if principal.method == "api_key":
+            self.usage.key_used(principal.credential_id, time.time())
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         exchange = request[EXCHANGE]

@@ -153,22 +153,35 @@ class Authenticator:
         self._lookups[prefix] = lookup
         self._valid[prefix] = valid or (lambda secret: crypto.well_formed(secret, prefix))
 
-    async def authenticate(self, headers: MultiMapping[str]) -> Principal:
+    def _recall(self, headers: MultiMapping[str]) -> tuple[str, str, Principal | None]:
+        """(secret, digest, the cached principal or None); 401 when there is no secret."""
         secret = read_credential(headers, self.access_token_header)
         if not secret:
             raise Unauthorized("missing")
-        now = time.time()
         digest = crypto.digest(secret)
-        principal = self.cache.get(digest, now)
+        return secret, digest, self.cache.get(digest, time.time())
+
+    def _unexpired(self, principal: Principal) -> Principal:
+        if principal.expired(time.time()):
+            self.cache.evict(principal.credential_id)
+            raise Unauthorized("expired")
+        return principal
+
+    def from_cache(self, headers: MultiMapping[str]) -> Principal | None:
+        """``authenticate`` when the credential is cached (nothing to wait for); None when
+        the store must be asked."""
+        principal = self._recall(headers)[2]
+        return None if principal is None else self._unexpired(principal)
+
+    async def authenticate(self, headers: MultiMapping[str]) -> Principal:
+        secret, digest, principal = self._recall(headers)
         if principal is None:
+            now = time.time()
             generation = self.cache.evictions
             principal = await self._resolve(secret, digest)
             if self.cache.evictions == generation:
                 self.cache.put(digest, principal, now)
-        if principal.expired(now):
-            self.cache.evict(principal.credential_id)
-            raise Unauthorized("expired")
-        return principal
+        return self._unexpired(principal)
 
     async def _resolve(self, secret: str, digest: str) -> Principal:
         lookup = next(

@@ -167,17 +167,62 @@ class Forwarder:
     ) -> None:
         """Send the request upstream and its answer to ``answer``; raise a GatewayError
         (502, 504, 413, 499) for what went wrong before the answer started."""
+        target, pool, head_bytes = self.prepare(method, route, path, incoming, injected, chunked)
+        await self.exchange(method, target, pool, head_bytes, body, chunked, exchange, answer)
+
+    def prepare(
+        self,
+        method: str,
+        route: CompiledRoute,
+        path: NormalPath,
+        incoming: MultiMapping[str],
+        injected: list[tuple[str, str]],
+        chunked: bool,
+    ) -> tuple[Target, UpstreamPool, bytes]:
+        """The upstream, its pool and the request head to send it."""
         target = self.targets[route.upstream]
         pool = self.pools[route.upstream]
         headers = upstream_request_headers(incoming, injected, self.session_cookie)
         head_bytes = request_head(
             method, target.path_for(route, path), pool.host_header, headers, chunked
         )
+        return target, pool, head_bytes
+
+    async def exchange(
+        self,
+        method: str,
+        target: Target,
+        pool: UpstreamPool,
+        head_bytes: bytes,
+        body: bytes | AsyncIterator[bytes] | None,
+        chunked: bool,
+        exchange: Exchange,
+        answer: Answer,
+        attempts: tuple[int, ...] = (1, 2),
+    ) -> None:
         started = time.perf_counter()
-        conn, head = await self._exchange(method, target, pool, head_bytes, body, chunked, answer)
-        answered = time.perf_counter()
-        self.metrics.observe_upstream(target.name, answered - started)
-        exchange.upstream_seconds = answered - started
+        conn, head = await self._exchange(
+            method, target, pool, head_bytes, body, chunked, answer, attempts
+        )
+        self.answered(target, started, exchange)
+        await self.relay_answer(method, target, pool, conn, head, exchange, answer)
+
+    def answered(self, target: Target, started: float, exchange: Exchange) -> None:
+        """The response head arrived: how long the upstream took."""
+        exchange.upstream_seconds = time.perf_counter() - started
+        self.metrics.observe_upstream(target.name, exchange.upstream_seconds)
+
+    async def relay_answer(
+        self,
+        method: str,
+        target: Target,
+        pool: UpstreamPool,
+        conn: UpstreamProtocol,
+        head: Head,
+        exchange: Exchange,
+        answer: Answer,
+    ) -> None:
+        """Relay an answer whose head has arrived, then give the connection back."""
         try:
             await self._relay(method, target, conn, head, exchange, answer)
         finally:
@@ -192,16 +237,17 @@ class Forwarder:
         body: bytes | AsyncIterator[bytes] | None,
         chunked: bool,
         answer: Answer,
+        attempts: tuple[int, ...],
     ) -> tuple[UpstreamProtocol, Head]:
         """Send the request and wait for the response head (once more on a fresh connection
         if a reused one turns out dead and the request can be sent again)."""
-        for attempt in (1, 2):
+        for attempt in attempts:
             try:
                 conn = await pool.acquire(fresh=attempt == 2, timeout=target.read_timeout)
             except UpstreamConnectError:
-                raise self._failed(target, UpstreamError, "connect") from None
+                raise self.failed(target, UpstreamError, "connect") from None
             except TimeoutError:  # every connection to this upstream is busy
-                raise self._failed(target, UpstreamTimeout, "pool") from None
+                raise self.failed(target, UpstreamTimeout, "pool") from None
             try:
                 conn.start(head_only=method == "HEAD")
                 if isinstance(body, bytes):
@@ -221,20 +267,30 @@ class Forwarder:
                 raise ClientClosedRequest() from None
             except TimeoutError:
                 pool.discard(conn)
-                raise self._failed(target, UpstreamTimeout, "timeout") from None
+                raise self.failed(target, UpstreamTimeout, "timeout") from None
             except UpstreamProtocolError:
                 pool.discard(conn)
                 if attempt == 1 and conn.reused and not conn.received_any and body is None:
                     continue
-                raise self._failed(target, UpstreamError, "protocol") from None
+                raise self.failed(target, UpstreamError, "protocol") from None
             except BaseException:
                 pool.discard(conn)
                 raise
         raise AssertionError("unreachable")
 
-    def _failed(self, target: Target, kind: type[UpstreamError], why: str) -> UpstreamError:
+    def failed(self, target: Target, kind: type[UpstreamError], why: str) -> UpstreamError:
         self.metrics.upstream_errors.labels(target.name, why).inc()
         return kind(target.name, why)
+
+    def answer_headers(self, target: Target, head: Head, exchange: Exchange) -> Headers:
+        """The upstream's response fields as the client gets them; 502 for one that
+        cannot be passed on unchanged."""
+        try:
+            headers = downstream_response_headers(head.headers, self.session_cookie)
+        except UpstreamHeaderError:
+            raise self.failed(target, UpstreamError, "protocol") from None
+        headers.append(("X-Request-Id", exchange.request_id))
+        return headers
 
     async def _relay(
         self,
@@ -246,15 +302,9 @@ class Forwarder:
         answer: Answer,
     ) -> None:
         assert conn.body is not None
-        try:
-            headers = downstream_response_headers(head.headers, self.session_cookie)
-        except UpstreamHeaderError:
-            raise self._failed(target, UpstreamError, "protocol") from None
-        headers.append(("X-Request-Id", exchange.request_id))
-        length = head.content_length
-        if length is not None and length <= SMALL_BODY and method != "HEAD":
-            # A body known to be small is read whole and sent with the headers in one
-            # write: fewer system calls than streaming it.
+        headers = self.answer_headers(target, head, exchange)
+        length = whole_length(method, head)
+        if length is not None:
             try:
                 if conn.body.complete:  # usually: it came in the same packet as the head
                     body = await conn.body.read_all(length)
@@ -262,9 +312,9 @@ class Forwarder:
                     async with asyncio.timeout(target.read_timeout):
                         body = await conn.body.read_all(length)
             except TimeoutError:
-                raise self._failed(target, UpstreamTimeout, "timeout") from None
+                raise self.failed(target, UpstreamTimeout, "timeout") from None
             except UpstreamProtocolError:
-                raise self._failed(target, UpstreamError, "protocol") from None
+                raise self.failed(target, UpstreamError, "protocol") from None
             exchange.prepared_at = time.perf_counter()
             answer.whole(head.status, head.reason, headers, body)
             return
@@ -274,9 +324,9 @@ class Forwarder:
             async with asyncio.timeout(target.read_timeout):
                 first = await conn.body.read()
         except TimeoutError:
-            raise self._failed(target, UpstreamTimeout, "timeout") from None
+            raise self.failed(target, UpstreamTimeout, "timeout") from None
         except UpstreamProtocolError:
-            raise self._failed(target, UpstreamError, "protocol") from None
+            raise self.failed(target, UpstreamError, "protocol") from None
         try:
             await answer.start(head.status, head.reason, headers)
         except ConnectionError:
@@ -293,13 +343,20 @@ class Forwarder:
             await answer.end()
         except (TimeoutError, UpstreamProtocolError):
             # Headers are sent; the only honest signal left is a cut connection.
-            self._failed(target, UpstreamError, "truncated")
+            self.failed(target, UpstreamError, "truncated")
             conn.close()
             answer.abort()
         except ConnectionError:
             # The client went away; stop reading from the upstream.
             conn.close()
             answer.abort()
+
+
+def whole_length(method: str, head: Head) -> int | None:
+    """The length of a body to read whole and send with the headers in one write (fewer
+    system calls than streaming it): one known to be small; None to stream it."""
+    length = head.content_length
+    return length if length is not None and length <= SMALL_BODY and method != "HEAD" else None
 
 
 class Answer(Protocol):

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
@@ -45,6 +46,17 @@ class Head:
     reason: str
     headers: list[tuple[str, str]]
     content_length: int | None
+
+
+class Listener(Protocol):
+    """Told of a response's progress from the connection's callbacks, instead of a task
+    awaiting ``head()`` (``gateway.pipeline.inline``)."""
+
+    def on_progress(self, conn: UpstreamProtocol) -> None:
+        """Bytes arrived and the final response head is known (``conn.final``)."""
+
+    def on_failure(self, conn: UpstreamProtocol, error: UpstreamProtocolError) -> None:
+        """The connection broke or the answer is not HTTP."""
 
 
 class Body:
@@ -104,6 +116,16 @@ class Body:
             self._protocol.resume_reading()
         return data
 
+    def take_all(self) -> bytes:
+        """What has arrived, at once (for a body that is ``complete``)."""
+        if self._error is not None:
+            raise self._error
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        self._protocol.resume_reading()
+        return data
+
     async def read_all(self, limit: int) -> bytes:
         parts = []
         size = 0
@@ -125,6 +147,9 @@ class UpstreamProtocol(asyncio.Protocol):
         self.keep_alive = False
         self.head_only = False
         self._head: asyncio.Future[Head] | None = None
+        self.asked = False  # a request was written and its answer is awaited
+        self.final: Head | None = None  # the final (non-1xx) response head, once known
+        self.listener: Listener | None = None
         self._headers: list[tuple[str, str]] = []
         self._reason = ""
         self._informational = False
@@ -145,15 +170,12 @@ class UpstreamProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         error = UpstreamProtocolError("the upstream closed the connection")
-        if self._head is not None and not self._head.done():
-            self._head.set_exception(error)
-        if self.body is not None:
-            self.body.fail(error)
+        self._fail(error)
         if self._drain is not None and not self._drain.done():
             self._drain.set_exception(error)
 
     def data_received(self, data: bytes) -> None:
-        if self._head is None or self.released:
+        if not self.asked or self.released:
             # Nothing was asked: stray bytes on an idle connection. Never reuse it.
             self._broken(UpstreamProtocolError("unexpected bytes from the upstream"))
             return
@@ -162,6 +184,11 @@ class UpstreamProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             self._broken(UpstreamProtocolError("the upstream's answer is not HTTP"))
+            return
+        # Told after the parser returns, never from inside its callbacks: the listener
+        # may hand this connection to the next request at once.
+        if self.listener is not None and self.final is not None:
+            self.listener.on_progress(self)
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -206,6 +233,7 @@ class UpstreamProtocol(asyncio.Protocol):
             int(length) if length is not None and length.isdigit() else None,
         )
         self.body = Body(self)
+        self.final = head
         if self.head_only or status in (204, 304):
             self.keep_alive = False if self.head_only else self.parser.should_keep_alive()
             self.body.feed_eof()
@@ -230,21 +258,32 @@ class UpstreamProtocol(asyncio.Protocol):
 
     # --- use ---
 
-    def _broken(self, error: BaseException) -> None:
+    def _broken(self, error: UpstreamProtocolError) -> None:
         self.keep_alive = False
+        self._fail(error)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, error: UpstreamProtocolError) -> None:
         if self._head is not None and not self._head.done():
             self._head.set_exception(error)
         if self.body is not None:
             self.body.fail(error)
-        if self.transport is not None:
-            self.transport.close()
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.on_failure(self, error)
 
-    def start(self, head_only: bool) -> None:
+    def start(self, head_only: bool, listener: Listener | None = None) -> None:
+        """Expect the answer to a request about to be written: awaited with ``head()``, or
+        told to ``listener`` as it arrives."""
         self.head_only = head_only
         self.keep_alive = False
         self.body = None
+        self.final = None
         self.received_any = False
-        self._head = self.loop.create_future()
+        self.asked = True
+        self.listener = listener
+        self._head = self.loop.create_future() if listener is None else None
 
     async def head(self, timeout: float) -> Head:
         """The response head, or TimeoutError after ``timeout`` seconds of waiting. A timer
@@ -279,7 +318,7 @@ class UpstreamProtocol(asyncio.Protocol):
     @property
     def answered(self) -> bool:
         """The response head has arrived (perhaps before the request body was sent)."""
-        return self._head is not None and self._head.done()
+        return self.final is not None
 
     @property
     def reusable(self) -> bool:
@@ -324,7 +363,7 @@ class UpstreamPool:
         self.host_header = host if port in (80, 443) else f"{host}:{port}"
         self.connect_timeout = connect_timeout
         self.idle: collections.deque[UpstreamProtocol] = collections.deque()
-        self.slots = asyncio.Semaphore(limit)
+        self.slots = Slots(limit)
 
     async def connect(self) -> UpstreamProtocol:
         loop = asyncio.get_running_loop()
@@ -343,33 +382,44 @@ class UpstreamPool:
 
     async def acquire(self, fresh: bool = False, timeout: float | None = None) -> UpstreamProtocol:
         """A connection (idle or new); TimeoutError if no slot frees up within ``timeout``."""
-        if self.slots.locked():
-            async with asyncio.timeout(timeout):
-                await self.slots.acquire()
-        else:
-            await self.slots.acquire()  # returns at once: no timer needed
+        await self.slots.take(timeout)
         try:
-            while self.idle and not fresh:
-                conn = self.idle.pop()
-                if not conn.lost:
-                    conn.reused = True
-                    conn.released = False
-                    return conn
-            return await self.connect()
+            conn = None if fresh else self._pop_idle()
+            return conn or await self.connect()
         except BaseException:
-            self.slots.release()
+            self.slots.give()
             raise
+
+    def take_idle(self) -> UpstreamProtocol | None:
+        """An idle kept-alive connection, without waiting; None when there is none or
+        every slot is taken."""
+        if not self.idle or not self.slots.try_take():
+            return None
+        conn = self._pop_idle()
+        if conn is None:
+            self.slots.give()
+        return conn
+
+    def _pop_idle(self) -> UpstreamProtocol | None:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.lost:
+                conn.reused = True
+                conn.released = False
+                return conn
+        return None
 
     def release(self, conn: UpstreamProtocol) -> None:
         """Back to the pool if its response was read to the end and it may be reused."""
         if conn.released:
             return  # each lease is given back once
         conn.released = True
+        conn.listener = None
         if conn.reusable:
             self.idle.append(conn)
         else:
             conn.close()
-        self.slots.release()
+        self.slots.give()
 
     def discard(self, conn: UpstreamProtocol) -> None:
         conn.keep_alive = False
@@ -378,6 +428,48 @@ class UpstreamPool:
     def close(self) -> None:
         while self.idle:
             self.idle.pop().close()
+
+
+class Slots:
+    """A counting semaphore that can also be taken without waiting (``try_take``), so a
+    request can get an idle connection from a protocol callback."""
+
+    def __init__(self, limit: int) -> None:
+        self.free = limit
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self, timeout: float | None) -> None:
+        """A slot; TimeoutError after ``timeout`` seconds without one."""
+        if self.try_take():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed a slot just as we gave up: pass it on
+            else:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        """Hand the slot to the longest waiter, else put it back."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
 
 
 async def send_body(
