@@ -140,7 +140,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         settings.limits,
         counters,
         fail_open=settings.redis.on_failure == "open",
-        on_failure=lambda outcome: metrics.limit_backend_failures.labels(outcome).inc(),
+        on_failure=lambda outcome: metrics.limit_backend_failures.inc(outcome),
     )
     forwarded_for = ForwardedFor(settings.proxy.trusted_proxies)
     app[STORE] = store
@@ -158,7 +158,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     manage_auth = ManagementAuth(store, authenticator, limiter, sessions, forwarded_for)
     app[MANAGEMENT] = management_api(store, settings, manage_auth, usage)
     app[DASHBOARD] = Dashboard(store, settings, sessions, app[MANAGEMENT], usage)
-    metrics.credential_cache.set_function(lambda: len(cache))
+    metrics.cache_size = lambda: len(cache)
     # Only now the things that hold connections, each undone if a later one fails.
     await store.connect()
     try:

@@ -141,7 +141,7 @@ def record(
         principal.method if principal is not None else "none",
     )
     if error is not None and error.status in (401, 403):
-        metrics.auth_failures.labels(error.reason).inc()
+        metrics.auth_failures.inc(error.reason)
     upstream = exchange.upstream_seconds or 0.0
     prepared = exchange.prepared_at or finished
     metrics.observe_overhead(route, max(prepared - exchange.started - upstream, 0.0))

@@ -279,7 +279,7 @@ class Forwarder:
         raise AssertionError("unreachable")
 
     def failed(self, target: Target, kind: type[UpstreamError], why: str) -> UpstreamError:
-        self.metrics.upstream_errors.labels(target.name, why).inc()
+        self.metrics.upstream_errors.inc(target.name, why)
         return kind(target.name, why)
 
     def answer_headers(self, target: Target, head: Head, exchange: Exchange) -> Headers:
