@@ -22,6 +22,9 @@ from gateway.exchange import Exchange
 
 FLUSH_EVERY = 0.5  # seconds
 FLUSH_LINES = 512
+WHO_CACHED = 10_000  # credentials whose log fields are kept escaped
+NOBODY = '"org_id":null,"credential_id":null,"auth_method":null'
+NO_ERROR = '"error":null,"reason":null'
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,6 +60,8 @@ class AccessLog:
         self.enabled = enabled
         self.stream = stream
         self._lines: list[str] = []
+        # (org, credential, auth method) -> their fields of the line, escaped once.
+        self._who: dict[tuple[str, str, str], str] = {}
 
     def write(
         self,
@@ -73,23 +78,33 @@ class AccessLog:
         principal = exchange.principal
         upstream = exchange.upstream_seconds
         route = exchange.route.name if exchange.route is not None else exchange.endpoint
-        who = ("null", "null", "null")
+        who = NOBODY
         if principal is not None:
-            who = (text(principal.org_id), text(principal.credential_id), text(principal.method))
-        failed = ("null", "null") if error is None else (text(error.code), text(error.reason))
+            key = (principal.org_id, principal.credential_id, principal.method)
+            who = self._who.get(key) or self._remember(key)
+        failed = NO_ERROR
+        if error is not None:
+            failed = f'"error":{text(error.code)},"reason":{text(error.reason)}'
         # The same line json.dumps(..., separators=(",", ":")) writes, composed directly:
-        # a third of the cost, on every request.
+        # a third of the cost, on every request. Request ids are the gateway's own hex.
         self._lines.append(
-            f'{{"ts":{round(time.time(), 3)!r},"request_id":{text(exchange.request_id)},'
+            f'{{"ts":{round(time.time(), 3)!r},"request_id":"{exchange.request_id}",'
             f'"method":{text(method)},"path":{text(path[:512])},"route":{text(route)},'
             f'"status":{status},"duration_ms":{round(duration * 1000, 3)!r},'
             f'"upstream_ms":{"null" if upstream is None else repr(round(upstream * 1000, 3))},'
-            f'"org_id":{who[0]},"credential_id":{who[1]},"auth_method":{who[2]},'
+            f"{who},"
             f'"client_ip":{text(exchange.client_ip or remote)},'
-            f'"error":{failed[0]},"reason":{failed[1]}}}'
+            f"{failed}}}"
         )
         if len(self._lines) >= FLUSH_LINES:
             self.flush()
+
+    def _remember(self, key: tuple[str, str, str]) -> str:
+        if len(self._who) >= WHO_CACHED:
+            self._who.clear()
+        org, credential, method = (text(v) for v in key)
+        who = self._who[key] = f'"org_id":{org},"credential_id":{credential},"auth_method":{method}'
+        return who
 
     def flush(self) -> None:
         if not self._lines:

@@ -234,3 +234,30 @@ async def test_with_the_fast_lane_off_aiohttp_serves_everything(
     await conn.send(request("GET", "/public/echo/one") + request("GET", "/public/echo/two"))
     assert echo_of(await conn.answer())["path"] == "/echo/one"
     assert echo_of(await conn.answer())["path"] == "/echo/two"
+
+
+async def test_pipelined_refusals_and_cached_calls_in_one_packet_keep_their_order(
+    gw: Gateway, conn: Conn
+) -> None:
+    """Refusals are answered while the packet is read; proxied calls with a cached key go
+    out from the protocol's callbacks; an unknown key waits for the store. Order holds."""
+    key = (await gw.mint(["contacts:read"])).secret
+    await conn.send(request("GET", "/echo/warm", {"X-API-Key": key}))  # caches the key
+    assert echo_of(await conn.answer())["path"] == "/echo/warm"
+    batch = [
+        ("/echo/scoped/a", key, 403),
+        ("/echo/one", key, 200),
+        ("/echo/scoped/b", key, 403),
+        ("/echo/x", "gwk_unknown", 401),
+        ("/echo/two", key, 200),
+        ("/nowhere", key, 404),
+        ("/echo/three", key, 200),
+    ]
+    await conn.send(b"".join(request("GET", path, {"X-API-Key": k}) for path, k, _ in batch))
+    for path, _, status in batch:
+        answer = await conn.answer()
+        assert answer.status == status, (path, answer.body)
+        if status == 200:
+            assert echo_of(answer)["path"] == path
+        else:
+            assert "error" in json.loads(answer.body)

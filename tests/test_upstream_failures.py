@@ -91,3 +91,87 @@ async def test_truncated_upstream_body_is_not_passed_off_as_complete(gw: Gateway
     assert gw.admin is not None
     metrics = await (await gw.admin.get("/metrics")).text()
     assert 'gateway_upstream_errors_total{kind="truncated",upstream="bad"} 1.0' in metrics
+
+
+# The same misbehaviour on a kept-alive connection: the request after a good one goes
+# out on the idle connection from a protocol callback (gateway/pipeline/inline.py).
+KEPT_ANSWERS: dict[str, bytes | None] = {
+    **BEHAVIOURS,
+    "ok": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    # Streamed onwards rather than relayed whole: no length, or more than 64 KiB.
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    "large": b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"y" * 100_000,
+}
+
+
+async def serve_kept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers requests one after another on one connection, each as its path says."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            answer = KEPT_ANSWERS[head.split(b" ", 2)[1].decode().rsplit("/", 1)[-1]]
+            if answer is None:
+                await asyncio.sleep(5)
+                return
+            writer.write(answer)
+            await writer.drain()
+            if answer in (b"", BEHAVIOURS["truncated"], BEHAVIOURS["truncated-large"]):
+                return
+    except (OSError, asyncio.IncompleteReadError, KeyError):
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def kept_upstream() -> AsyncIterator[str]:
+    server = await asyncio.start_server(serve_kept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+def kept_config(config: dict[str, Any], kept_upstream: str) -> dict[str, Any]:
+    config["upstreams"]["kept"] = {"url": kept_upstream, "timeout": 0.5}
+    config["routes"].append({"path": "/kept/**", "upstream": "kept"})
+    return config
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "status", "code"),
+    [
+        ("garbage", 502, "bad_gateway"),
+        ("bad-status", 502, "bad_gateway"),
+        ("bad-header", 502, "bad_gateway"),
+        ("silent", 504, "gateway_timeout"),
+        ("truncated", 502, "bad_gateway"),
+    ],
+)
+async def test_a_kept_alive_upstream_that_misbehaves_answers_json(
+    kept_config: dict[str, Any], gw: Gateway, behaviour: str, status: int, code: str
+) -> None:
+    key = await gw.mint(["contacts:read"])
+    headers = {"X-API-Key": key.secret}
+    assert (await gw.client.get("/kept/ok", headers=headers)).status == 200
+    resp = await gw.client.get(f"/kept/{behaviour}", headers=headers)
+    assert resp.status == status
+    assert (await resp.json())["error"] == code
+    # The broken connection was dropped; the next request gets a good one.
+    again = await gw.client.get("/kept/ok", headers=headers)
+    assert again.status == 200
+    assert await again.read() == b"ok"
+
+
+@pytest.mark.parametrize(("behaviour", "body"), [("chunked", b"abcde"), ("large", b"y" * 100_000)])
+async def test_a_streamed_answer_on_a_kept_alive_connection_arrives_whole(
+    kept_config: dict[str, Any], gw: Gateway, behaviour: str, body: bytes
+) -> None:
+    key = await gw.mint(["contacts:read"])
+    headers = {"X-API-Key": key.secret}
+    for _ in range(2):  # then reused by the next call, once read to its end
+        assert await (await gw.client.get("/kept/ok", headers=headers)).read() == b"ok"
+        resp = await gw.client.get(f"/kept/{behaviour}", headers=headers)
+        assert resp.status == 200
+        assert await resp.read() == body

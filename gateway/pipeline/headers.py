@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 from aiohttp import web
-from multidict import CIMultiDict, MultiMapping
+from multidict import MultiMapping
 
 from gateway.errors import BadRequest
 
@@ -62,8 +62,13 @@ def canonical(name: str) -> str:
 
 
 def connection_listed(headers: MultiMapping[str]) -> frozenset[str]:
+    return listed_in(headers.getall("Connection", ()))
+
+
+def listed_in(connection: Iterable[str]) -> frozenset[str]:
+    """The field names that Connection values name (hop-by-hop for this message)."""
     names: set[str] = set()
-    for value in headers.getall("Connection", ()):
+    for value in connection:
         names.update(canonical(token.strip()) for token in value.split(",") if token.strip())
     return frozenset(names - KEEP_FRAMING)
 
@@ -117,9 +122,8 @@ def downstream_response_headers(
     """Hop-by-hop headers dropped; so is any attempt by an upstream to set the gateway's
     session cookie. A value that is not valid UTF-8 raises UpstreamHeaderError (no silent
     change: aiohttp would drop the bytes it cannot write)."""
-    listed: frozenset[str] = frozenset()
-    if any(name.lower() == "connection" for name, _ in incoming):
-        listed = connection_listed(CIMultiDict(incoming))
+    connection = [value for name, value in incoming if name.lower() == "connection"]
+    listed = listed_in(connection) if connection else frozenset()
     out: list[tuple[str, str]] = []
     for name, value in incoming:
         key = name.lower()
