@@ -99,7 +99,8 @@ KEPT_ANSWERS: dict[str, bytes | None] = {
     **BEHAVIOURS,
     "ok": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     # Streamed onwards rather than relayed whole: no length, or more than 64 KiB.
-    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
     "large": b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"y" * 100_000,
 }
 
