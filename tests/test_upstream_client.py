@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from conftest import Gateway, free_port
 
+from gateway.pipeline.pool import UpstreamPool
 from gateway.pipeline.upstream import (
     UpstreamConnectError,
-    UpstreamPool,
     UpstreamProtocol,
     UpstreamProtocolError,
     request_head,

@@ -25,9 +25,10 @@ from typing import Any
 
 from gateway.errors import GatewayError, InternalError, UpstreamError, UpstreamTimeout
 from gateway.exchange import Exchange
+from gateway.pipeline.pool import UpstreamPool
 from gateway.pipeline.proxy import Answer, Forwarder, Target, whole_length
 from gateway.pipeline.routes import CompiledRoute
-from gateway.pipeline.upstream import UpstreamPool, UpstreamProtocol, UpstreamProtocolError
+from gateway.pipeline.upstream import UpstreamProtocol, UpstreamProtocolError
 
 log = logging.getLogger("gateway.proxy")
 

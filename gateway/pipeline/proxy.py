@@ -32,11 +32,11 @@ from gateway.pipeline.headers import (
     upstream_request_headers,
 )
 from gateway.pipeline.paths import NormalPath
+from gateway.pipeline.pool import UpstreamPool
 from gateway.pipeline.routes import CompiledRoute
 from gateway.pipeline.upstream import (
     Head,
     UpstreamConnectError,
-    UpstreamPool,
     UpstreamProtocol,
     UpstreamProtocolError,
     request_head,
