@@ -85,13 +85,14 @@ class AccessLog:
         failed = NO_ERROR
         if error is not None:
             failed = f'"error":{text(error.code)},"reason":{text(error.reason)}'
-        # The same line json.dumps(..., separators=(",", ":")) writes, composed directly:
-        # a third of the cost, on every request. Request ids are the gateway's own hex.
+        # The object json.dumps(..., separators=(",", ":")) would write, composed directly
+        # (a third of the cost, on every request); times with three decimals. Request ids
+        # are the gateway's own hex and need no escaping.
         self._lines.append(
-            f'{{"ts":{round(time.time(), 3)!r},"request_id":"{exchange.request_id}",'
+            f'{{"ts":{time.time():.3f},"request_id":"{exchange.request_id}",'
             f'"method":{text(method)},"path":{text(path[:512])},"route":{text(route)},'
-            f'"status":{status},"duration_ms":{round(duration * 1000, 3)!r},'
-            f'"upstream_ms":{"null" if upstream is None else repr(round(upstream * 1000, 3))},'
+            f'"status":{status},"duration_ms":{duration * 1000:.3f},'
+            f'"upstream_ms":{"null" if upstream is None else f"{upstream * 1000:.3f}"},'
             f"{who},"
             f'"client_ip":{text(exchange.client_ip or remote)},'
             f"{failed}}}"

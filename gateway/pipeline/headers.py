@@ -62,11 +62,13 @@ def canonical(name: str) -> str:
 
 
 def connection_listed(headers: MultiMapping[str]) -> frozenset[str]:
-    return listed_in(headers.getall("Connection", ()))
+    return listed_in(tuple(headers.getall("Connection", ())))
 
 
-def listed_in(connection: Iterable[str]) -> frozenset[str]:
-    """The field names that Connection values name (hop-by-hop for this message)."""
+@lru_cache(maxsize=1024)
+def listed_in(connection: tuple[str, ...]) -> frozenset[str]:
+    """The field names that Connection values name (hop-by-hop for this message).
+    Cached: nearly every message says "keep-alive" or "close"."""
     names: set[str] = set()
     for value in connection:
         names.update(canonical(token.strip()) for token in value.split(",") if token.strip())
@@ -122,7 +124,7 @@ def downstream_response_headers(
     """Hop-by-hop headers dropped; so is any attempt by an upstream to set the gateway's
     session cookie. A value that is not valid UTF-8 raises UpstreamHeaderError (no silent
     change: aiohttp would drop the bytes it cannot write)."""
-    connection = [value for name, value in incoming if name.lower() == "connection"]
+    connection = tuple(value for name, value in incoming if name.lower() == "connection")
     listed = listed_in(connection) if connection else frozenset()
     out: list[tuple[str, str]] = []
     for name, value in incoming:
