@@ -150,6 +150,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.final: Head | None = None  # the final (non-1xx) response head, once known
         self.listener: Listener | None = None
         self._headers: list[tuple[str, str]] = []
+        self._length: str | None = None  # the Content-Length field, as sent
         self._reason = ""
         self._informational = False
         self.body: Body | None = None
@@ -211,20 +212,24 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._headers = []
+        self._length = None
         self._reason = ""
 
     def on_status(self, status: bytes) -> None:
         self._reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+        field = value.decode("utf-8", "surrogateescape")
+        if len(name) == 14 and self._length is None and name.lower() == b"content-length":
+            self._length = field
+        self._headers.append((name.decode("latin-1"), field))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         self._informational = 100 <= status < 200
         if self._informational:
             return
-        length = next((v for k, v in self._headers if k.lower() == "content-length"), None)
+        length = self._length
         head = Head(
             status,
             self._reason,
