@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -46,7 +45,7 @@ from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 from gateway.middleware import error_parts, finish, new_request_id
 from gateway.pipeline import Admission, Pipeline
-from gateway.pipeline.inline import InlineRelay
+from gateway.pipeline.inline import InlineRelay, give_back, lease
 from gateway.pipeline.paths import NormalPath, normalize
 from gateway.usage import UsageBook
 
@@ -155,8 +154,11 @@ class FrontProtocol(asyncio.Protocol):
         self.peer = ""
         self.scheme = "http"
         self.buffer = bytearray()
-        # The request in service: a task, or a future that an inline relay resolves.
-        self.task: asyncio.Future[None] | None = None
+        # The request in service: in a task, or relayed inline (``relaying``).
+        self.task: asyncio.Task[None] | None = None
+        self.relaying: Call | None = None
+        self.relay_done = self._relay_done  # bound once: no method object per request
+        self.settled: asyncio.Future[None] | None = None  # made by shutdown() to wait on
         self.advancing = False
         self.keep_alive = True
         self.closing = False
@@ -182,7 +184,7 @@ class FrontProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         self.active = self.loop.time()
-        if self.task is None:
+        if not self.serving:
             self._advance()
         elif len(self.buffer) > READ_AHEAD and not self.reading_paused:
             self.reading_paused = True
@@ -190,7 +192,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        if self.task is None:
+        if not self.serving:
             self._advance()
         return True  # keep writing the answers to what was sent
 
@@ -214,17 +216,29 @@ class FrontProtocol(asyncio.Protocol):
     def close(self) -> None:
         """Stop after the request in service."""
         self.closing = True
-        if self.task is None:
+        if not self.serving:
             self.close_now()
 
     async def shutdown(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` for the request in service (however many tasks it
+        takes: a store lookup, then the upstream call), then close."""
         self.closing = True
-        if self.task is not None:
+        if self.serving:
+            self.settled = self.loop.create_future()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.task), timeout)
+                await asyncio.wait_for(self.settled, timeout)
             if self.task is not None:
                 self.task.cancel()
         self.close_now()
+
+    @property
+    def serving(self) -> bool:
+        return self.task is not None or self.relaying is not None
+
+    def _settle(self) -> None:
+        """No request in service any more: tell shutdown()."""
+        if self.settled is not None and not self.settled.done():
+            self.settled.set_result(None)
 
     # --- writing ---
 
@@ -260,7 +274,7 @@ class FrontProtocol(asyncio.Protocol):
             return  # an answer given while starting a request: the loop below goes on
         self.advancing = True
         try:
-            while self.task is None and self._next():
+            while not self.serving and self._next():
                 pass
         finally:
             self.advancing = False
@@ -293,12 +307,13 @@ class FrontProtocol(asyncio.Protocol):
             return False  # the rest of a small body is on its way
         body = bytes(self.buffer[end + 4 : size]) if head.length else None
         self._start(Call(head, size, body))
-        return self.task is None and not self.handed_over
+        return not self.serving and not self.handed_over
 
     def _hand_over(self) -> None:
         """Give the connection, from the first byte of the pending request, to aiohttp."""
         assert self.transport is not None
         self.task = None
+        self._settle()
         if self.lost:
             return  # a client gone while its credential was looked up: nobody to hand
         self.handed_over = True
@@ -320,7 +335,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def _start(self, call: Call) -> None:
         """Judge a request without waiting where its credential is cached; otherwise in a
-        task that asks the store. Leaves ``self.task`` set while it is in flight."""
+        task that asks the store. Leaves ``serving`` true while it is in flight."""
         lane = self.lane
         try:
             path = normalize(call.head.target)
@@ -377,25 +392,26 @@ class FrontProtocol(asyncio.Protocol):
             self._answered(call, PayloadTooLarge())
             return
         self.lane.metrics.active += 1
-        relay = InlineRelay.lease(forwarder, admission.route)
+        conn = lease(forwarder, admission.route)
+        if conn is None:  # no idle connection: one is awaited
+            self.task = self.loop.create_task(self._forward(call, admission))
+            return
         try:
-            injected = pipeline.count_now(admission) if relay is not None else None
+            injected = pipeline.count_now(admission)
         except Exception as exc:
-            assert relay is not None
-            relay.give_back()
+            give_back(forwarder, admission.route, conn)
             self._relayed(call, as_gateway_error(exc, exchange))
             return
-        if relay is None or injected is None:
-            if relay is not None:
-                relay.give_back()
+        if injected is None:  # the limits are counted in Redis: awaited
+            give_back(forwarder, admission.route, conn)
             self.task = self.loop.create_task(self._forward(call, admission))
             return
         _, _, head_bytes = forwarder.prepare(
             head.method, admission.route, admission.path, call.headers, injected, False
         )
-        self.task = self.loop.create_future()
-        relay.send(head.method, head_bytes, call.body, exchange, call.answer,
-                   functools.partial(self._relayed, call))  # fmt: skip
+        self.relaying = call
+        InlineRelay(forwarder, admission.route, conn, head.method, head_bytes, call.body,
+                    exchange, call.answer, self.relay_done).send()  # fmt: skip
 
     async def _forward(self, call: Call, admission: Admission) -> None:
         """Count and relay with waiting: limits in Redis, or no idle upstream connection."""
@@ -412,6 +428,11 @@ class FrontProtocol(asyncio.Protocol):
             error = as_gateway_error(exc, call.exchange)
         self._relayed(call, error)
 
+    def _relay_done(self, error: GatewayError | None) -> None:
+        call, self.relaying = self.relaying, None
+        assert call is not None
+        self._relayed(call, error)
+
     def _relayed(self, call: Call, error: GatewayError | None) -> None:
         self.lane.metrics.active -= 1
         self._answered(call, error)
@@ -426,9 +447,8 @@ class FrontProtocol(asyncio.Protocol):
         lane = self.lane
         finish(lane.metrics, lane.usage, lane.access_log, call.head.method,
                logged_path(call.head.target), self.peer, exchange, status, error)  # fmt: skip
-        waiter, self.task = self.task, None
-        if waiter is not None and not isinstance(waiter, asyncio.Task) and not waiter.done():
-            waiter.set_result(None)  # an inline relay is done (see shutdown)
+        self.task = None
+        self._settle()
         self.active = self.loop.time()
         self._advance()
 
@@ -437,7 +457,7 @@ class FrontProtocol(asyncio.Protocol):
         if self.lost or self.handed_over:
             return
         idle = self.loop.time() - self.active
-        if self.task is None and idle >= KEEPALIVE:
+        if not self.serving and idle >= KEEPALIVE:
             self.close_now()
             return
         self.idle_timer = self.loop.call_later(max(KEEPALIVE - idle, 1.0), self._check_idle)

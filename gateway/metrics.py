@@ -49,31 +49,41 @@ class Tally:
         return family
 
 
+class Series:
+    """One histogram series: a count per bucket (not cumulative) and the sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * buckets
+        self.total = 0.0
+
+
 class Timings:
-    """A histogram family: per label set, a count per bucket (not cumulative) and a sum."""
+    """A histogram family: one ``Series`` per label value."""
 
     def __init__(self, name: str, documentation: str, label: str) -> None:
         self.name, self.documentation, self.label = name, documentation, label
         self.bounds = LATENCY_BUCKETS
-        self.series: dict[str, tuple[list[int], list[float]]] = {}
+        self.series: dict[str, Series] = {}
 
     def observe(self, value: str, seconds: float) -> None:
         series = self.series.get(value)
         if series is None:
-            series = self.series[value] = ([0] * (len(self.bounds) + 1), [0.0])
+            series = self.series[value] = Series(len(self.bounds) + 1)
         # Buckets are "less than or equal": the first bound >= seconds takes it.
-        series[0][bisect.bisect_left(self.bounds, seconds)] += 1
-        series[1][0] += seconds
+        series.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        series.total += seconds
 
     def family(self) -> HistogramMetricFamily:
         family = HistogramMetricFamily(self.name, self.documentation, labels=(self.label,))
         edges = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
-        for value, (counts, total) in self.series.items():
+        for value, series in self.series.items():
             running, buckets = 0, []
-            for edge, count in zip(edges, counts, strict=True):
+            for edge, count in zip(edges, series.counts, strict=True):
                 running += count
                 buckets.append((edge, float(running)))
-            family.add_metric((value,), buckets, total[0])
+            family.add_metric((value,), buckets, series.total)
         return family
 
 

@@ -12,6 +12,7 @@ import pytest
 from conftest import Gateway
 from test_spoofing_and_paths import HOST, RawResponse, parse_head
 
+from gateway.front import FrontProtocol
 from gateway.http1 import FAST_BODY
 
 TIMEOUT = 10.0
@@ -261,3 +262,25 @@ async def test_pipelined_refusals_and_cached_calls_in_one_packet_keep_their_orde
             assert echo_of(answer)["path"] == path
         else:
             assert "error" in json.loads(answer.body)
+
+
+async def test_shutdown_waits_for_a_call_through_its_store_lookup_and_upstream_call(
+    gw: Gateway, conn: Conn
+) -> None:
+    """A key not yet cached is looked up in one task and relayed in another; a shutdown
+    in between still lets the client have its answer."""
+    key = (await gw.mint(["contacts:read"])).secret
+    await conn.send(request("GET", "/slow?delay=0.3", {"X-API-Key": key}))
+    server = gw.client.server.runner.server
+    assert server is not None
+    for _ in range(1000):  # until the request arrived and its key is being looked up
+        fronts = [p for p in list(server._connections) if isinstance(p, FrontProtocol)]
+        if fronts and fronts[0].task is not None:
+            break
+        await asyncio.sleep(0)
+    assert fronts[0].task is not None
+    await fronts[0].shutdown(5.0)
+    answer = await conn.answer()
+    assert answer.status == 200
+    assert json.loads(answer.body) == {"slept": 0.3}
+    assert await conn.closed()

@@ -90,24 +90,16 @@ class Pipeline:
         peer: str,
         scheme: str,
         exchange: Exchange,
-        principal: Principal | None = None,
     ) -> Admission | None:
-        """Every check that needs no counting: path, route, credential, address, scopes.
-        Nothing is written or counted, so a request refused here can be judged again.
-        None when the credential is not cached (``authorize`` asks the store)."""
-        route = self.match(method, path.segments).route
-        exchange.route = route
-        exchange.client_ip, forwarded = self.forwarded_for.resolve(peer, scheme, headers)
-        if route.public:
-            principal = None
-        else:
-            principal = principal or self.authenticator.from_cache(headers)
+        """``authorize`` where nothing needs waiting for; None when the credential is not
+        cached (then ``authorize`` asks the store)."""
+        route, forwarded = self._route(method, path, headers, peer, scheme, exchange)
+        principal = None
+        if not route.public:
+            principal = self.authenticator.from_cache(headers)
             if principal is None:
                 return None
-            exchange.principal = principal
-            self.limiter.check_address(principal.limits, exchange.client_ip)
-            require_scopes(route, principal)
-        return Admission(route, path, principal, forwarded, exchange.request_id)
+        return self._admit(route, path, principal, forwarded, exchange)
 
     async def authorize(
         self,
@@ -118,14 +110,43 @@ class Pipeline:
         scheme: str,
         exchange: Exchange,
     ) -> Admission:
-        """``authorize_now``, asking the store for a credential that is not cached."""
-        args = (method, path, headers, peer, scheme, exchange)
-        admission = self.authorize_now(*args)
-        if admission is None:
+        """Every check that needs no counting: path, route, credential, address, scopes.
+        Nothing is written or counted, so a request refused here can be judged again."""
+        route, forwarded = self._route(method, path, headers, peer, scheme, exchange)
+        principal = None
+        if not route.public:
             principal = await self.authenticator.authenticate(headers)
-            admission = self.authorize_now(*args, principal=principal)
-        assert admission is not None
-        return admission
+        return self._admit(route, path, principal, forwarded, exchange)
+
+    def _route(
+        self,
+        method: str,
+        path: NormalPath,
+        headers: MultiMapping[str],
+        peer: str,
+        scheme: str,
+        exchange: Exchange,
+    ) -> tuple[CompiledRoute, list[tuple[str, str]]]:
+        """The route (404, 405) and the X-Forwarded-* fields for the upstream."""
+        route = self.match(method, path.segments).route
+        exchange.route = route
+        exchange.client_ip, forwarded = self.forwarded_for.resolve(peer, scheme, headers)
+        return route, forwarded
+
+    def _admit(
+        self,
+        route: CompiledRoute,
+        path: NormalPath,
+        principal: Principal | None,
+        forwarded: list[tuple[str, str]],
+        exchange: Exchange,
+    ) -> Admission:
+        """The caller's address and scopes checked (403)."""
+        if principal is not None:
+            exchange.principal = principal
+            self.limiter.check_address(principal.limits, exchange.client_ip)
+            require_scopes(route, principal)
+        return Admission(route, path, principal, forwarded, exchange.request_id)
 
     def count_now(self, admission: Admission) -> list[tuple[str, str]] | None:
         """``count`` without waiting; None (nothing counted) when the limits live in Redis

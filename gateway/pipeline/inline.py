@@ -35,6 +35,17 @@ log = logging.getLogger("gateway.proxy")
 Done = Callable[[GatewayError | None], None]  # told once: None, or the error to answer
 
 
+def lease(forwarder: Forwarder, route: CompiledRoute) -> UpstreamProtocol | None:
+    """An idle connection to the route's upstream, taken without waiting; None if none is
+    idle or every slot is taken."""
+    return forwarder.pools[route.upstream].take_idle()
+
+
+def give_back(forwarder: Forwarder, route: CompiledRoute, conn: UpstreamProtocol) -> None:
+    """A leased connection, unused."""
+    forwarder.pools[route.upstream].release(conn)
+
+
 class InlineRelay:
     """One upstream call on a leased idle connection (an ``upstream.Listener``)."""
 
@@ -56,38 +67,10 @@ class InlineRelay:
     )
 
     def __init__(
-        self, forwarder: Forwarder, target: Target, pool: UpstreamPool, conn: UpstreamProtocol
-    ) -> None:
-        self.forwarder = forwarder
-        self.target = target
-        self.pool = pool
-        self.conn = conn
-        self.method = ""
-        self.head_bytes = b""
-        self.body: bytes | None = None
-        self.exchange: Exchange | None = None
-        self.answer: Answer | None = None
-        self.done: Done = ignore
-        self.started = 0.0
-        self.head_seen = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.task: asyncio.Task[None] | None = None  # held: the loop keeps only weak ones
-
-    @classmethod
-    def lease(cls, forwarder: Forwarder, route: CompiledRoute) -> InlineRelay | None:
-        """A relay on an idle connection to the route's upstream; None if none is idle."""
-        pool = forwarder.pools[route.upstream]
-        conn = pool.take_idle()
-        if conn is None:
-            return None
-        return cls(forwarder, forwarder.targets[route.upstream], pool, conn)
-
-    def give_back(self) -> None:
-        """The lease, unused."""
-        self.pool.release(self.conn)
-
-    def send(
         self,
+        forwarder: Forwarder,
+        route: CompiledRoute,
+        conn: UpstreamProtocol,
         method: str,
         head_bytes: bytes,
         body: bytes | None,
@@ -95,16 +78,31 @@ class InlineRelay:
         answer: Answer,
         done: Done,
     ) -> None:
+        self.forwarder = forwarder
+        self.target: Target = forwarder.targets[route.upstream]
+        self.pool: UpstreamPool = forwarder.pools[route.upstream]
+        self.conn = conn
+        self.method = method
+        self.head_bytes = head_bytes
+        self.body = body
+        self.exchange = exchange
+        self.answer = answer
+        self.done = done  # told once (see ``_end`` and ``_later``)
+        self.started = 0.0
+        self.head_seen = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None  # held: the loop keeps only weak ones
+
+    def send(self) -> None:
         """Write the request; ``done`` is told once the answer went out or failed (perhaps
         before this returns)."""
-        self.method, self.head_bytes, self.body = method, head_bytes, body
-        self.exchange, self.answer, self.done = exchange, answer, done
         conn = self.conn
-        conn.start(head_only=method == "HEAD", listener=self)
+        conn.start(head_only=self.method == "HEAD", listener=self)
         self.started = time.perf_counter()
         self.timer = conn.loop.call_later(self.target.read_timeout, self._timed_out)
+        data = self.head_bytes + self.body if self.body else self.head_bytes
         try:
-            conn.write(head_bytes + body if body else head_bytes)
+            conn.write(data)
         except UpstreamProtocolError as exc:  # it closed while idle in the pool
             conn.listener = None
             self.on_failure(conn, exc)
@@ -119,14 +117,12 @@ class InlineRelay:
         except UpstreamProtocolError:
             self._end(self.forwarder.failed(self.target, UpstreamError, "protocol"), reuse=False)
         except Exception:
-            assert self.exchange is not None
             log.exception("unhandled error (request id %s)", self.exchange.request_id)
             self._end(InternalError(self.exchange.request_id), reuse=False)
 
     def _progress(self, conn: UpstreamProtocol) -> None:
         head, body = conn.final, conn.body
         assert head is not None and body is not None
-        assert self.exchange is not None and self.answer is not None
         if not self.head_seen:
             self.head_seen = True
             self.forwarder.answered(self.target, self.started, self.exchange)
@@ -143,15 +139,12 @@ class InlineRelay:
         if not body.complete:
             return  # the rest is on its way; the timer still runs
         headers = self.forwarder.answer_headers(self.target, head, self.exchange)
-        data = body.take_all()
-        if len(data) > length:
-            raise UpstreamProtocolError("body larger than announced")
+        data = body.take_all()  # llhttp has delimited it: exactly ``length`` bytes
         self.exchange.prepared_at = time.perf_counter()
         self.answer.whole(head.status, head.reason, headers, data)
         self._end(None, reuse=True)
 
     def on_failure(self, conn: UpstreamProtocol, error: UpstreamProtocolError) -> None:
-        assert self.exchange is not None and self.answer is not None
         if conn.reused and not conn.received_any and self.body is None:
             # The upstream closed the idle connection as we sent on it: once more, fresh.
             self._stop_timer()
@@ -190,7 +183,6 @@ class InlineRelay:
 
     async def _later(self, work: Coroutine[Any, Any, None]) -> None:
         """The rest of the call in a task; the connection is the Forwarder's to give back."""
-        assert self.exchange is not None
         error: GatewayError | None = None
         try:
             await work
