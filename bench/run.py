@@ -180,8 +180,9 @@ def worker_pids(supervisor: int) -> list[int]:
 
 def gateway_config(work: Path, port: int, admin: int, upstream_port: int, example_port: int,
                    extra_routes: list[dict[str, Any]] | None = None, db: str = "gateway.db",
-                   cache_ttl: float = 30, fast_lane: bool = True) -> Path:  # fmt: skip
-    config = {
+                   cache_ttl: float = 30, fast_lane: bool = True,
+                   jwt_key: Path | None = None) -> Path:  # fmt: skip
+    config: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": port},
         "admin": {"host": "127.0.0.1", "port": admin},
         "public_url": f"http://127.0.0.1:{port}",
@@ -209,8 +210,26 @@ def gateway_config(work: Path, port: int, admin: int, upstream_port: int, exampl
         "session": {"secret": secrets.token_urlsafe(32)},
         "logging": {"level": "INFO", "access_log": True},
     }
+    if jwt_key is not None:  # access tokens become JWTs; opaque ones stay valid
+        config["tokens"] = {"format": "jwt", "signing_keys": [
+            {"kid": "bench", "algorithm": "ES256", "private_key_file": str(jwt_key)}]}  # fmt: skip
     path = work / f"config-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def signing_key(work: Path) -> Path:
+    """A fresh P-256 private key in PEM, for the JWT access tokens."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path = work / "jwt-signing.pem"
+    path.write_bytes(pem)
     return path
 
 
@@ -228,6 +247,17 @@ def fetch_token(base: str, client_id: str, secret: str) -> str:
                                    "client_secret": secret}).encode()  # fmt: skip
     with urllib.request.urlopen(base + "/oauth/token", data=data, timeout=10) as resp:  # noqa: S310
         return str(json.loads(resp.read())["access_token"])
+
+
+def status_of(url: str, headers: dict[str, str]) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:  # noqa: S310
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def table(rows: list[list[str]]) -> str:
@@ -277,7 +307,9 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
         wait_port(example)
         scale(work, procs, args, up, example)
         return
-    config = gateway_config(work, gw, admin, up, example)
+    # The gateway under test issues JWT access tokens; the one with the fast lane off
+    # (same database) issues opaque ones, and both kinds are valid at either.
+    config = gateway_config(work, gw, admin, up, example, jwt_key=signing_key(work))
     cli(config, "migrate")
     cli(config, "org", "create", "bench")
     key = cli(
@@ -304,18 +336,25 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
     for port in (up, peer, plain, auth, gw, example, slow):
         wait_port(port)
     time.sleep(2)  # both workers up
-    token = fetch_token(f"http://127.0.0.1:{gw}", client["client_id"], client["client_secret"])
+    token = fetch_token(f"http://127.0.0.1:{slow}", client["client_id"], client["client_secret"])
+    signed = fetch_token(f"http://127.0.0.1:{gw}", client["client_id"], client["client_secret"])
+    if token.startswith("eyJ") or not signed.startswith("eyJ"):
+        raise RuntimeError("expected an opaque token and a JWT")
 
     cases = [
         ("nginx proxy_pass, no auth", f"http://127.0.0.1:{plain}/x", {}),
         ("nginx auth_request -> aiohttp auth service", f"http://127.0.0.1:{peer}/x", {"X-API-Key": key}),
         ("gateway: API key", f"http://127.0.0.1:{gw}/bench/x", {"X-API-Key": key}),
         ("gateway: OAuth Bearer (opaque)", f"http://127.0.0.1:{gw}/bench/x", {"Authorization": f"Bearer {token}"}),
+        ("gateway: OAuth Bearer (JWT, ES256)", f"http://127.0.0.1:{gw}/bench/x", {"Authorization": f"Bearer {signed}"}),
         ("gateway: public route (auth: none)", f"http://127.0.0.1:{gw}/public/x", {}),
         ("gateway: 403 refusal (missing scope)", f"http://127.0.0.1:{gw}/write/x", {"X-API-Key": key}),
         ("gateway, fast lane off: API key", f"http://127.0.0.1:{slow}/bench/x", {"X-API-Key": key}),
     ]  # fmt: skip
-    for _, url, headers in cases:  # warm up connection pools and caches
+    for name, url, headers in cases:  # each case answers as it should, then warm up
+        expected = 403 if "403" in name else 200
+        if (got := status_of(url, headers)) != expected:
+            raise RuntimeError(f"{name}: {url} answered {got}, expected {expected}")
         wrk(url, 16, 1, headers)
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     for _ in range(args.rounds):
