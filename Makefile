@@ -35,7 +35,7 @@ lint: $(VENV)/.installed-test
 clean:
 	rm -rf $(VENV) gateway.db gateway.db-wal gateway.db-shm .run
 
-## make bench: the gateway beside nginx auth_request (installs wrk and nginx; about 7 minutes).
+## make bench: the gateway beside nginx auth_request (installs wrk and nginx; about 8 minutes).
 bench: $(VENV)/.installed
 	@command -v wrk >/dev/null && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null; }
