@@ -215,6 +215,8 @@ class Limiter:
     ) -> bool:
         """``admit`` without waiting: False (nothing counted) when the counters are not in
         this process and the caller must ``await admit`` instead."""
+        if limits is None and self.per_credential is None and self.per_org is None:
+            return True  # nothing to count
         hits, quota = self._plan(credential_id, org_id, limits)
         if not hits and quota is None:
             return True

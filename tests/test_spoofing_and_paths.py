@@ -23,6 +23,7 @@ from conftest import Gateway
 from multidict import CIMultiDict
 
 from gateway import crypto
+from gateway.pipeline.headers import TRUST_CACHED, ForwardedFor
 
 UNAUTHORIZED = {"error": "unauthorized", "message": "Invalid or unknown access token."}
 NO_CREDENTIAL_CHALLENGE = 'Bearer realm="gateway"'
@@ -354,6 +355,27 @@ async def test_forwarded_for_from_a_trusted_proxy_is_appended_to(
     assert received(echo, "X-Forwarded-Host") == ["api.example.com"]
     assert received(echo, "Forwarded") == []
     assert received(echo, "X-Real-IP") == []
+
+
+def test_trust_is_judged_the_same_however_many_addresses_clients_send() -> None:
+    """Addresses judged once are remembered; a flood of X-Forwarded-For values fills a
+    bounded memory, and the answers stay right across it being cleared."""
+    forwarded = ForwardedFor(["10.0.0.0/8"])
+
+    def client(chain: str) -> str:
+        return forwarded.resolve("10.0.0.1", "http", CIMultiDict({"X-Forwarded-For": chain}))[0]
+
+    for i in range(3 * TRUST_CACHED):
+        sent = f"198.51.{i // 256 % 256}.{i % 256}"
+        assert client(f"{sent}, 10.1.2.3") == sent  # the hop in 10/8 is skipped
+        assert client(f"not-an-address-{i}") == f"not-an-address-{i}"
+        assert len(forwarded._judged) <= TRUST_CACHED
+    assert forwarded.is_trusted("10.9.9.9") and not forwarded.is_trusted("11.0.0.1")
+    untrusted = ForwardedFor([])
+    assert untrusted.resolve("10.0.0.1", "https", CIMultiDict({"X-Forwarded-For": "1.2.3.4"})) == (
+        "10.0.0.1",
+        [("X-Forwarded-For", "10.0.0.1"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "")],
+    )
 
 
 # --- paths ------------------------------------------------------------------

@@ -30,18 +30,8 @@ from gateway.wallet import Wallet, fingerprint
 def identity_headers(principal: Principal | None, request_id: str) -> list[tuple[str, str]]:
     """What the upstream learns about the caller (see README, 'Headers upstreams receive')."""
     headers = [("X-Request-Id", request_id)]
-    if principal is None:
-        return headers
-    headers += [
-        ("X-Org-Id", principal.org_id),
-        ("X-Scopes", principal.scope_header),
-        ("X-Auth-Method", principal.method),
-        ("X-Credential-Id", principal.credential_id),
-    ]
-    if principal.client_id:
-        headers.append(("X-Client-Id", principal.client_id))
-    if principal.user_id:
-        headers.append(("X-User-Id", principal.user_id))
+    if principal is not None:
+        headers += principal.identity  # X-Org-Id, X-Scopes, ... (``Principal.identity``)
     return headers
 
 

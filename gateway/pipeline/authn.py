@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from multidict import MultiMapping
 
@@ -43,6 +43,22 @@ class Principal:
     limits: KeyLimits | None = None
     request_count: int = 0  # as stored when this principal was loaded (for quotas)
 
+    # What the upstream learns about the caller, fixed for a principal: made once.
+    identity: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = [
+            ("X-Org-Id", self.org_id),
+            ("X-Scopes", self.scope_header),
+            ("X-Auth-Method", self.method),
+            ("X-Credential-Id", self.credential_id),
+        ]
+        if self.client_id:
+            fields.append(("X-Client-Id", self.client_id))
+        if self.user_id:
+            fields.append(("X-User-Id", self.user_id))
+        object.__setattr__(self, "identity", tuple(fields))
+
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
 
@@ -57,18 +73,14 @@ def read_credential(headers: MultiMapping[str], access_token_header: bool = Fals
     legacy = headers.getall("access_token", ()) if access_token_header else ()
     if len(api_keys) > 1 or len(auths) > 1 or len(legacy) > 1:
         raise BadRequest("Send one credential: a header was repeated.")
-    found = [
-        c
-        for c in (
-            api_keys[0].strip() if api_keys else None,
-            bearer_token(auths[0]) if auths else None,
-            legacy[0].strip() if legacy else None,
-        )
-        if c is not None
-    ]
-    if len(found) > 1:
-        raise BadRequest("Send one credential: X-API-Key, Authorization or access_token.")
-    return found[0] if found else None
+    found = api_keys[0].strip() if api_keys else None
+    for other in (bearer_token(auths[0]) if auths else None,
+                  legacy[0].strip() if legacy else None):  # fmt: skip
+        if other is not None:
+            if found is not None:
+                raise BadRequest("Send one credential: X-API-Key, Authorization or access_token.")
+            found = other
+    return found
 
 
 def bearer_token(value: str) -> str | None:

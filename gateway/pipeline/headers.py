@@ -54,6 +54,7 @@ SPOOFABLE = ("Forwarded", "X-Real-IP", "X-Forwarded-Port", "X-Forwarded-Prefix",
 STRIPPED = frozenset(n.lower() for n in (*INJECTED, *CREDENTIALS, *SPOOFABLE))
 # Framing the gateway relies on to stream the body; never dropped via Connection.
 KEEP_FRAMING = frozenset({"content-length"})
+TRUST_CACHED = 4096  # addresses whose trust is remembered (``ForwardedFor.is_trusted``)
 
 
 @lru_cache(maxsize=4096)
@@ -159,15 +160,23 @@ class ForwardedFor:
 
     def __init__(self, trusted: Iterable[str]) -> None:
         self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in trusted)
+        self._judged: dict[str, bool] = {}  # address -> trusted: parsing one costs µs
 
     def is_trusted(self, address: str | None) -> bool:
         if not self.trusted or not address:
             return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.trusted)
+        judged = self._judged.get(address)
+        if judged is None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                judged = False
+            else:
+                judged = any(ip in net for net in self.trusted)
+            if len(self._judged) >= TRUST_CACHED:  # X-Forwarded-For is the client's to fill
+                self._judged.clear()
+            self._judged[address] = judged
+        return judged
 
     def client(self, request: web.Request) -> str:
         """The client's address: the peer, or from X-Forwarded-For behind a trusted proxy."""
@@ -180,15 +189,18 @@ class ForwardedFor:
     def resolve(
         self, peer: str, scheme: str, headers: MultiMapping[str]
     ) -> tuple[str, list[tuple[str, str]]]:
-        proto = scheme
         host = headers.get("Host", "")
-        chain = [peer]
-        if self.is_trusted(peer):
-            sent = ",".join(headers.getall("X-Forwarded-For", ()))
-            earlier = [a.strip() for a in sent.split(",") if a.strip()]
-            chain = [*earlier, peer]
-            proto = headers.get("X-Forwarded-Proto", proto)
-            host = headers.get("X-Forwarded-Host", host)
+        if not self.is_trusted(peer):  # the peer is the client
+            return peer, [
+                ("X-Forwarded-For", peer),
+                ("X-Forwarded-Proto", scheme),
+                ("X-Forwarded-Host", host),
+            ]
+        sent = ",".join(headers.getall("X-Forwarded-For", ()))
+        earlier = [a.strip() for a in sent.split(",") if a.strip()]
+        chain = [*earlier, peer]
+        proto = headers.get("X-Forwarded-Proto", scheme)
+        host = headers.get("X-Forwarded-Host", host)
         client = next((a for a in reversed(chain) if not self.is_trusted(a)), chain[0])
         return client, [
             ("X-Forwarded-For", ", ".join(chain)),
