@@ -55,6 +55,7 @@ STRIPPED = frozenset(n.lower() for n in (*INJECTED, *CREDENTIALS, *SPOOFABLE))
 # Framing the gateway relies on to stream the body; never dropped via Connection.
 KEEP_FRAMING = frozenset({"content-length"})
 TRUST_CACHED = 4096  # addresses whose trust is remembered (``ForwardedFor.is_trusted``)
+LONGEST_ADDRESS = 64  # characters: longer is no IP address (IPv6 with a zone is under 64)
 
 
 @lru_cache(maxsize=4096)
@@ -163,7 +164,7 @@ class ForwardedFor:
         self._judged: dict[str, bool] = {}  # address -> trusted: parsing one costs µs
 
     def is_trusted(self, address: str | None) -> bool:
-        if not self.trusted or not address:
+        if not self.trusted or not address or len(address) > LONGEST_ADDRESS:
             return False
         judged = self._judged.get(address)
         if judged is None:
