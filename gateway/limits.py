@@ -201,7 +201,9 @@ class Limiter:
     ) -> tuple[list[tuple[int, str, str, str]], int | None]:
         """What one request is counted against: (per minute, kind, key, scope) windows in
         order, and the key's total quota."""
-        hits = []
+        hits: list[tuple[int, str, str, str]] = []
+        if limits is None and self.per_credential is None and self.per_org is None:
+            return hits, None  # the common case: nothing to count
         own_rate = limits.rate_limit if limits is not None else None
         rates = [r for r in (own_rate, self.per_credential) if r is not None]
         if rates:
@@ -215,8 +217,6 @@ class Limiter:
     ) -> bool:
         """``admit`` without waiting: False (nothing counted) when the counters are not in
         this process and the caller must ``await admit`` instead."""
-        if limits is None and self.per_credential is None and self.per_org is None:
-            return True  # nothing to count
         hits, quota = self._plan(credential_id, org_id, limits)
         if not hits and quota is None:
             return True

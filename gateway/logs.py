@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import time
+from functools import lru_cache
 from json.encoder import encode_basestring_ascii
 from typing import TextIO
 
@@ -55,13 +56,18 @@ def text(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
+@lru_cache(maxsize=WHO_CACHED)
+def who_fields(org_id: str, credential_id: str, method: str) -> str:
+    """A credential's fields of the access-log line, escaped once."""
+    org, credential, how = text(org_id), text(credential_id), text(method)
+    return f'"org_id":{org},"credential_id":{credential},"auth_method":{how}'
+
+
 class AccessLog:
     def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
         self.enabled = enabled
         self.stream = stream
         self._lines: list[str] = []
-        # (org, credential, auth method) -> their fields of the line, escaped once.
-        self._who: dict[tuple[str, str, str], str] = {}
 
     def write(
         self,
@@ -80,8 +86,7 @@ class AccessLog:
         route = exchange.route.name if exchange.route is not None else exchange.endpoint
         who = NOBODY
         if principal is not None:
-            key = (principal.org_id, principal.credential_id, principal.method)
-            who = self._who.get(key) or self._remember(key)
+            who = who_fields(principal.org_id, principal.credential_id, principal.method)
         failed = NO_ERROR
         if error is not None:
             failed = f'"error":{text(error.code)},"reason":{text(error.reason)}'
@@ -99,13 +104,6 @@ class AccessLog:
         )
         if len(self._lines) >= FLUSH_LINES:
             self.flush()
-
-    def _remember(self, key: tuple[str, str, str]) -> str:
-        if len(self._who) >= WHO_CACHED:
-            self._who.clear()
-        org, credential, method = (text(v) for v in key)
-        who = self._who[key] = f'"org_id":{org},"credential_id":{credential},"auth_method":{method}'
-        return who
 
     def flush(self) -> None:
         if not self._lines:

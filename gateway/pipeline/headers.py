@@ -161,23 +161,20 @@ class ForwardedFor:
 
     def __init__(self, trusted: Iterable[str]) -> None:
         self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in trusted)
-        self._judged: dict[str, bool] = {}  # address -> trusted: parsing one costs µs
+        # Each address's trust, parsed once; bounded, as X-Forwarded-For is the client's.
+        self._judge = lru_cache(maxsize=TRUST_CACHED)(self._parse)
 
     def is_trusted(self, address: str | None) -> bool:
         if not self.trusted or not address or len(address) > LONGEST_ADDRESS:
             return False
-        judged = self._judged.get(address)
-        if judged is None:
-            try:
-                ip = ipaddress.ip_address(address)
-            except ValueError:
-                judged = False
-            else:
-                judged = any(ip in net for net in self.trusted)
-            if len(self._judged) >= TRUST_CACHED:  # X-Forwarded-For is the client's to fill
-                self._judged.clear()
-            self._judged[address] = judged
-        return judged
+        return self._judge(address)
+
+    def _parse(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted)
 
     def client(self, request: web.Request) -> str:
         """The client's address: the peer, or from X-Forwarded-For behind a trusted proxy."""
