@@ -165,35 +165,37 @@ class Authenticator:
         self._lookups[prefix] = lookup
         self._valid[prefix] = valid or (lambda secret: crypto.well_formed(secret, prefix))
 
-    def _recall(self, headers: MultiMapping[str]) -> tuple[str, str, Principal | None]:
-        """(secret, digest, the cached principal or None); 401 when there is no secret."""
+    def from_cache(self, headers: MultiMapping[str]) -> Principal | None:
+        """``authenticate`` when the credential is cached (nothing to wait for); None when
+        the store must be asked. 401 when there is no secret or it has expired."""
         secret = read_credential(headers, self.access_token_header)
         if not secret:
             raise Unauthorized("missing")
-        digest = crypto.digest(secret)
-        return secret, digest, self.cache.get(digest, time.time())
+        now = time.time()
+        principal = self.cache.get(crypto.digest(secret), now)
+        if principal is not None and principal.expires_at is not None:
+            self._unexpired(principal, now)
+        return principal
 
-    def _unexpired(self, principal: Principal) -> Principal:
-        if principal.expired(time.time()):
+    async def authenticate(self, headers: MultiMapping[str]) -> Principal:
+        principal = self.from_cache(headers)
+        if principal is not None:
+            return principal
+        # Not cached: read once more (the rare path) and ask the store.
+        secret = read_credential(headers, self.access_token_header) or ""
+        digest = crypto.digest(secret)
+        now = time.time()
+        generation = self.cache.evictions
+        principal = await self._resolve(secret, digest)
+        if self.cache.evictions == generation:
+            self.cache.put(digest, principal, now)
+        return self._unexpired(principal, time.time())
+
+    def _unexpired(self, principal: Principal, now: float) -> Principal:
+        if principal.expired(now):
             self.cache.evict(principal.credential_id)
             raise Unauthorized("expired")
         return principal
-
-    def from_cache(self, headers: MultiMapping[str]) -> Principal | None:
-        """``authenticate`` when the credential is cached (nothing to wait for); None when
-        the store must be asked."""
-        principal = self._recall(headers)[2]
-        return None if principal is None else self._unexpired(principal)
-
-    async def authenticate(self, headers: MultiMapping[str]) -> Principal:
-        secret, digest, principal = self._recall(headers)
-        if principal is None:
-            now = time.time()
-            generation = self.cache.evictions
-            principal = await self._resolve(secret, digest)
-            if self.cache.evictions == generation:
-                self.cache.put(digest, principal, now)
-        return self._unexpired(principal)
 
     async def _resolve(self, secret: str, digest: str) -> Principal:
         lookup = next(
