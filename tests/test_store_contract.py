@@ -405,6 +405,29 @@ async def test_revoke_api_key_once(store: Store) -> None:
     assert found is not None and found.key.revoked_at == T0 + 1  # the caller refuses it
 
 
+async def test_lookups_see_only_committed_writes_and_do_not_wait_for_them(store: Store) -> None:
+    """A credential lookup outside a transaction answers at once from what is committed,
+    while another coroutine's write transaction (a usage flush, a revocation) is open."""
+    org = await new_org(store)
+    key = await new_key(store, org, "key_a")
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def revoke_slowly() -> None:
+        async with store.transaction():
+            await store.revoke_api_key(key.id, T0 + 1)
+            inside.set()
+            await release.wait()
+
+    writer = asyncio.create_task(revoke_slowly())
+    await asyncio.wait_for(inside.wait(), 5)
+    found = await asyncio.wait_for(store.find_api_key_by_digest(digest(key.id), T0 + 2), 5)
+    assert found is not None and found.key.revoked_at is None  # not committed yet
+    release.set()
+    await writer
+    found = await store.find_api_key_by_digest(digest(key.id), T0 + 2)
+    assert found is not None and found.key.revoked_at == T0 + 1
+
+
 async def test_update_api_key_writes_fields_and_records_event(store: Store) -> None:
     org = await new_org(store)
     key = await new_key(store, org, "key_a", request_count=4)

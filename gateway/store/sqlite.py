@@ -1,4 +1,11 @@
-"""The SQLite driver: one aiosqlite connection (WAL, busy timeout), writes serialized."""
+"""The SQLite driver: aiosqlite connections in WAL mode, writes serialized.
+
+Writes go through one connection, one transaction at a time. Reads outside a
+transaction use a second connection, so that a credential lookup on the request
+path never waits behind a batch of writes (the usage flush updates a row per key
+used): in WAL mode a reader sees every committed write and is not blocked by
+the writer. An in-memory database has one connection (a second would be another
+database)."""
 
 from __future__ import annotations
 
@@ -21,12 +28,24 @@ from gateway.store.tables_wallet import WalletTables
 IN_TRANSACTION: contextvars.ContextVar[bool] = contextvars.ContextVar("in_tx", default=False)
 
 
+PRAGMAS = (
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA synchronous=NORMAL",
+    # Keep hot index pages in memory: key lookups among millions of keys stay flat.
+    "PRAGMA cache_size=-65536",  # 64 MiB
+    "PRAGMA mmap_size=268435456",  # 256 MiB
+)
+
+
 class SqliteBase(SqlBase):
-    """One aiosqlite connection (WAL, busy timeout); writes serialized by a lock."""
+    """A writing connection (WAL, busy timeout; writes serialized by a lock) and a
+    reading one."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
         self._tx_lock = asyncio.Lock()
 
     @property
@@ -41,19 +60,22 @@ class SqliteBase(SqlBase):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA busy_timeout=5000")
-            await self._db.execute("PRAGMA foreign_keys=ON")
-            await self._db.execute("PRAGMA synchronous=NORMAL")
-            # Keep hot index pages in memory: key lookups among millions of keys stay flat.
-            await self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB
-            await self._db.execute("PRAGMA mmap_size=268435456")  # 256 MiB
+            for pragma in PRAGMAS:
+                await self._db.execute(pragma)
+            if str(self.path) != ":memory:":
+                self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+                for pragma in (*PRAGMAS, "PRAGMA query_only=ON"):
+                    await self._reader.execute(pragma)
         except (sqlite3.Error, OSError) as exc:
+            await self.close()
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        for conn in (self._reader, self._db):
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    await conn.close()
+        self._db = self._reader = None
 
     async def migrate(self) -> list[str]:
         db = self.db
@@ -128,9 +150,10 @@ class SqliteBase(SqlBase):
                 raise StoreUnavailable(str(exc)) from None
 
     async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        try:
-            async with self.db.execute(sql, tuple(params)) as cur:
-                return list(await cur.fetchall())
+        # Inside a transaction, its own connection: the reads must see its writes.
+        conn = self._reader if self._reader is not None and not IN_TRANSACTION.get() else self.db
+        try:  # one trip to aiosqlite's thread, not three (execute, fetchall, close)
+            return list(await conn.execute_fetchall(sql, tuple(params)))
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from None
 
