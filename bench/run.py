@@ -443,10 +443,35 @@ def serve_one(
     return proc
 
 
+def interleaved(
+    cases: list[tuple[str, str, dict[str, str], Path | None]], args: argparse.Namespace
+) -> list[list[str]]:
+    """Table rows for cases measured in interleaved rounds: medians of req/s at 64
+    connections and of p50/p99 at one."""
+    runs: dict[str, list[dict[str, float]]] = {}
+    for _, url, headers, script in cases:
+        wrk(url, 8, 1, headers, script)  # warm up
+    for _ in range(args.rounds):
+        for label, url, headers, script in cases:
+            many = wrk(url, 64, args.seconds, headers, script)
+            one = wrk(url, 1, args.seconds, headers, script)
+            runs.setdefault(label, []).append({"rps": many["rps"], **{
+                k: one[k] for k in ("p50", "p99")}})  # fmt: skip
+    return [[label, f"{statistics.median(r['rps'] for r in runs[label]):,.0f}",
+             f"{statistics.median(r['p50'] for r in runs[label]):.2f}",
+             f"{statistics.median(r['p99'] for r in runs[label]):.2f}"]
+            for label, _, _, _ in cases]  # fmt: skip
+
+
 def scale(work: Path, procs: Processes, args: argparse.Namespace, up: int, example: int) -> None:
     print("\n## Scale\n")
     rows = [["case", "req/s (c64)", "p50 ms (c1)", "p99 ms (c1)"]]
+    # Each comparison runs its cases side by side, in interleaved rounds (medians), as
+    # the throughput table does: one run each, one after the other, measured this
+    # machine's drift as often as the case.
     # 1) key lookups from the store: the cache is off so every request reads the store.
+    keyed: list[tuple[str, str, dict[str, str], Path | None]] = []
+    servers = []
     for count in (1_000, 1_000_000):
         port, admin = free_port(), free_port()
         config = gateway_config(work, port, admin, up, example, db=f"keys{count}.db", cache_ttl=0)
@@ -455,16 +480,12 @@ def scale(work: Path, procs: Processes, args: argparse.Namespace, up: int, examp
         started = time.monotonic()
         keys = insert_keys(work / f"keys{count}.db", org["id"], count)
         inserted = time.monotonic() - started
-        script = key_script(work, keys, f"keys{count}")
-        proc = serve_one(work, procs, config)
-        url = f"http://127.0.0.1:{port}/bench/x"
-        wrk(url, 8, 1, {}, script)
-        many = wrk(url, 64, args.seconds, {}, script)
-        one = wrk(url, 1, args.seconds, {}, script)
-        rows.append([f"{count:,} keys in SQLite, no cache (insert {inserted:.0f} s)",
-                     f"{many['rps']:,.0f}", f"{one['p50']:.2f}", f"{one['p99']:.2f}"])  # fmt: skip
-        procs.stop(proc)
-    # 2) 10,000 routes in the map; the benchmark hits the last one and a deep one.
+        servers.append(serve_one(work, procs, config))
+        keyed.append((f"{count:,} keys in SQLite, no cache (insert {inserted:.0f} s)",
+                      f"http://127.0.0.1:{port}/bench/x", {},
+                      key_script(work, keys, f"keys{count}")))  # fmt: skip
+    rows += interleaved(keyed, args)
+    # 2) 10,000 routes in the map; the benchmark hits the first one and a deep one.
     port, admin = free_port(), free_port()
     extra = [{"path": f"/r{i}/{{id}}/items", "methods": ["GET"], "scopes": ["bench:read"],
               "upstream": "fast"} for i in range(10_000)]  # fmt: skip
@@ -474,16 +495,14 @@ def scale(work: Path, procs: Processes, args: argparse.Namespace, up: int, examp
     key = cli(config, "key", "create", "--org", "bench", "--name", "r", "--scopes", "bench:read")[
         "key"
     ]
-    proc = serve_one(work, procs, config)
-    for label, path in (("route map of 10,004: first route", "/bench/x"),
-                        ("route map of 10,004: 10,000th route", "/r9999/42/items")):  # fmt: skip
-        url = f"http://127.0.0.1:{port}{path}"
-        many = wrk(url, 64, args.seconds, {"X-API-Key": key})
-        one = wrk(url, 1, args.seconds, {"X-API-Key": key})
-        rows.append([label, f"{many['rps']:,.0f}", f"{one['p50']:.2f}", f"{one['p99']:.2f}"])
-    procs.stop(proc)
+    servers.append(serve_one(work, procs, config))
+    routed = [(label, f"http://127.0.0.1:{port}{path}", {"X-API-Key": key}, None)
+              for label, path in (("route map of 10,004: first route", "/bench/x"),
+                                  ("route map of 10,004: 10,000th route", "/r9999/42/items"))]  # fmt: skip
+    rows += interleaved(routed, args)
+    for server in servers:
+        procs.stop(server)
     print(table(rows))
-    # 3) 1 GiB up and down, streamed, with the gateway's memory watched.
     port, admin = free_port(), free_port()
     config = gateway_config(work, port, admin, up, example, db="stream.db")
     cli(config, "migrate")
