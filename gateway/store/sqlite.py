@@ -154,6 +154,8 @@ class SqliteBase(SqlBase):
         conn = self._reader if self._reader is not None and not IN_TRANSACTION.get() else self.db
         try:  # one trip to aiosqlite's thread, not three (execute, fetchall, close)
             return list(await conn.execute_fetchall(sql, tuple(params)))
+        except sqlite3.IntegrityError as exc:  # INSERT ... RETURNING, as PostgreSQL's driver
+            raise Conflict(str(exc)) from None
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from None
 
