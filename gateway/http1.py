@@ -52,6 +52,11 @@ class _HeadReader:
 
     __slots__ = ("complete", "fields", "url")
 
+    # httptools looks every callback up with getattr(protocol, name, None) for each new
+    # parser: a missing one costs an AttributeError raised and caught, on every request.
+    on_message_begin = on_body = on_message_complete = None
+    on_chunk_header = on_chunk_complete = None
+
     def __init__(self) -> None:
         self.url = b""
         self.fields: list[tuple[bytes, bytes]] = []
