@@ -467,8 +467,8 @@ def scale(work: Path, procs: Processes, args: argparse.Namespace, up: int, examp
     print("\n## Scale\n")
     rows = [["case", "req/s (c64)", "p50 ms (c1)", "p99 ms (c1)"]]
     # Each comparison runs its cases side by side, in interleaved rounds (medians), as
-    # the throughput table does: one run each, one after the other, measured this
-    # machine's drift as often as the case.
+    # the throughput table does: one run of each, one after the other, measured the
+    # machine's drift as often as the difference between the cases.
     # 1) key lookups from the store: the cache is off so every request reads the store.
     keyed: list[tuple[str, str, dict[str, str], Path | None]] = []
     servers = []
@@ -503,6 +503,7 @@ def scale(work: Path, procs: Processes, args: argparse.Namespace, up: int, examp
     for server in servers:
         procs.stop(server)
     print(table(rows))
+    # 3) 1 GiB up and down, streamed, with the gateway's memory watched.
     port, admin = free_port(), free_port()
     config = gateway_config(work, port, admin, up, example, db="stream.db")
     cli(config, "migrate")

@@ -419,11 +419,13 @@ async def test_lookups_see_only_committed_writes_and_do_not_wait_for_them(store:
             await release.wait()
 
     writer = asyncio.create_task(revoke_slowly())
-    await asyncio.wait_for(inside.wait(), 5)
-    found = await asyncio.wait_for(store.find_api_key_by_digest(digest(key.id), T0 + 2), 5)
-    assert found is not None and found.key.revoked_at is None  # not committed yet
-    release.set()
-    await writer
+    try:
+        await asyncio.wait_for(inside.wait(), 5)
+        found = await asyncio.wait_for(store.find_api_key_by_digest(digest(key.id), T0 + 2), 5)
+        assert found is not None and found.key.revoked_at is None  # not committed yet
+    finally:
+        release.set()  # a failed check must not leave the transaction open
+        await writer
     found = await store.find_api_key_by_digest(digest(key.id), T0 + 2)
     assert found is not None and found.key.revoked_at == T0 + 1
 

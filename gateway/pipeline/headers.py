@@ -162,14 +162,14 @@ class ForwardedFor:
     def __init__(self, trusted: Iterable[str]) -> None:
         self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in trusted)
         # Each address's trust, parsed once; bounded, as X-Forwarded-For is the client's.
-        self._judge = lru_cache(maxsize=TRUST_CACHED)(self._parse)
+        self._judge = lru_cache(maxsize=TRUST_CACHED)(self._trusts)
 
     def is_trusted(self, address: str | None) -> bool:
         if not self.trusted or not address or len(address) > LONGEST_ADDRESS:
             return False
         return self._judge(address)
 
-    def _parse(self, address: str) -> bool:
+    def _trusts(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
