@@ -16,8 +16,7 @@ from gateway import crypto
 from gateway.config import Settings
 from gateway.dispatch import View, add_endpoint
 from gateway.errors import NoRoute, ServiceUnavailable
-from gateway.expect import expect_later
-from gateway.front import Lane, own_first_segments
+from gateway.http.engine import Engine, claimed_segments
 from gateway.limits import Counters, Limiter, MemoryCounters
 from gateway.logs import AccessLog
 from gateway.manage import MANAGEMENT, add_management_routes, management_api
@@ -188,10 +187,6 @@ async def jwks(request: web.Request) -> web.Response:
     return web.json_response(codec.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
 
-async def proxy_handler(request: web.Request) -> web.StreamResponse:
-    return await request.app[PIPELINE].handle(request)
-
-
 def oauth_view(call: Callable[[OAuthServer, web.Request], Awaitable[web.Response]]) -> View:
     async def view(request: web.Request) -> web.StreamResponse:
         return await call(request.app[OAUTH], request)
@@ -224,7 +219,8 @@ def add_oauth_routes(app: web.Application, settings: Settings) -> None:
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
-    """The public listener: OAuth endpoints and pages first, then every proxied route."""
+    """The gateway's own endpoints on the public listener (OAuth, management API,
+    dashboard); the proxy engine serves every other path (``engine``)."""
     metrics = metrics or Metrics()
     usage = UsageBook()
     access_log = AccessLog(settings.logging.access_log)
@@ -242,21 +238,23 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     add_oauth_routes(app, settings)
     add_management_routes(app, settings)
     add_dashboard_routes(app, settings)
-    # [\s\S]: a decoded path may hold a newline, which '.' would not match.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", proxy_handler, expect_handler=expect_later)
     return app
 
 
-def fast_lane(app: web.Application) -> Lane | None:
-    """The fast lane for the public app's connections (``gateway.front``), or None for
-    other apps, when it is switched off, or when an own endpoint's path could not be
-    told apart from a proxied one."""
-    if PIPELINE not in app or not app[SETTINGS].proxy.fast_lane:
+def engine(app: web.Application) -> Engine | None:
+    """The proxy engine for the public app's connections (``gateway.http.engine``);
+    None for the admin app, which aiohttp serves alone."""
+    if PIPELINE not in app:
         return None
-    claimed = own_first_segments(app, proxy_handler)
-    if claimed is None:
-        return None
-    return Lane(app[PIPELINE], app[METRICS], app[USAGE], app[ACCESS_LOG], claimed)
+    own = [resource.canonical for resource in app.router.resources()]
+    return Engine(
+        app[PIPELINE],
+        app[METRICS],
+        app[USAGE],
+        app[ACCESS_LOG],
+        claimed_segments(own),
+        app[SETTINGS].proxy.header_timeout,
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

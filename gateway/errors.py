@@ -116,6 +116,33 @@ class MethodNotAllowed(GatewayError):
         return {"Allow": ", ".join(self.allowed)}
 
 
+class MalformedRequest(BadRequest):
+    """Bytes that are not an HTTP/1.1 request (RFC 9112): the connection closes after."""
+
+    message = "The request is not valid HTTP."
+
+
+class HeadTooLarge(BadRequest):
+    status = 431
+    message = "The request headers are too large."
+
+
+class RequestTimeout(BadRequest):
+    """The request head did not arrive within ``proxy.header_timeout``."""
+
+    status = 408
+    code = "request_timeout"
+    message = "The request head took too long to arrive."
+
+
+class VersionNotSupported(GatewayError):
+    """RFC 9110 §15.6.6: only HTTP/1.0 and HTTP/1.1 are served."""
+
+    status = 505
+    code = "http_version_not_supported"
+    message = "Only HTTP/1.0 and HTTP/1.1 are supported."
+
+
 class ExpectationFailed(GatewayError):
     status = 417
     code = "expectation_failed"

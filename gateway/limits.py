@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from gateway.config import Limits as LimitSettings
 from gateway.errors import GatewayError
+from gateway.wait import Wait
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 log = logging.getLogger("gateway.limits")
@@ -96,13 +97,14 @@ def address_allowed(nets: tuple[Network, ...], address: str | None) -> bool:
 
 
 class Counters(Protocol):
-    """Where requests are counted: this process, or Redis shared by every node."""
+    """Where requests are counted: this process, or Redis shared by every node. Counting
+    in this process never waits; Redis answers with a ``Wait``."""
 
-    async def hit(self, per_minute: int, kind: str, key: str) -> int | None:
+    def hit(self, per_minute: int, kind: str, key: str) -> int | Wait[int | None] | None:
         """Count one request in the current minute; None if allowed, else seconds to wait."""
         ...
 
-    async def take(self, credential_id: str, limit: int, already_used: int) -> bool:
+    def take(self, credential_id: str, limit: int, already_used: int) -> bool | Wait[bool]:
         """Count one request against a total quota; False once ``limit`` is reached."""
         ...
 
@@ -113,14 +115,13 @@ class MemoryCounters:
     """Fixed one-minute windows in a dict: exact for one process (several workers
     each count their own share). Written here rather than with the `limits`
     library's MemoryStorage, which starts a timer thread per new counter: the
-    profile of the request path showed it. Nothing here waits, so the fast lane
-    counts with ``hit_now``/``take_now`` without a task."""
+    profile of the request path showed it."""
 
     def __init__(self) -> None:
         self.windows: dict[tuple[str, str], list[int]] = {}  # (kind, key) -> [window, count]
         self.used: dict[str, int] = {}
 
-    def hit_now(self, per_minute: int, kind: str, key: str) -> int | None:
+    def hit(self, per_minute: int, kind: str, key: str) -> int | None:
         now = time.time()
         window = int(now // 60)
         slot = self.windows.get((kind, key))
@@ -133,22 +134,16 @@ class MemoryCounters:
         slot[1] += 1
         return None
 
-    async def hit(self, per_minute: int, kind: str, key: str) -> int | None:
-        return self.hit_now(per_minute, kind, key)
-
     def _forget_before(self, window: int) -> None:
         for k in [k for k, slot in self.windows.items() if slot[0] < window]:
             del self.windows[k]
 
-    def take_now(self, credential_id: str, limit: int, already_used: int) -> bool:
+    def take(self, credential_id: str, limit: int, already_used: int) -> bool:
         used = max(self.used.get(credential_id, 0), already_used)
         if used >= limit:
             return False
         self.used[credential_id] = used + 1
         return True
-
-    async def take(self, credential_id: str, limit: int, already_used: int) -> bool:
-        return self.take_now(credential_id, limit, already_used)
 
     async def close(self) -> None:
         return None
@@ -212,38 +207,67 @@ class Limiter:
             hits.append((self.per_org, "org", org_id, "organization"))
         return hits, limits.max_requests if limits is not None else None
 
-    def admit_now(
+    def admit(
         self, credential_id: str, org_id: str, limits: KeyLimits | None, already_used: int
-    ) -> bool:
-        """``admit`` without waiting: False (nothing counted) when the counters are not in
-        this process and the caller must ``await admit`` instead."""
+    ) -> Wait[None] | None:
+        """Raise if a rate limit or the quota refuses this request; otherwise count it (a
+        wait when the counters are in Redis)."""
         hits, quota = self._plan(credential_id, org_id, limits)
         if not hits and quota is None:
-            return True
-        counters = self.counters
-        if not isinstance(counters, MemoryCounters):
-            return False
+            return None
+        counted = self._count(iter(hits), quota, credential_id, already_used)
+        if counted is None:
+            return None
+        return Wait(self._reached(counted))
+
+    def _count(
+        self,
+        hits: Iterator[tuple[int, str, str, str]],
+        quota: int | None,
+        credential_id: str,
+        already_used: int,
+    ) -> Wait[None] | None:
+        """Each window in turn, then the quota; after a counter that waits, the rest
+        continue once it has answered."""
         for per_minute, kind, key, scope in hits:
-            wait = counters.hit_now(per_minute, kind, key)
+            wait = self.counters.hit(per_minute, kind, key)
+            if isinstance(wait, Wait):
+                return wait.then(
+                    lambda w, p=per_minute, s=scope: self._counted_window(  # type: ignore[misc]
+                        w, p, s, hits, quota, credential_id, already_used
+                    )
+                )
             if wait is not None:
                 raise RateLimited(per_minute, wait, scope)
-        if quota is not None and not counters.take_now(credential_id, quota, already_used):
-            raise QuotaExceeded(quota)
-        return True
+        if quota is None:
+            return None
+        taken = self.counters.take(credential_id, quota, already_used)
+        if isinstance(taken, Wait):
+            return taken.then(lambda t: self._counted_quota(t, quota))
+        return self._counted_quota(taken, quota)
 
-    async def admit(
-        self, credential_id: str, org_id: str, limits: KeyLimits | None, already_used: int
-    ) -> None:
-        """Raise if a rate limit or the quota refuses this request; otherwise count it."""
-        hits, quota = self._plan(credential_id, org_id, limits)
+    def _counted_window(
+        self,
+        wait: int | None,
+        per_minute: int,
+        scope: str,
+        hits: Iterator[tuple[int, str, str, str]],
+        quota: int | None,
+        credential_id: str,
+        already_used: int,
+    ) -> Wait[None] | None:
+        if wait is not None:
+            raise RateLimited(per_minute, wait, scope)
+        return self._count(hits, quota, credential_id, already_used)
+
+    @staticmethod
+    def _counted_quota(taken: bool, quota: int) -> None:
+        if not taken:
+            raise QuotaExceeded(quota)
+
+    async def _reached(self, counted: Wait[None]) -> None:
         try:
-            for per_minute, kind, key, scope in hits:
-                wait = await self.counters.hit(per_minute, kind, key)
-                if wait is not None:
-                    raise RateLimited(per_minute, wait, scope)
-            if quota is not None and not await self.counters.take(credential_id, quota,
-                                                                  already_used):  # fmt: skip
-                raise QuotaExceeded(quota)
+            await counted
         except COUNTER_FAILURES as exc:
             self._counters_failed(exc)
 

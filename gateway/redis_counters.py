@@ -17,6 +17,8 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 from redis.asyncio import Redis
 
+from gateway.wait import Wait
+
 QUOTA_TTL = 30 * 86400  # an idle quota counter is forgotten (and reseeded) after this
 # KEYS[1] = counter; ARGV = seed from the database, limit, ttl. Returns 1 if taken, 0 if full.
 TAKE = """
@@ -56,14 +58,20 @@ class RedisCounters:
             item = self._items[per_minute] = RateLimitItemPerMinute(per_minute)
         return item
 
-    async def hit(self, per_minute: int, kind: str, key: str) -> int | None:
+    def hit(self, per_minute: int, kind: str, key: str) -> Wait[int | None]:
+        return Wait(self._hit(per_minute, kind, key))
+
+    async def _hit(self, per_minute: int, kind: str, key: str) -> int | None:
         item = self._item(per_minute)
         if await self.windows.hit(item, kind, key):
             return None
         stats = await self.windows.get_window_stats(item, kind, key)
         return max(1, math.ceil(stats.reset_time - time.time()))
 
-    async def take(self, credential_id: str, limit: int, already_used: int) -> bool:
+    def take(self, credential_id: str, limit: int, already_used: int) -> Wait[bool]:
+        return Wait(self._take_one(credential_id, limit, already_used))
+
+    async def _take_one(self, credential_id: str, limit: int, already_used: int) -> bool:
         key = f"{self.prefix}:quota:{credential_id}"
         taken = await self._take(keys=[key], args=[already_used, limit, QUOTA_TTL])
         return bool(taken)

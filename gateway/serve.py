@@ -25,7 +25,7 @@ from aiohttp import web
 from gateway import logs
 from gateway.app import create_admin_app, create_app
 from gateway.config import Settings
-from gateway.httpserver import GatewayRunner
+from gateway.http.server import GatewayRunner
 from gateway.store import open_store
 
 log = logging.getLogger("gateway")

@@ -17,8 +17,6 @@ import hashlib
 import time
 
 from gateway.errors import BadRequest, GatewayError
-from gateway.pipeline.authn import Principal
-from gateway.pipeline.routes import CompiledRoute
 from gateway.store import Store
 
 MESSAGES = {
@@ -74,22 +72,23 @@ class Wallet:
 
     async def charge(
         self,
-        principal: Principal,
-        route: CompiledRoute,
+        org_id: str,
+        credential_id: str,
+        route: str,
+        cost: int,
         request_id: str,
         idempotency_key: str | None,
         request_fingerprint: str,
     ) -> int | None:
         """Take the route's cost; returns the debit to refund if the call fails."""
-        assert route.cost is not None
         if idempotency_key is not None and not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
             raise BadRequest(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters.")
         debit = await self.store.wallet_debit(
-            principal.org_id,
-            principal.credential_id,
-            route.cost,
+            org_id,
+            credential_id,
+            cost,
             request_id=request_id,
-            route=route.name,
+            route=route,
             idempotency_key=idempotency_key,
             fingerprint=request_fingerprint if idempotency_key is not None else None,
             at=time.time(),

@@ -23,7 +23,7 @@ from aiohttp.web_runner import BaseRunner
 from gateway import keys, users
 from gateway.app import CACHE, STORE, create_admin_app, create_app
 from gateway.config import Settings, settings_from_dict
-from gateway.httpserver import GatewayRunner
+from gateway.http.server import GatewayRunner
 from gateway.oauth.clients import RegisteredClient, register_client
 from gateway.store import Org, Store
 from gateway.store.base import User

@@ -121,8 +121,8 @@ class Proxy(Strict):
     max_body_size: int | None = Field(
         None, ge=0, description="bytes; default for routes without their own; null = unlimited"
     )
-    fast_lane: bool = Field(
-        True, description="serve plain proxied calls without aiohttp's request objects"
+    header_timeout: float = Field(
+        10.0, gt=0, description="seconds for a request head to arrive in full (then 408)"
     )
 
     @field_validator("trusted_proxies")

@@ -22,6 +22,7 @@ from gateway.manage.common import Caller
 from gateway.pipeline.authn import Authenticator
 from gateway.pipeline.headers import ForwardedFor
 from gateway.store import Store
+from gateway.wait import resolved
 from gateway.web.session import Sessions, csrf_ok
 
 ADMIN_ROLES = frozenset({"owner", "admin"})
@@ -63,14 +64,16 @@ class ManagementAuth:
         return await self._by_session(request)
 
     async def _by_credential(self, request: web.Request) -> Caller:
-        principal = await self.authenticator.authenticate(request.headers)
+        principal = await resolved(self.authenticator.authenticate(request.headers))
         exchange = request[EXCHANGE]
         exchange.principal = principal
         self.limiter.check_address(principal.limits, exchange.client_ip)
         if ADMIN_SCOPE not in principal.scopes:
             raise InsufficientScope(ADMIN_SCOPE, (ADMIN_SCOPE,))
-        await self.limiter.admit(
-            principal.credential_id, principal.org_id, principal.limits, principal.request_count
+        await resolved(
+            self.limiter.admit(
+                principal.credential_id, principal.org_id, principal.limits, principal.request_count
+            )
         )
         return Caller(org_id=principal.org_id, credential_id=principal.credential_id)
 

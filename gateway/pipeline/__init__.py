@@ -1,33 +1,37 @@
 """The request pipeline, readable top to bottom:
 
-normalize path -> match route -> authenticate -> authorize
--> rewrite headers -> forward (stream both ways)
+normalize path -> match route -> authenticate -> authorize -> count
+-> charge (metered routes) -> rewrite headers -> forward (stream both ways)
+
+Each step is written once. A step that may wait (a credential not yet cached,
+counters in Redis, a wallet debit) returns a ``Wait`` that the engine
+(``gateway.http.engine``) resumes; the others return at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
-from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.errors import MethodNotAllowed, NoRoute
-from gateway.exchange import EXCHANGE, Exchange
-from gateway.expect import send_continue
+from gateway.exchange import Exchange
 from gateway.limits import Limiter
 from gateway.pipeline.authn import Authenticator, Principal
 from gateway.pipeline.authz import require_scopes
 from gateway.pipeline.headers import ForwardedFor
-from gateway.pipeline.paths import NormalPath, normalize
+from gateway.pipeline.paths import NormalPath
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import CompiledRoute, Match, RouteTable
 from gateway.usage import UsageBook
+from gateway.wait import Wait
 from gateway.wallet import Wallet, fingerprint
 
+Headers = list[tuple[str, str]]
 
-def identity_headers(principal: Principal | None, request_id: str) -> list[tuple[str, str]]:
+
+def identity_headers(principal: Principal | None, request_id: str) -> Headers:
     """What the upstream learns about the caller (see README, 'Headers upstreams receive')."""
     headers = [("X-Request-Id", request_id)]
     if principal is not None:
@@ -44,7 +48,7 @@ class Admission:
     route: CompiledRoute
     path: NormalPath
     principal: Principal | None
-    forwarded: list[tuple[str, str]]  # X-Forwarded-* for the upstream
+    forwarded: Headers  # X-Forwarded-* for the upstream
     request_id: str
 
 
@@ -74,7 +78,7 @@ class Pipeline:
             raise MethodNotAllowed(method, allowed) if allowed else NoRoute()
         return found
 
-    def authorize_now(
+    def authorize(
         self,
         method: str,
         path: NormalPath,
@@ -82,139 +86,70 @@ class Pipeline:
         peer: str,
         scheme: str,
         exchange: Exchange,
-    ) -> Admission | None:
-        """``authorize`` where nothing needs waiting for; None when the credential is not
-        cached (then ``authorize`` asks the store)."""
-        route, forwarded = self._route(method, path, headers, peer, scheme, exchange)
-        principal = None
-        if not route.public:
-            principal = self.authenticator.from_cache(headers)
-            if principal is None:
-                return None
-        return self._admit(route, path, principal, forwarded, exchange)
-
-    async def authorize(
-        self,
-        method: str,
-        path: NormalPath,
-        headers: MultiMapping[str],
-        peer: str,
-        scheme: str,
-        exchange: Exchange,
-    ) -> Admission:
-        """Every check that needs no counting: path, route, credential, address, scopes.
-        Nothing is written or counted, so a request refused here can be judged again."""
-        route, forwarded = self._route(method, path, headers, peer, scheme, exchange)
-        principal = None
-        if not route.public:
-            principal = await self.authenticator.authenticate(headers)
-        return self._admit(route, path, principal, forwarded, exchange)
-
-    def _route(
-        self,
-        method: str,
-        path: NormalPath,
-        headers: MultiMapping[str],
-        peer: str,
-        scheme: str,
-        exchange: Exchange,
-    ) -> tuple[CompiledRoute, list[tuple[str, str]]]:
-        """The route (404, 405) and the X-Forwarded-* fields for the upstream."""
+    ) -> Admission | Wait[Admission]:
+        """Every check that needs no counting: route (404, 405), credential (401), address
+        and scopes (403). Nothing is written or counted."""
         route = self.match(method, path.segments).route
         exchange.route = route
         exchange.client_ip, forwarded = self.forwarded_for.resolve(peer, scheme, headers)
-        return route, forwarded
+        if route.public:
+            return Admission(route, path, None, forwarded, exchange.request_id)
+        principal = self.authenticator.authenticate(headers)
+        if isinstance(principal, Wait):
+            return principal.then(lambda p: self._admit(route, path, p, forwarded, exchange))
+        return self._admit(route, path, principal, forwarded, exchange)
 
     def _admit(
         self,
         route: CompiledRoute,
         path: NormalPath,
-        principal: Principal | None,
-        forwarded: list[tuple[str, str]],
+        principal: Principal,
+        forwarded: Headers,
         exchange: Exchange,
     ) -> Admission:
-        """The caller's address and scopes checked (403)."""
-        if principal is not None:
-            exchange.principal = principal
-            self.limiter.check_address(principal.limits, exchange.client_ip)
-            require_scopes(route, principal)
+        exchange.principal = principal
+        self.limiter.check_address(principal.limits, exchange.client_ip)
+        require_scopes(route, principal)
         return Admission(route, path, principal, forwarded, exchange.request_id)
 
-    def count_now(self, admission: Admission) -> list[tuple[str, str]] | None:
-        """``count`` without waiting; None (nothing counted) when the limits live in Redis
-        and the caller must ``await count`` instead."""
-        principal = admission.principal
-        if principal is not None:
-            if not self.limiter.admit_now(principal.credential_id, principal.org_id,
-                                          principal.limits, principal.request_count):  # fmt: skip
-                return None
-            self._used(principal)
-        return identity_headers(principal, admission.request_id) + admission.forwarded
-
-    async def count(self, admission: Admission) -> list[tuple[str, str]]:
+    def count(self, admission: Admission) -> Headers | Wait[Headers]:
         """Apply rate limits and quotas (429) and note the key's use; the headers to
         inject upstream."""
         principal = admission.principal
-        if principal is not None:
-            await self.limiter.admit(
-                principal.credential_id,
-                principal.org_id,
-                principal.limits,
-                principal.request_count,
-            )
-            self._used(principal)
-        return identity_headers(principal, admission.request_id) + admission.forwarded
+        if principal is None:
+            return identity_headers(None, admission.request_id) + admission.forwarded
+        counted = self.limiter.admit(principal.credential_id, principal.org_id,
+                                     principal.limits, principal.request_count)  # fmt: skip
+        if counted is not None:
+            return counted.then(lambda _: self._counted(admission, principal))
+        return self._counted(admission, principal)
 
-    def _used(self, principal: Principal) -> None:
+    def _counted(self, admission: Admission, principal: Principal) -> Headers:
         if principal.method == "api_key":
             self.usage.key_used(principal.credential_id, time.time())
+        return identity_headers(principal, admission.request_id) + admission.forwarded
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        exchange = request[EXCHANGE]
-        admission = await self.authorize(
-            request.method,
-            normalize(request.raw_path),
-            request.headers,
-            request.remote or "",
-            request.scheme,
-            exchange,
-        )
-        injected = await self.count(admission)
-        route, path, principal = admission.route, admission.path, admission.principal
-        debit = None
-        idempotency_key = request.headers.get("Idempotency-Key")
-        if route.cost is not None and principal is not None:
-            debit = await self.wallet.charge(
-                principal,
-                route,
-                exchange.request_id,
-                idempotency_key,
-                fingerprint(request.method, path.forward_path() + "?" + path.query),
-            )
-        await send_continue(request)
-        if debit is None:
-            return await self.forwarder.forward(request, route, path, injected)
-        return await self.forward_paid(request, route, path, injected, debit, idempotency_key)
+    def charge(
+        self, admission: Admission, method: str, idempotency_key: str | None
+    ) -> Wait[int | None] | None:
+        """A metered route's cost taken from the wallet (402); the debit to settle or
+        refund once the upstream has answered. None on other routes."""
+        route, principal, path = admission.route, admission.principal, admission.path
+        if route.cost is None or principal is None:
+            return None
+        return Wait(self.wallet.charge(
+            principal.org_id, principal.credential_id, route.name, route.cost,
+            admission.request_id, idempotency_key,
+            fingerprint(method, path.forward_path() + "?" + path.query),
+        ))  # fmt: skip
 
-    async def forward_paid(
-        self,
-        request: web.Request,
-        route: CompiledRoute,
-        path: NormalPath,
-        injected: list[tuple[str, str]],
-        debit: int,
-        idempotency_key: str | None,
-    ) -> web.StreamResponse:
-        """Forward a charged call; refund it unless the upstream answered with success."""
-        try:
-            response = await self.forwarder.forward(request, route, path, injected)
-        except BaseException:
-            # No answer reached the client (error, client gone, cancelled): not charged.
-            await asyncio.shield(self.wallet.refund(debit))
-            raise
-        if response.status >= 400:
-            await self.wallet.refund(debit)
-        else:
+    async def settle(
+        self, debit: int, succeeded: bool, idempotency_key: str | None, exchange: Exchange
+    ) -> None:
+        """A charged call is paid only when the upstream answered with success and the
+        client got the answer; otherwise it is refunded."""
+        if succeeded:
             await self.wallet.settle(debit, idempotency_key)
-            request[EXCHANGE].paid = True
-        return response
+            exchange.paid = True
+        else:
+            await self.wallet.refund(debit)

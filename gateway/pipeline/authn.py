@@ -23,6 +23,7 @@ from gateway import crypto
 from gateway.errors import BadRequest, ServiceUnavailable, Unauthorized
 from gateway.limits import KeyLimits
 from gateway.store import Store, StoreUnavailable
+from gateway.wait import Wait
 
 log = logging.getLogger("gateway.authn")
 EVENT_OVERLAP = 256  # credential events re-read on every poll
@@ -165,26 +166,22 @@ class Authenticator:
         self._lookups[prefix] = lookup
         self._valid[prefix] = valid or (lambda secret: crypto.well_formed(secret, prefix))
 
-    def from_cache(self, headers: MultiMapping[str]) -> Principal | None:
-        """``authenticate`` when the credential is cached (nothing to wait for); None when
-        the store must be asked. 401 when there is no secret or it has expired."""
+    def authenticate(self, headers: MultiMapping[str]) -> Principal | Wait[Principal]:
+        """The caller; a wait for the store when the credential is not cached. 401 when
+        there is no secret, or it is unknown, revoked or expired."""
         secret = read_credential(headers, self.access_token_header)
         if not secret:
             raise Unauthorized("missing")
+        digest = crypto.digest(secret)
         now = time.time()
-        principal = self.cache.get(crypto.digest(secret), now)
-        if principal is not None and principal.expires_at is not None:
+        principal = self.cache.get(digest, now)
+        if principal is None:
+            return Wait(self._look_up(secret, digest, now))
+        if principal.expires_at is not None:
             self._unexpired(principal, now)
         return principal
 
-    async def authenticate(self, headers: MultiMapping[str]) -> Principal:
-        principal = self.from_cache(headers)
-        if principal is not None:
-            return principal
-        # Not cached: read once more (the rare path) and ask the store.
-        secret = read_credential(headers, self.access_token_header) or ""
-        digest = crypto.digest(secret)
-        now = time.time()
+    async def _look_up(self, secret: str, digest: str, now: float) -> Principal:
         generation = self.cache.evictions
         principal = await self._resolve(secret, digest)
         if self.cache.evictions == generation:

@@ -17,14 +17,13 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiohttp import ClientPayloadError, StreamReader, web
-from multidict import CIMultiDict, MultiMapping
+from multidict import MultiMapping
 from yarl import URL
 
 from gateway.config import Upstream
 from gateway.errors import ClientClosedRequest, PayloadTooLarge, UpstreamError, UpstreamTimeout
-from gateway.exchange import EXCHANGE, Exchange
-from gateway.http1 import Headers
+from gateway.exchange import Exchange
+from gateway.http.framing import Headers
 from gateway.metrics import Metrics
 from gateway.pipeline.headers import (
     UpstreamHeaderError,
@@ -33,6 +32,7 @@ from gateway.pipeline.headers import (
 )
 from gateway.pipeline.paths import NormalPath
 from gateway.pipeline.pool import UpstreamPool
+from gateway.pipeline.relay import Done, Relay, whole_length
 from gateway.pipeline.routes import CompiledRoute
 from gateway.pipeline.upstream import (
     Head,
@@ -45,7 +45,6 @@ from gateway.pipeline.upstream import (
 
 log = logging.getLogger("gateway.proxy")
 CHUNK = 64 * 1024
-SMALL_BODY = 64 * 1024  # bodies up to this size (with a Content-Length) are relayed whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +85,6 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def chunks(stream: StreamReader, limit: int | None) -> AsyncIterator[bytes]:
-    seen = 0
-    async for chunk in stream.iter_chunked(CHUNK):
-        seen += len(chunk)
-        if limit is not None and seen > limit:
-            raise BodyTooLarge
-        yield chunk
-
-
 class Forwarder:
     def __init__(
         self,
@@ -127,48 +117,33 @@ class Forwarder:
     def body_limit(self, route: CompiledRoute) -> int | None:
         return route.max_body_size if route.max_body_size is not None else self.default_max_body
 
-    def _body(self, request: web.Request, route: CompiledRoute) -> AsyncIterator[bytes] | None:
-        if not request.body_exists:
-            return None
-        limit = self.body_limit(route)
-        length = request.content_length
-        if limit is not None and length is not None and length > limit:
-            raise PayloadTooLarge()
-        return chunks(request.content, limit)
-
-    async def forward(
-        self,
-        request: web.Request,
-        route: CompiledRoute,
-        path: NormalPath,
-        injected: list[tuple[str, str]],
-    ) -> web.StreamResponse:
-        body = self._body(request, route)
-        chunked = body is not None and request.content_length is None
-        answer = AiohttpAnswer(request)
-        await self.relay(
-            request.method, route, path, request.headers, injected, body, chunked,
-            request[EXCHANGE], answer,
-        )  # fmt: skip
-        assert answer.response is not None
-        return answer.response
-
-    async def relay(
+    def forward(
         self,
         method: str,
         route: CompiledRoute,
         path: NormalPath,
         incoming: MultiMapping[str],
-        injected: list[tuple[str, str]],
+        injected: Headers,
         body: bytes | AsyncIterator[bytes] | None,
         chunked: bool,
         exchange: Exchange,
         answer: Answer,
-    ) -> None:
-        """Send the request upstream and its answer to ``answer``; raise a GatewayError
-        (502, 504, 413, 499) for what went wrong before the answer started."""
+        done: Done,
+    ) -> Relay:
+        """Send the request upstream and its answer to ``answer``; ``done`` is told once,
+        with None or the GatewayError to answer (502, 504, 413, 499). A body at hand and
+        an idle connection need no waiting: the call then runs from the connections'
+        callbacks (``Relay.send``); anything else in a task."""
         target, pool, head_bytes = self.prepare(method, route, path, incoming, injected, chunked)
-        await self.exchange(method, target, pool, head_bytes, body, chunked, exchange, answer)
+        relay = Relay(self, target, pool, method, head_bytes, body, exchange, answer, done)
+        conn = pool.take_idle() if body is None or isinstance(body, bytes) else None
+        if conn is not None:
+            relay.send(conn)
+        else:
+            relay.later(
+                self.exchange(method, target, pool, head_bytes, body, chunked, exchange, answer)
+            )
+        return relay
 
     def prepare(
         self,
@@ -260,7 +235,7 @@ class Forwarder:
             except BodyTooLarge:
                 pool.discard(conn)
                 raise PayloadTooLarge() from None
-            except (ConnectionError, ClientPayloadError):
+            except ConnectionError:
                 # The client went away (or broke its body) mid-upload: not our error.
                 pool.discard(conn)
                 answer.abort()
@@ -352,16 +327,8 @@ class Forwarder:
             answer.abort()
 
 
-def whole_length(method: str, head: Head) -> int | None:
-    """The length of a body to read whole and send with the headers in one write (fewer
-    system calls than streaming it): one known to be small; None to stream it."""
-    length = head.content_length
-    return length if length is not None and length <= SMALL_BODY and method != "HEAD" else None
-
-
 class Answer(Protocol):
-    """Where an upstream's answer goes: aiohttp's response objects, or the fast
-    front's transport (``gateway.front``)."""
+    """Where an upstream's answer goes: the client's connection (``gateway.http.engine``)."""
 
     def whole(self, status: int, reason: str, headers: Headers, body: bytes) -> None:
         """The complete answer at once."""
@@ -376,37 +343,3 @@ class Answer(Protocol):
 
     def abort(self) -> None:
         """Cut the client's connection (the answer cannot be completed)."""
-
-
-class AiohttpAnswer:
-    def __init__(self, request: web.Request) -> None:
-        self.request = request
-        self.response: web.StreamResponse | None = None
-
-    def whole(self, status: int, reason: str, headers: Headers, body: bytes) -> None:
-        self.response = web.Response(
-            status=status, reason=reason or None, headers=CIMultiDict(headers), body=body
-        )
-
-    async def start(self, status: int, reason: str, headers: Headers) -> None:
-        self.response = web.StreamResponse(
-            status=status, reason=reason or None, headers=CIMultiDict(headers)
-        )
-        await self.response.prepare(self.request)
-
-    async def write(self, chunk: bytes) -> None:
-        assert self.response is not None
-        await self.response.write(chunk)
-
-    async def end(self) -> None:
-        assert self.response is not None
-        await self.response.write_eof()
-
-    def abort(self) -> None:
-        abort(self.request)
-
-
-def abort(request: web.Request) -> None:
-    request[EXCHANGE].aborted = True
-    if request.transport is not None:
-        request.transport.close()

@@ -1,18 +1,18 @@
-"""Relaying an upstream call from the connections' callbacks, without a task.
+"""One upstream call, from the request written to the answer given.
 
 The common proxied request needs nothing to wait for but the upstream's bytes:
-its credential is cached, its limits are counted in this process, an idle
-keep-alive connection to its upstream is at hand, and the answer is small with a
-Content-Length. The profile put a third of the time per request in the task,
-coroutines and futures that awaiting it took. ``InlineRelay`` writes the request
-and is told, as the upstream connection's listener, when the answer has arrived;
-it then writes the whole answer and reports to ``done``.
+its body is at hand, an idle keep-alive connection to its upstream is too, and
+the answer is small with a Content-Length. The profile put a third of the time
+per request in the task, coroutines and futures that awaiting it took. A
+``Relay`` then writes the request and is told, as the upstream connection's
+listener, when the answer has arrived; it writes the whole answer and reports
+to ``done``: no task.
 
-What does not fit continues in a task on the ``Forwarder``'s own code, so the
-client sees what ``Forwarder.relay`` gives: an answer to stream (no
-Content-Length, larger than ``SMALL_BODY``, HEAD, 204/304), and a reused
-connection found dead before any byte came back (sent once more on a fresh
-connection, as ``Forwarder.relay`` retries).
+What has to wait (no idle connection, a body to stream) runs in a task on the
+``Forwarder``'s own code, and so does the rest of a call that turns out to need
+it: an answer to stream (no Content-Length, larger than ``SMALL_BODY``, HEAD,
+204/304), and a reused connection found dead before any byte came back (sent
+once more on a fresh connection, as ``Forwarder.exchange`` retries).
 """
 
 from __future__ import annotations
@@ -20,34 +20,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import GatewayError, InternalError, UpstreamError, UpstreamTimeout
 from gateway.exchange import Exchange
 from gateway.pipeline.pool import UpstreamPool
-from gateway.pipeline.proxy import Answer, Forwarder, Target, whole_length
-from gateway.pipeline.routes import CompiledRoute
-from gateway.pipeline.upstream import UpstreamProtocol, UpstreamProtocolError
+from gateway.pipeline.upstream import Head, UpstreamProtocol, UpstreamProtocolError
+
+if TYPE_CHECKING:
+    from gateway.pipeline.proxy import Answer, Forwarder, Target
 
 log = logging.getLogger("gateway.proxy")
 
+SMALL_BODY = 64 * 1024  # answers up to this size (with a Content-Length) are relayed whole
 Done = Callable[[GatewayError | None], None]  # told once: None, or the error to answer
 
 
-def lease(forwarder: Forwarder, route: CompiledRoute) -> UpstreamProtocol | None:
-    """An idle connection to the route's upstream, taken without waiting; None if none is
-    idle or every slot is taken."""
-    return forwarder.pools[route.upstream].take_idle()
+def whole_length(method: str, head: Head) -> int | None:
+    """The length of a body to read whole and send with the headers in one write (fewer
+    system calls than streaming it): one known to be small; None to stream it."""
+    length = head.content_length
+    return length if length is not None and length <= SMALL_BODY and method != "HEAD" else None
 
 
-def give_back(forwarder: Forwarder, route: CompiledRoute, conn: UpstreamProtocol) -> None:
-    """A leased connection, unused."""
-    forwarder.pools[route.upstream].release(conn)
-
-
-class InlineRelay:
-    """One upstream call on a leased idle connection (an ``upstream.Listener``)."""
+class Relay:
+    """One upstream call; on an idle connection, its ``upstream.Listener``."""
 
     __slots__ = (
         "answer",
@@ -69,19 +67,19 @@ class InlineRelay:
     def __init__(
         self,
         forwarder: Forwarder,
-        route: CompiledRoute,
-        conn: UpstreamProtocol,
+        target: Target,
+        pool: UpstreamPool,
         method: str,
         head_bytes: bytes,
-        body: bytes | None,
+        body: bytes | AsyncIterator[bytes] | None,
         exchange: Exchange,
         answer: Answer,
         done: Done,
     ) -> None:
         self.forwarder = forwarder
-        self.target: Target = forwarder.targets[route.upstream]
-        self.pool: UpstreamPool = forwarder.pools[route.upstream]
-        self.conn = conn
+        self.target = target
+        self.pool = pool
+        self.conn: UpstreamProtocol | None = None
         self.method = method
         self.head_bytes = head_bytes
         self.body = body
@@ -93,10 +91,11 @@ class InlineRelay:
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None  # held: the loop keeps only weak ones
 
-    def send(self) -> None:
-        """Write the request; ``done`` is told once the answer went out or failed (perhaps
-        before this returns)."""
-        conn = self.conn
+    def send(self, conn: UpstreamProtocol) -> None:
+        """Write the request (its body at hand) on an idle connection; ``done`` is told
+        once the answer went out or failed (perhaps before this returns)."""
+        assert self.body is None or isinstance(self.body, bytes)
+        self.conn = conn
         conn.start(head_only=self.method == "HEAD", listener=self)
         self.started = time.perf_counter()
         self.timer = conn.loop.call_later(self.target.read_timeout, self._timed_out)
@@ -159,6 +158,7 @@ class InlineRelay:
 
     def _timed_out(self) -> None:
         self.timer = None
+        assert self.conn is not None
         self.conn.listener = None
         self._end(self.forwarder.failed(self.target, UpstreamTimeout, "timeout"), reuse=False)
 
@@ -171,6 +171,7 @@ class InlineRelay:
 
     def _end(self, error: GatewayError | None, reuse: bool) -> None:
         self._stop_timer()
+        assert self.conn is not None
         if reuse:
             self.pool.release(self.conn)
         else:
@@ -179,7 +180,15 @@ class InlineRelay:
         done(error)
 
     def _continue(self, work: Coroutine[Any, Any, None]) -> None:
-        self.task = self.conn.loop.create_task(self._later(work))
+        self.later(work)
+
+    def later(self, work: Coroutine[Any, Any, None]) -> None:
+        """The call (or its rest) in a task; ``done`` is told when it ends."""
+        self.task = asyncio.get_running_loop().create_task(self._later(work))
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
     async def _later(self, work: Coroutine[Any, Any, None]) -> None:
         """The rest of the call in a task; the connection is the Forwarder's to give back."""
@@ -188,6 +197,8 @@ class InlineRelay:
             await work
         except GatewayError as exc:
             error = exc
+        except asyncio.CancelledError:
+            error = UpstreamError(self.target.name, "cancelled")
         except Exception:
             log.exception("unhandled error (request id %s)", self.exchange.request_id)
             error = InternalError(self.exchange.request_id)

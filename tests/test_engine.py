@@ -1,5 +1,5 @@
-"""The fast lane (gateway/front.py) on real sockets: framing, keep-alive, pipelining,
-and the hand-over of a connection to aiohttp with the client's bytes unchanged."""
+"""The proxy engine (gateway/http/engine.py) on real sockets: framing, keep-alive,
+pipelining, and requests lent to aiohttp with the client's bytes unchanged."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from conftest import Gateway
 from test_spoofing_and_paths import HOST, RawResponse, parse_head
 
-from gateway.front import FrontProtocol
-from gateway.http1 import FAST_BODY
+from gateway.http.engine import SMALL_BODY as FAST_BODY
+from gateway.http.engine import Connection
 
 TIMEOUT = 10.0
 
@@ -228,15 +228,6 @@ async def test_fast_lane_requests_are_counted_and_logged(gw: Gateway, conn: Conn
     assert float(line.rsplit(" ", 1)[1]) == 5.0
 
 
-@pytest.mark.parametrize("config_patch", [{"proxy": {"fast_lane": False}}])
-async def test_with_the_fast_lane_off_aiohttp_serves_everything(
-    gw: Gateway, conn: Conn, config_patch: dict[str, Any]
-) -> None:
-    await conn.send(request("GET", "/public/echo/one") + request("GET", "/public/echo/two"))
-    assert echo_of(await conn.answer())["path"] == "/echo/one"
-    assert echo_of(await conn.answer())["path"] == "/echo/two"
-
-
 async def test_pipelined_refusals_and_cached_calls_in_one_packet_keep_their_order(
     gw: Gateway, conn: Conn
 ) -> None:
@@ -274,7 +265,7 @@ async def test_shutdown_waits_for_a_call_through_its_store_lookup_and_upstream_c
     server = gw.client.server.runner.server
     assert server is not None
     for _ in range(1000):  # until the request arrived and its key is being looked up
-        fronts = [p for p in list(server._connections) if isinstance(p, FrontProtocol)]
+        fronts = [p for p in list(server.connections) if isinstance(p, Connection)]
         if fronts and fronts[0].task is not None:
             break
         await asyncio.sleep(0)

@@ -1,0 +1,674 @@
+"""The proxy engine: the public listener's connections, and every proxied request.
+
+One ``Connection`` owns each client connection from accept to close, as
+uvicorn's and h11's protocols do: it frames requests (``framing``), runs each
+through the pipeline, streams bodies both ways with back-pressure, and closes
+on EOF, on error and on timeout. Requests for the gateway's own endpoints
+(OAuth, management, dashboard, well-known documents) are lent, one at a time, to
+aiohttp's server (``gateway.http.server``); the connection stays the engine's.
+
+A request runs through the pipeline's steps in order. Each step that may wait
+returns a ``Wait``; the engine then resumes the request in a task once it is
+over. Otherwise the whole request, upstream call included, runs from the
+protocol callbacks with no task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TypeVar, cast
+
+from multidict import CIMultiDict
+
+from gateway.errors import (
+    ExpectationFailed,
+    GatewayError,
+    InternalError,
+    MalformedRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+)
+from gateway.exchange import Exchange
+from gateway.http.framing import (
+    BodyFraming,
+    Headers,
+    RequestHead,
+    head_end,
+    read_head,
+    response_head,
+)
+from gateway.logs import AccessLog
+from gateway.metrics import Metrics
+from gateway.middleware import error_parts, finish, new_request_id
+from gateway.pipeline import Admission, Pipeline
+from gateway.pipeline.paths import NormalPath, normalize
+from gateway.pipeline.proxy import BodyTooLarge
+from gateway.pipeline.relay import Relay
+from gateway.usage import UsageBook
+from gateway.wait import Wait
+
+if TYPE_CHECKING:
+    from gateway.http.server import Lent, ProxyServer
+
+log = logging.getLogger("gateway.engine")
+
+T = TypeVar("T")
+READ_AHEAD: Final = 256 * 1024  # bytes buffered from a client before it is paused
+SMALL_BODY: Final = 64 * 1024  # bodies up to this size (Content-Length) are read whole first
+KEEPALIVE: Final = 75.0  # seconds an idle connection is kept (aiohttp's default)
+LINGER: Final = 2.0  # seconds to read and drop a refused body before closing
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Engine:
+    """What the engine needs from the public app, and which paths are aiohttp's."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        usage: UsageBook,
+        access_log: AccessLog,
+        claimed: frozenset[str],
+        header_timeout: float,
+    ) -> None:
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.usage = usage
+        self.access_log = access_log
+        self.claimed = claimed  # first path segments of the gateway's own endpoints
+        self.header_timeout = header_timeout
+
+    def own(self, target: str, path: NormalPath | None) -> bool:
+        """Whether the request is for one of the gateway's own endpoints."""
+        if path is not None:
+            first = path.segments[0] if path.segments else ""
+        else:  # a path the pipeline refuses: judged by its raw first segment
+            first = target.partition("?")[0].lstrip("/").split("/", 1)[0]
+        return first in self.claimed
+
+
+class Answer:
+    """An answer written to the client's connection (``gateway.pipeline.proxy.Answer``)."""
+
+    __slots__ = ("bodiless", "chunked", "conn", "exchange", "http10", "method", "status")
+
+    def __init__(self, conn: Connection, head: RequestHead, exchange: Exchange) -> None:
+        self.conn = conn
+        self.method = head.method
+        self.http10 = head.version == "1.0"
+        self.exchange = exchange
+        self.status = 0  # once the head is out
+        self.chunked = False
+        self.bodiless = False
+
+    def _head(self, status: int, reason: str, headers: Headers, length: int | None) -> bytes:
+        conn = self.conn
+        head = response_head(
+            self.method, status, reason, headers, length, not conn.keep_alive, self.http10
+        )
+        self.status = status
+        self.bodiless, self.chunked = head.bodiless, head.chunked
+        if head.close:
+            conn.keep_alive = False
+        return head.data
+
+    def whole(self, status: int, reason: str, headers: Headers, body: bytes) -> None:
+        head = self._head(status, reason, headers, len(body))
+        self.conn.send(head if self.bodiless else head + body)
+
+    async def start(self, status: int, reason: str, headers: Headers) -> None:
+        if self.conn.lost:
+            raise ConnectionResetError("the client is gone")
+        self.conn.send(self._head(status, reason, headers, None))
+
+    async def write(self, chunk: bytes) -> None:
+        conn = self.conn
+        if conn.lost:
+            raise ConnectionResetError("the client is gone")
+        if self.bodiless or not chunk:
+            return
+        conn.send(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+        await conn.drain()
+
+    async def end(self) -> None:
+        if self.chunked and not self.conn.lost:
+            self.conn.send(b"0\r\n\r\n")
+
+    def abort(self) -> None:
+        self.exchange.aborted = True
+        self.conn.keep_alive = False
+        self.conn.close_now()
+
+    def error(self, error: GatewayError) -> None:
+        headers, body = error_parts(error, self.exchange.request_id)
+        self.whole(error.status, "", headers, body)
+
+
+class RequestBody:
+    """A request body streamed from the connection's buffer: an async iterator of the
+    bytes to send upstream, reading on as the upstream takes them."""
+
+    __slots__ = ("conn", "framing", "limit", "seen")
+
+    def __init__(self, conn: Connection, framing: BodyFraming, limit: int | None) -> None:
+        self.conn = conn
+        self.framing = framing
+        self.limit = limit
+        self.seen = 0
+
+    def __aiter__(self) -> RequestBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        conn = self.conn
+        while True:
+            data = self.framing.take(conn.buffer)
+            conn.consumed()
+            if data:
+                self.seen += len(data)
+                if self.limit is not None and self.seen > self.limit:
+                    raise BodyTooLarge
+                return data
+            if self.framing.done:
+                raise StopAsyncIteration
+            if conn.lost or conn.eof:
+                raise ConnectionResetError("the client closed before its body ended")
+            await conn.more()
+
+
+class Call:
+    """One request from its framing to its answer."""
+
+    __slots__ = (
+        "admission",
+        "answer",
+        "body",
+        "continued",
+        "debit",
+        "exchange",
+        "head",
+        "headers",
+        "injected",
+        "relay",
+    )  # fmt: skip
+
+    def __init__(self, head: RequestHead, exchange: Exchange, answer: Answer) -> None:
+        self.head = head
+        self.headers = CIMultiDict(head.headers)
+        self.exchange = exchange
+        self.answer = answer
+        self.body: bytes | RequestBody | None = None
+        self.admission: Admission | None = None
+        self.injected: Headers = []
+        self.debit: int | None = None
+        self.relay: Relay | None = None
+        self.continued = False  # 100 Continue sent
+
+    @property
+    def unread_body(self) -> bool:
+        return isinstance(self.body, RequestBody) and not self.body.framing.done
+
+
+class Connection(asyncio.Protocol):
+    """One client connection, owned from accept to close."""
+
+    def __init__(self, engine: Engine, server: ProxyServer) -> None:
+        self.engine = engine
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.scheme = "http"
+        self.buffer = bytearray()
+        self.call: Call | None = None  # the request in service
+        self.app: Lent | None = None  # aiohttp's protocol, for the own endpoints
+        self.lent: BodyFraming | None = None  # a request aiohttp is serving
+        self.task: asyncio.Task[None] | None = None  # a step waiting
+        self.settled: asyncio.Future[None] | None = None  # made by shutdown() to wait on
+        self.waiter: asyncio.Future[None] | None = None  # a body reader waiting for bytes
+        self.advancing = False
+        self.keep_alive = True
+        self.closing = False
+        self.lingering = False
+        self.lost = False
+        self.eof = False
+        self.reading_paused = False
+        self.writing_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.active = self.loop.time()
+        self.head_started: float | None = None  # when the head now awaited began to arrive
+        self.timer: asyncio.TimerHandle | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self.call is not None or self.lent is not None
+
+    # --- asyncio ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, (list, tuple)) and peer else ""
+        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        self.timer = self.loop.call_later(KEEPALIVE, self._check_time)
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # a refused body, read and dropped until the close
+        self.buffer += data
+        self.active = self.loop.time()
+        if not self.serving:
+            self._advance()
+            return
+        if self.lent is not None:
+            self._feed_app()
+        self._wake(None)
+        if len(self.buffer) > READ_AHEAD and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.lingering:
+            self.close_now()
+            return False
+        self._wake(None)
+        if not self.serving:
+            self._advance()
+        return True  # half-close: the answers to what was sent are still written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.keep_alive = False
+        if self.timer is not None:
+            self.timer.cancel()
+        self.server.connections.discard(self)
+        gone = ConnectionResetError("the client is gone")
+        self._wake(gone)
+        waiter, self.drain_waiter = self.drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(gone)
+        app, self.app = self.app, None
+        if app is not None:
+            app.closed = True
+            app.handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.app is not None:
+            self.app.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.app is not None:
+            self.app.handler.resume_writing()
+        waiter, self.drain_waiter = self.drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- the server's shutdown ---
+
+    def close(self) -> None:
+        """Stop after the request in service."""
+        self.closing = True
+        if not self.serving:
+            self.close_now()
+
+    async def shutdown(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` for the request in service, then close."""
+        self.closing = True
+        if self.serving:
+            self.settled = self.loop.create_future()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self.settled, timeout)
+            call = self.call
+            if self.task is not None:
+                self.task.cancel()
+            if call is not None and call.relay is not None:
+                call.relay.cancel()
+        self.close_now()
+
+    # --- reading and writing ---
+
+    def send(self, data: bytes) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.lost:
+            raise ConnectionResetError("the client is gone")
+        if self.writing_paused:
+            self.drain_waiter = self.loop.create_future()
+            await self.drain_waiter
+
+    async def more(self) -> None:
+        """Wait for more bytes from the client (or its EOF)."""
+        self.waiter = self.loop.create_future()
+        await self.waiter
+
+    def consumed(self) -> None:
+        """A body reader took bytes from the buffer: read on if it was paused."""
+        if self.reading_paused and len(self.buffer) <= READ_AHEAD and not self.lost:
+            self.reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _wake(self, error: BaseException | None) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+    def close_now(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- requests ---
+
+    def _advance(self) -> None:
+        """Start the requests in the buffer, one after another while each is answered at
+        once (refusals), until one is in service."""
+        if self.advancing:
+            return  # an answer given while starting a request: the loop below goes on
+        self.advancing = True
+        try:
+            while not self.serving and self._next():
+                pass
+        finally:
+            self.advancing = False
+
+    def _next(self) -> bool:
+        """Start the next request in the buffer; True if it was answered already."""
+        if self.lost:
+            return False
+        if self.closing or not self.keep_alive:
+            self.close_now()
+            return False
+        self.consumed()
+        try:
+            end = head_end(self.buffer)
+            if end < 0:
+                if self.eof:
+                    self.close_now()  # a head cut short (or none): nothing to answer
+                elif self.buffer and self.head_started is None:
+                    self._head_begun()
+                return False
+            head = read_head(bytes(self.buffer[:end]))
+        except GatewayError as exc:
+            self._refuse(exc)
+            return False
+        small = not head.chunked and head.expect is None and head.length <= SMALL_BODY
+        if small and len(self.buffer) < end + head.length:
+            if self.eof:
+                self.close_now()  # a body cut short
+            return False  # the rest of a small body is on its way
+        try:
+            path: NormalPath | None = normalize(head.target)
+            refusal = None
+        except GatewayError as exc:
+            path, refusal = None, exc
+        self.head_started = None
+        if self.engine.own(head.target, path):
+            self._lend(bytes(self.buffer[:end]), head)
+            return False
+        del self.buffer[:end]
+        exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
+        call = self.call = Call(head, exchange, Answer(self, head, exchange))
+        self.keep_alive = head.keep_alive and not self.closing
+        self.engine.metrics.active += 1
+        if small:
+            if head.length:
+                call.body = bytes(self.buffer[: head.length])
+                del self.buffer[: head.length]
+        else:
+            call.body = RequestBody(self, BodyFraming(head), None)
+        if refusal is not None:
+            self._done(refusal)
+        elif (
+            head.expect is not None
+            and head.version == "1.1"
+            and (head.expect.lower() != "100-continue")
+        ):
+            self._done(ExpectationFailed())
+        else:
+            assert path is not None
+            self._run(self._authorize, path)
+        return self.call is None
+
+    def _refuse(self, error: GatewayError) -> None:
+        """Bytes that are not a request we serve: answered in JSON, then closed."""
+        self.keep_alive = False
+        headers, body = error_parts(error, new_request_id())
+        head = response_head("GET", error.status, "", headers, len(body), True)
+        self.send(head.data + body)
+        self.buffer.clear()
+        self.close_now()
+
+    # --- the gateway's own endpoints: lent to aiohttp one request at a time ---
+
+    def _lend(self, head_bytes: bytes, head: RequestHead) -> None:
+        del self.buffer[: len(head_bytes)]
+        if self.app is None:
+            self.app = self.server.lend(self)
+        self.lent = BodyFraming(head)
+        self.app.start(head.method == "HEAD")
+        self.app.handler.data_received(head_bytes)
+        self._feed_app()
+
+    def _feed_app(self) -> None:
+        """The body of the lent request, as it arrives; the bytes after it wait."""
+        assert self.app is not None and self.lent is not None
+        try:
+            data = self.lent.take_raw(self.buffer)
+        except GatewayError:
+            self.close_now()  # aiohttp has the head; the rest is not a body: end it all
+            return
+        if data:
+            self.app.handler.data_received(data)
+        self.consumed()
+
+    def lent_answered(self) -> None:
+        """aiohttp's answer is complete: the next request is the engine's again."""
+        lent, self.lent = self.lent, None
+        if lent is None:
+            return
+        self.active = self.loop.time()
+        if self.settled is not None and not self.settled.done():
+            self.settled.set_result(None)
+        if not lent.done:
+            self.keep_alive = False  # aiohttp answered without the whole body
+            self._linger()
+        else:
+            self.loop.call_soon(self._advance)  # not from inside aiohttp's write
+
+    def lent_closed(self, app: Lent) -> None:
+        """aiohttp closed its side: mid-answer, the connection ends; between answers,
+        only aiohttp's protocol does."""
+        if self.app is app:
+            self.app = None
+        self.loop.call_soon(app.handler.connection_lost, None)
+        if self.lent is not None:
+            self.lent = None
+            self.keep_alive = False
+            self.close_now()
+
+    # --- the pipeline's steps, in order; each may wait ---
+
+    def _run(self, step: Callable[[T], None], value: T) -> None:
+        try:
+            step(value)
+        except Exception as exc:
+            self._done(exc)
+
+    def _then(self, result: T | Wait[T], step: Callable[[T], None]) -> None:
+        if isinstance(result, Wait):
+            self.task = self.loop.create_task(self._resume(result, step))
+        else:
+            step(result)
+
+    async def _resume(self, wait: Wait[T], step: Callable[[T], None]) -> None:
+        try:
+            value = await wait
+        except Exception as exc:
+            self.task = None
+            self._done(exc)
+            return
+        self.task = None
+        self._run(step, value)
+
+    def _authorize(self, path: NormalPath) -> None:
+        call = self.call
+        assert call is not None
+        judged = self.engine.pipeline.authorize(
+            call.head.method, path, call.headers, self.peer, self.scheme, call.exchange
+        )
+        self._then(judged, self._count)
+
+    def _count(self, admission: Admission) -> None:
+        call = self.call
+        assert call is not None
+        call.admission = admission
+        limit = self.engine.pipeline.forwarder.body_limit(admission.route)
+        if limit is not None:
+            if call.head.length > limit:
+                raise PayloadTooLarge()
+            if isinstance(call.body, RequestBody):
+                call.body.limit = limit
+        self._then(self.engine.pipeline.count(admission), self._charge)
+
+    def _charge(self, injected: Headers) -> None:
+        call = self.call
+        assert call is not None and call.admission is not None
+        call.injected = injected
+        charged: int | None | Wait[int | None] = self.engine.pipeline.charge(
+            call.admission, call.head.method, call.headers.get("Idempotency-Key")
+        )
+        self._then(charged, self._forward)
+
+    def _forward(self, debit: int | None) -> None:
+        call = self.call
+        assert call is not None and call.admission is not None
+        call.debit = debit
+        head, admission = call.head, call.admission
+        if head.expect is not None and head.version == "1.1":
+            self.send(CONTINUE)  # authorized: now the client may send its body
+            call.continued = True
+        call.relay = self.engine.pipeline.forwarder.forward(
+            head.method, admission.route, admission.path, call.headers, call.injected,
+            call.body, head.chunked, call.exchange, call.answer, self._forwarded,
+        )  # fmt: skip
+
+    def _forwarded(self, error: GatewayError | None) -> None:
+        call = self.call
+        assert call is not None
+        if call.debit is None:
+            self._done(error)
+            return
+        succeeded = error is None and not call.exchange.aborted and call.answer.status < 400
+        settled = self.engine.pipeline.settle(
+            call.debit, succeeded, call.headers.get("Idempotency-Key"), call.exchange
+        )
+        self.task = self.loop.create_task(self._resume(Wait(settled), lambda _: self._done(error)))
+
+    def _done(self, failure: BaseException | None) -> None:
+        """Answer an error if there is one, account for the request, start the next."""
+        call = self.call
+        assert call is not None
+        exchange, answer = call.exchange, call.answer
+        error = as_gateway_error(failure, exchange)
+        if call.unread_body or (call.head.expect is not None and not call.continued):
+            self.keep_alive = False  # what is left of the body is not a request
+        if error is not None and not exchange.aborted:
+            if answer.status:
+                answer.abort()  # the answer had started: cutting it is all that is left
+            else:
+                answer.error(error)
+        engine = self.engine
+        engine.metrics.active -= 1
+        status = error.status if error is not None else answer.status
+        finish(engine.metrics, engine.usage, engine.access_log, call.head.method,
+               logged_path(call.head.target), self.peer, exchange, status, error)  # fmt: skip
+        self.call = None
+        self.task = None
+        if self.settled is not None and not self.settled.done():
+            self.settled.set_result(None)
+        self.active = self.loop.time()
+        if call.unread_body and not self.lost:
+            self._linger()
+        else:
+            self._advance()
+
+    def _linger(self) -> None:
+        """A body that was refused unread: half-close, and read and drop what the client
+        still sends for a little while, so that it reads our answer rather than a reset."""
+        self.lingering = True
+        self.buffer.clear()
+        self.consumed()
+        if self.transport is not None and self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER, self.close_now)
+
+    # --- timers ---
+
+    def _head_begun(self) -> None:
+        """Part of a head has come: the whole of it must follow within the header timeout,
+        however slowly its bytes arrive."""
+        self.head_started = now = self.loop.time()
+        deadline = now + self.engine.header_timeout
+        if self.timer is None or self.timer.when() > deadline:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._check_time)
+
+    def _check_time(self) -> None:
+        """Close a connection idle for KEEPALIVE seconds, and answer 408 to a head that
+        has not arrived within ``proxy.header_timeout`` of its first byte."""
+        self.timer = None
+        if self.lost:
+            return
+        now = self.loop.time()
+        left = KEEPALIVE
+        if not self.serving:
+            if self.head_started is not None:
+                left = self.head_started + self.engine.header_timeout - now
+                if left <= 0:
+                    self._refuse(RequestTimeout())
+                    return
+            else:
+                left = self.active + KEEPALIVE - now
+                if left <= 0:
+                    self.close_now()
+                    return
+        self.timer = self.loop.call_later(max(left, 0.01), self._check_time)
+
+
+def as_gateway_error(exc: BaseException | None, exchange: Exchange) -> GatewayError | None:
+    """What the client is told about an exception from the pipeline."""
+    if exc is None or isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, BodyTooLarge):
+        return PayloadTooLarge()
+    if isinstance(exc, MalformedRequest):
+        return exc
+    log.error("unhandled error (request id %s)", exchange.request_id, exc_info=exc)
+    return InternalError(exchange.request_id)
+
+
+def logged_path(target: str) -> str:
+    """The path as the access log shows it: no query, no scheme or authority."""
+    path = target.partition("?")[0]
+    if not path.startswith("/"):  # absolute-form (RFC 9112 §3.2.2)
+        path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
+    return path
+
+
+def claimed_segments(paths: list[str]) -> frozenset[str]:
+    """The first path segment of each of the gateway's own endpoints."""
+    return frozenset(p.lstrip("/").split("/", 1)[0] for p in paths)

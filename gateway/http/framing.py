@@ -1,0 +1,317 @@
+"""HTTP/1.1 framing for the proxy engine (RFC 9112): request heads and bodies in,
+response heads out.
+
+A head is delimited by the engine (its blank line) and parsed here with llhttp
+(httptools), which checks the syntax of every line. Bodies are delimited here,
+over the connection's buffer, by ``BodyFraming``: a Content-Length count or the
+chunked coding. It is ours rather than llhttp's because the engine must know
+where each request ends in the buffer (to hand the rest of a connection to
+aiohttp, or to start the next pipelined request), which httptools does not say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Final
+
+import httptools
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE
+
+from gateway.errors import HeadTooLarge, MalformedRequest, VersionNotSupported
+
+Headers = list[tuple[str, str]]  # fields in order
+
+MAX_HEAD: Final = 32 * 1024  # bytes of request line and fields (aiohttp allows 16 KiB a field)
+MAX_FIELDS: Final = 128  # as aiohttp
+MAX_CHUNK_LINE: Final = 4096  # a chunk-size line with its extensions
+MAX_TRAILERS: Final = 8192  # bytes of trailer fields, read and dropped
+VERSIONS: Final = frozenset({"1.0", "1.1"})
+# Fields aiohttp refuses to see twice (RFC 9110 gives them one value).
+SINGLE: Final = frozenset(
+    {
+        b"content-length",
+        b"content-location",
+        b"content-range",
+        b"content-type",
+        b"etag",
+        b"host",
+        b"max-forwards",
+        b"server",
+        b"user-agent",
+    }
+)
+EMPTY_BODY_STATUS: Final = frozenset({204, 304})
+HEX: Final = frozenset(b"0123456789abcdefABCDEF")
+
+PHRASES: Final = {s.value: s.phrase for s in HTTPStatus}
+
+
+# Made on every request: not frozen, whose __init__ costs about four times as much
+# (object.__setattr__ per field). Nothing changes it once made.
+@dataclass(slots=True)
+class RequestHead:
+    method: str
+    target: str
+    version: str  # "1.0" or "1.1"
+    headers: Headers
+    keep_alive: bool
+    length: int  # of the body from Content-Length (0 if absent, or chunked)
+    chunked: bool  # Transfer-Encoding: chunked (RFC 9112 §7.1)
+    expect: str | None  # the Expect field, as sent
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or self.length > 0
+
+
+class _HeadReader:
+    """httptools callbacks for one request head."""
+
+    __slots__ = ("complete", "fields", "url")
+
+    # httptools looks every callback up with getattr(protocol, name, None) for each new
+    # parser: a missing one costs an AttributeError raised and caught, on every request.
+    on_message_begin = on_body = on_message_complete = None
+    on_chunk_header = on_chunk_complete = None
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+
+def head_end(buffer: bytearray) -> int:
+    """Where the head at the start of ``buffer`` ends (just past its blank line); -1
+    while more bytes are needed. A line ended by a bare LF is refused (RFC 9112 §2.2
+    lets a server refuse it, and a proxy must not read it differently from its
+    upstream), and so is a head longer than MAX_HEAD."""
+    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+    scanned = end + 4 if end >= 0 else min(len(buffer), MAX_HEAD + 4)
+    if buffer.count(b"\n", 0, scanned) != buffer.count(b"\r\n", 0, scanned):
+        raise MalformedRequest()
+    if end >= 0:
+        return end + 4
+    if len(buffer) > MAX_HEAD:
+        raise HeadTooLarge()
+    return -1
+
+
+def read_head(data: bytes) -> RequestHead:
+    """The request head ``data`` (which ends with its blank line); MalformedRequest (400)
+    or VersionNotSupported (505) when it is not one this engine serves."""
+    reader = _HeadReader()
+    parser = httptools.HttpRequestParser(reader)
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserUpgrade:
+        pass  # CONNECT, or an Upgrade field: the head itself is complete and valid
+    except httptools.HttpParserError:
+        raise MalformedRequest() from None
+    line = data[: data.index(b"\r\n")]
+    version = line[-3:].decode("latin-1")
+    if not reader.complete or not line.startswith(parser.get_method() + b" "):
+        raise MalformedRequest()
+    if line[-9:-3] != b" HTTP/" or version not in VERSIONS:
+        raise VersionNotSupported()
+    if not reader.url.isascii() or len(reader.fields) > MAX_FIELDS:
+        raise MalformedRequest()
+    seen: set[bytes] = set()
+    length = 0
+    chunked = False
+    expect = None
+    keep_alive = version == "1.1"  # RFC 9112 §9.3
+    headers = []
+    for name, value in reader.fields:
+        key = name.lower()
+        if key in SINGLE and key in seen:
+            raise MalformedRequest()
+        seen.add(key)
+        if key == b"content-length":
+            length = int(value)  # llhttp has checked it is digits, and not beside chunked
+        elif key == b"transfer-encoding":
+            # Only chunked is decoded; any other coding would reach the upstream altered.
+            if chunked or value.strip().lower() != b"chunked":
+                raise MalformedRequest()
+            chunked = True
+        elif key == b"expect":
+            expect = value.decode("latin-1")
+        elif key == b"connection":
+            tokens = {t.strip() for t in value.lower().split(b",")}
+            if b"close" in tokens:
+                keep_alive = False
+            elif b"keep-alive" in tokens and version == "1.0":
+                keep_alive = True
+        headers.append((name.decode("utf-8", "surrogateescape"),
+                        value.decode("utf-8", "surrogateescape")))  # fmt: skip
+    method = parser.get_method().decode("ascii")
+    return RequestHead(
+        method, reader.url.decode("ascii"), version, headers, keep_alive, length, chunked, expect
+    )
+
+
+class BodyFraming:
+    """Where a request body ends in the connection's buffer, and its bytes as the
+    upstream gets them (a chunked body decoded: the Forwarder frames it again)."""
+
+    __slots__ = ("chunked", "done", "remaining", "state", "trailers")
+
+    SIZE, DATA, DATA_END, TRAILER = range(4)
+
+    def __init__(self, head: RequestHead) -> None:
+        self.chunked = head.chunked
+        self.remaining = head.length  # of the body, or of the current chunk
+        self.done = not head.has_body
+        self.state = self.SIZE
+        self.trailers = 0
+
+    def take(self, buffer: bytearray) -> bytes:
+        """Remove the body's bytes from the front of ``buffer`` and return them decoded
+        (b"" when more are needed); MalformedRequest for a broken chunked coding."""
+        if self.done:
+            return b""
+        if not self.chunked:
+            n = min(self.remaining, len(buffer))
+            data = bytes(buffer[:n])
+            del buffer[:n]
+            self.remaining -= n
+            self.done = self.remaining == 0
+            return data
+        pieces = []
+        while not self.done:
+            if self.state == self.DATA:
+                n = min(self.remaining, len(buffer))
+                if n == 0:
+                    break
+                pieces.append(bytes(buffer[:n]))
+                del buffer[:n]
+                self.remaining -= n
+                if self.remaining == 0:
+                    self.state = self.DATA_END
+                continue
+            if self.state == self.DATA_END:
+                if len(buffer) < 2:
+                    break
+                if buffer[:2] != b"\r\n":
+                    raise MalformedRequest()
+                del buffer[:2]
+                self.state = self.SIZE
+                continue
+            line = self._line(buffer)
+            if line is None:
+                break
+            if self.state == self.SIZE:
+                self._size(line)
+            elif line:  # a trailer field: read, bounded, and dropped (RFC 9112 §7.1.2)
+                self.trailers += len(line)
+                if self.trailers > MAX_TRAILERS:
+                    raise MalformedRequest()
+            else:
+                self.done = True
+        return b"".join(pieces)
+
+    def take_raw(self, buffer: bytearray) -> bytes:
+        """``take``, returning the body's bytes as they were sent (chunked coding and
+        all): for a request passed on to aiohttp, which decodes it itself."""
+        if not self.chunked:
+            return self.take(buffer)
+        before = bytes(buffer)
+        self.take(buffer)
+        return before[: len(before) - len(buffer)]
+
+    def _line(self, buffer: bytearray) -> bytes | None:
+        end = buffer.find(b"\n", 0, MAX_CHUNK_LINE)
+        if end < 0:
+            if len(buffer) >= MAX_CHUNK_LINE:
+                raise MalformedRequest()
+            return None
+        if end == 0 or buffer[end - 1] != 0x0D:
+            raise MalformedRequest()  # a bare LF
+        line = bytes(buffer[: end - 1])
+        del buffer[: end + 1]
+        if any((b < 0x20 and b != 0x09) or b == 0x7F for b in line):
+            raise MalformedRequest()
+        return line
+
+    def _size(self, line: bytes) -> None:
+        """chunk-size [ chunk-ext ] (RFC 9112 §7.1.1)."""
+        size = line.split(b";", 1)[0]
+        if not size or len(size) > 16 or not all(b in HEX for b in size):
+            raise MalformedRequest()
+        self.remaining = int(size, 16)
+        self.state = self.DATA if self.remaining else self.TRAILER
+
+
+# Made on every request: not frozen, whose __init__ costs about four times as much
+# (object.__setattr__ per field). Nothing changes it once made.
+@dataclass(slots=True)
+class ResponseHead:
+    data: bytes
+    bodiless: bool  # nothing may follow the head (HEAD, 1xx, 204, 304)
+    chunked: bool  # the body goes in chunks (streamed, no Content-Length)
+    close: bool  # the connection ends after this answer
+
+
+def response_head(
+    method: str,
+    status: int,
+    reason: str,
+    headers: Headers,
+    length: int | None,
+    close: bool,
+    http10: bool = False,
+) -> ResponseHead:
+    """Status line and fields, completed as aiohttp completes its responses. ``length``:
+    the body's, for an answer sent whole; None for a streamed one (the upstream's
+    Content-Length, or chunked; to an HTTP/1.0 client, delimited by closing)."""
+    no_body_status = status in EMPTY_BODY_STATUS or status < 200
+    bodiless = method == "HEAD" or no_body_status
+    lines = [f"HTTP/1.1 {status} {reason or PHRASES.get(status, '')}"]
+    declared = None
+    typed = dated = named = False
+    for name, value in headers:
+        key = name.lower()
+        if key == "content-length":
+            if length is not None or no_body_status:
+                continue  # replaced below, or never sent (RFC 9110 §8.6)
+            declared = value
+        elif key == "content-type":
+            typed = True
+        elif key == "date":
+            dated = True
+        elif key == "server":
+            named = True
+        lines.append(f"{name}: {value}")
+    chunked = False
+    if length is not None:
+        if not no_body_status:
+            lines.append(f"Content-Length: {length}")
+    elif not bodiless and declared is None:
+        if http10:
+            close = True  # no chunked coding in HTTP/1.0: the end of the body is the close
+        else:
+            chunked = True
+            lines.append("Transfer-Encoding: chunked")
+    empty = length == 0 if length is not None else declared == "0"
+    if not typed and not bodiless and not empty:
+        lines.append("Content-Type: application/octet-stream")
+    if not dated:
+        lines.append(f"Date: {rfc822_formatted_time()}")
+    if not named:
+        lines.append(f"Server: {SERVER_SOFTWARE}")
+    if close:
+        lines.append("Connection: close")
+    elif http10:
+        lines.append("Connection: keep-alive")
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    return ResponseHead(data, bodiless, chunked, close)
