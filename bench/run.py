@@ -64,10 +64,14 @@ class Processes:
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(
-        self, args: list[str], log: Path, env: dict[str, str] | None = None
+        self,
+        args: list[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> subprocess.Popen[bytes]:
         out = log.open("wb")
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                 start_new_session=True)  # fmt: skip
         self.started.append(proc)
         return proc
@@ -180,7 +184,7 @@ def worker_pids(supervisor: int) -> list[int]:
 
 def gateway_config(work: Path, port: int, admin: int, upstream_port: int, example_port: int,
                    extra_routes: list[dict[str, Any]] | None = None, db: str = "gateway.db",
-                   cache_ttl: float = 30, fast_lane: bool = True,
+                   cache_ttl: float = 30,
                    jwt_key: Path | None = None) -> Path:  # fmt: skip
     config: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": port},
@@ -206,7 +210,6 @@ def gateway_config(work: Path, port: int, admin: int, upstream_port: int, exampl
         ],
         "limits": {"per_credential": None, "per_org": None},
         "cache": {"credential_ttl": cache_ttl},
-        "proxy": {"fast_lane": fast_lane},
         "session": {"secret": secrets.token_urlsafe(32)},
         "logging": {"level": "INFO", "access_log": True},
     }
@@ -276,6 +279,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--scale-only", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run the gateway at this git commit, on the same database",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -290,6 +298,9 @@ def main() -> None:
         if nginx_pid.exists():
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(nginx_pid.read_text().strip()), signal.SIGQUIT)
+        if (work / "baseline").exists():
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                            str(work / "baseline")], check=False)  # fmt: skip
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -307,8 +318,8 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
         wait_port(example)
         scale(work, procs, args, up, example)
         return
-    # The gateway under test issues JWT access tokens; the one with the fast lane off
-    # (same database) issues opaque ones, and both kinds are valid at either.
+    # The gateway under test issues JWT access tokens; the second one (same database)
+    # issues opaque ones, and both kinds are valid at either.
     config = gateway_config(work, gw, admin, up, example, jwt_key=signing_key(work))
     cli(config, "migrate")
     cli(config, "org", "create", "bench")
@@ -329,10 +340,17 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     gateway = procs.start([PY, "-m", "gateway", "--config", str(config), "serve", "--workers", "2"],
                           work / "gateway.log", env)  # fmt: skip
-    # The same gateway and database with the fast lane off: what gateway/front.py buys.
-    aiohttp_only = gateway_config(work, slow, slow_admin, up, example, fast_lane=False)
-    without = procs.start([PY, "-m", "gateway", "--config", str(aiohttp_only), "serve",
-                           "--workers", "2"], work / "gateway-aiohttp.log", env)  # fmt: skip
+    # A second gateway on the same database: this code again, or (--baseline REF) the
+    # code of another commit, checked out beside the work files, measured side by side.
+    second = gateway_config(work, slow, slow_admin, up, example)
+    source = ROOT
+    if args.baseline:
+        source = work / "baseline"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(source),
+                        args.baseline], check=True, capture_output=True)  # fmt: skip
+    without = procs.start([PY, "-m", "gateway", "--config", str(second), "serve", "--workers",
+                           "2"], work / "gateway-second.log", {**env, "PYTHONPATH": str(source)},
+                          cwd=source)  # fmt: skip
     for port in (up, peer, plain, auth, gw, example, slow):
         wait_port(port)
     time.sleep(2)  # both workers up
@@ -349,7 +367,7 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
         ("gateway: OAuth Bearer (JWT, ES256)", f"http://127.0.0.1:{gw}/bench/x", {"Authorization": f"Bearer {signed}"}, 200),
         ("gateway: public route (auth: none)", f"http://127.0.0.1:{gw}/public/x", {}, 200),
         ("gateway: 403 refusal (missing scope)", f"http://127.0.0.1:{gw}/write/x", {"X-API-Key": key}, 403),
-        ("gateway, fast lane off: API key", f"http://127.0.0.1:{slow}/bench/x", {"X-API-Key": key}, 200),
+        (f"gateway at {args.baseline or 'this commit'} (2nd): API key", f"http://127.0.0.1:{slow}/bench/x", {"X-API-Key": key}, 200),
     ]  # fmt: skip
     for name, url, headers, expected in cases:  # each answers as it should, then warm up
         if (got := status_of(url, headers)) != expected:

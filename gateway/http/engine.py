@@ -547,7 +547,7 @@ class Connection(asyncio.Protocol):
         call = self.call
         assert call is not None and call.admission is not None
         call.injected = injected
-        charged: int | None | Wait[int | None] = self.engine.pipeline.charge(
+        charged: int | Wait[int | None] | None = self.engine.pipeline.charge(
             call.admission, call.head.method, call.headers.get("Idempotency-Key")
         )
         self._then(charged, self._forward)
