@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from gateway.errors import MethodNotAllowed
-from gateway.exchange import EXCHANGE
 from gateway.expect import expect_now
+from gateway.middleware import EXCHANGE
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

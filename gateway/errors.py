@@ -192,6 +192,104 @@ class ServiceUnavailable(GatewayError):
         return {"Retry-After": "1"}
 
 
+# --- limits (gateway.limits) ---
+
+
+class AddressNotAllowed(GatewayError):
+    status = 403
+    code = "forbidden"
+    message = "This credential may not be used from your address."
+
+    @property
+    def reason(self) -> str:
+        return "ip_not_allowed"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, limit: int, reset_in: int, scope: str) -> None:
+        super().__init__(f"Rate limit of {limit} requests per minute exceeded for this {scope}.")
+        self.limit = limit
+        self.reset_in = reset_in
+
+    def headers(self) -> Mapping[str, str]:
+        return {
+            "Retry-After": str(self.reset_in),
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": str(self.reset_in),
+        }
+
+
+class QuotaExceeded(GatewayError):
+    status = 429
+    code = "quota_exceeded"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"This credential has used all of its {limit} requests.")
+
+
+class LimitsUnavailable(ServiceUnavailable):
+    message = "Rate limits cannot be checked right now; try again shortly."
+
+    @property
+    def reason(self) -> str:
+        return "limits_unavailable"
+
+
+# --- metered routes (gateway.wallet) ---
+
+PAYMENT_REFUSALS = {
+    "insufficient_funds": "The organization's wallet cannot pay for this call.",
+    "max_paid_requests": "This key has used all of its paid requests.",
+    "max_spend": "This key has reached its spending limit.",
+}
+
+
+class PaymentRequired(GatewayError):
+    status = 402
+    code = "payment_required"
+
+    def __init__(self, why: str) -> None:
+        super().__init__(PAYMENT_REFUSALS.get(why, "Payment required."))
+        self.why = why
+
+    @property
+    def reason(self) -> str:
+        return self.why
+
+
+class IdempotencyKeyReused(GatewayError):
+    """The IETF Idempotency-Key draft's answer to a key sent with another request."""
+
+    status = 422
+    code = "idempotency_key_reused"
+    message = "This Idempotency-Key was already used for a different request."
+
+
+class IdempotencyKeyInUse(GatewayError):
+    status = 409
+    code = "idempotency_key_in_use"
+    message = "A request with this Idempotency-Key is still in progress."
+
+
+# --- the management API's callers ---
+
+
+class NotAnAdmin(AuthError):
+    status = 403
+    code = "forbidden"
+    message = "Only an owner or admin of this organization may do this."
+
+
+class BadCsrf(AuthError):
+    status = 403
+    code = "forbidden"
+    message = "Send the session's CSRF token in the X-CSRF-Token header."
+
+
 class OAuthError(GatewayError):
     """RFC 6749 §5.2: ``{"error", "error_description"}``, 400 unless said otherwise.
 

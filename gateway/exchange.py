@@ -7,9 +7,7 @@ the access log once the pipeline is done with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gateway.pipeline.authn import Principal
@@ -28,6 +26,3 @@ class Exchange:
     prepared_at: float | None = None  # when our response headers went out
     aborted: bool = False  # the connection was cut mid-body
     paid: bool = False  # a metered call that was charged and not refunded
-
-
-EXCHANGE: Final = web.RequestKey("exchange", Exchange)

@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,7 +24,7 @@ from limits.errors import StorageError
 from redis.exceptions import RedisError
 
 from gateway.config import Limits as LimitSettings
-from gateway.errors import GatewayError
+from gateway.errors import AddressNotAllowed, LimitsUnavailable, QuotaExceeded, RateLimited
 from gateway.wait import Wait
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,42 +32,6 @@ log = logging.getLogger("gateway.limits")
 MAX_WINDOWS = 100_000  # counters kept before stale windows are dropped
 WARN_EVERY = 10.0  # seconds between warnings while the counters are down
 COUNTER_FAILURES = (RedisError, StorageError, OSError, TimeoutError)
-
-
-class AddressNotAllowed(GatewayError):
-    status = 403
-    code = "forbidden"
-    message = "This credential may not be used from your address."
-
-    @property
-    def reason(self) -> str:
-        return "ip_not_allowed"
-
-
-class RateLimited(GatewayError):
-    status = 429
-    code = "rate_limited"
-
-    def __init__(self, limit: int, reset_in: int, scope: str) -> None:
-        super().__init__(f"Rate limit of {limit} requests per minute exceeded for this {scope}.")
-        self.limit = limit
-        self.reset_in = reset_in
-
-    def headers(self) -> Mapping[str, str]:
-        return {
-            "Retry-After": str(self.reset_in),
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": "0",
-            "RateLimit-Reset": str(self.reset_in),
-        }
-
-
-class QuotaExceeded(GatewayError):
-    status = 429
-    code = "quota_exceeded"
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"This credential has used all of its {limit} requests.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,19 +111,6 @@ class MemoryCounters:
 
     async def close(self) -> None:
         return None
-
-
-class LimitsUnavailable(GatewayError):
-    status = 503
-    code = "service_unavailable"
-    message = "Rate limits cannot be checked right now; try again shortly."
-
-    def headers(self) -> Mapping[str, str]:
-        return {"Retry-After": "1"}
-
-    @property
-    def reason(self) -> str:
-        return "limits_unavailable"
 
 
 class Limiter:

@@ -15,13 +15,15 @@ from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict
 
 from gateway.errors import HTTP_STATUS_ERRORS, GatewayError, InternalError, MethodNotAllowed
-from gateway.exchange import EXCHANGE, Exchange
+from gateway.exchange import Exchange
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics, method_label, status_class
+from gateway.pipeline.headers import ForwardedFor
 from gateway.usage import UsageBook
 
 log = logging.getLogger("gateway")
 NO_ROUTE: Final = "-"
+EXCHANGE: Final = web.RequestKey("exchange", Exchange)  # what the pipeline learned
 CLIENT_CLOSED: Final = 499  # nginx's convention for a connection cut mid-response
 
 
@@ -44,6 +46,11 @@ class RequestIds:
 
 
 new_request_id = RequestIds()
+
+
+def client_address(forwarded_for: ForwardedFor, request: web.BaseRequest) -> str:
+    """The client's address: the peer, or from X-Forwarded-For behind a trusted proxy."""
+    return forwarded_for.resolve(request.remote or "", request.scheme, request.headers)[0]
 
 
 def error_parts(error: GatewayError, request_id: str) -> tuple[list[tuple[str, str]], bytes]:

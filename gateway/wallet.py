@@ -16,43 +16,17 @@ from __future__ import annotations
 import hashlib
 import time
 
-from gateway.errors import BadRequest, GatewayError
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    PaymentRequired,
+)
 from gateway.store import Store
 
-MESSAGES = {
-    "insufficient_funds": "The organization's wallet cannot pay for this call.",
-    "max_paid_requests": "This key has used all of its paid requests.",
-    "max_spend": "This key has reached its spending limit.",
-}
 IDEMPOTENCY_WINDOW_TEXT = "24 hours"
 IDEMPOTENCY_KEY_MAX = 200
-
-
-class PaymentRequired(GatewayError):
-    status = 402
-    code = "payment_required"
-
-    def __init__(self, why: str) -> None:
-        super().__init__(MESSAGES.get(why, "Payment required."))
-        self.why = why
-
-    @property
-    def reason(self) -> str:
-        return self.why
-
-
-class IdempotencyKeyReused(GatewayError):
-    """The IETF Idempotency-Key draft's answer to a key sent with another request."""
-
-    status = 422
-    code = "idempotency_key_reused"
-    message = "This Idempotency-Key was already used for a different request."
-
-
-class IdempotencyKeyInUse(GatewayError):
-    status = 409
-    code = "idempotency_key_in_use"
-    message = "A request with this Idempotency-Key is still in progress."
 
 
 REFUSALS: dict[str, type[GatewayError]] = {

@@ -13,7 +13,6 @@ and echoes nothing.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, cast
 
 import httptools
@@ -21,15 +20,22 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.app import engine
+from gateway.errors import (
+    GatewayError,
+    HeadTooLarge,
+    InternalError,
+    MalformedRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from gateway.http.engine import Connection, Engine
-from gateway.middleware import new_request_id
+from gateway.middleware import new_request_id, render
 
-PARSER_ERRORS = {
-    400: ("bad_request", "The request is not valid HTTP."),
-    413: ("payload_too_large", "The request is too large."),
-    431: ("bad_request", "The request headers are too large."),
-    500: ("internal_error", "Internal error."),
-    504: ("gateway_timeout", "The request took too long."),
+# What aiohttp's parser refuses, as the error tree's classes (by aiohttp's status).
+PARSER_ERRORS: dict[int, type[GatewayError]] = {
+    400: MalformedRequest,
+    413: PayloadTooLarge,
+    431: HeadTooLarge,
 }
 HANDLER_ARGS: dict[str, Any] = {"max_field_size": 16384, "access_log": None}
 
@@ -50,16 +56,12 @@ class JsonErrorHandler(RequestHandler):
         else:
             # A client's malformed bytes are its problem, not an incident: no traceback.
             self.logger.debug("refused malformed request from %s: %s", request.remote, exc)
-        code, text = PARSER_ERRORS.get(status, ("bad_request", "The request is not valid HTTP."))
         request_id = new_request_id()
-        if status == 500:
-            text = f"Internal error. Quote request id {request_id} when reporting it."
-        response = web.Response(
-            status=status,
-            text=json.dumps({"error": code, "message": text}),
-            content_type="application/json",
-            headers={"X-Request-Id": request_id, "Cache-Control": "no-store"},
-        )
+        kind = PARSER_ERRORS.get(status)
+        error = kind() if kind is not None else InternalError(request_id)
+        if status == 504:
+            error = RequestTimeout()
+        response = render(error, request_id)
         response.force_close()
         return response
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.config import ADMIN_SCOPE
-from gateway.errors import AuthError, InsufficientScope, Unauthorized
-from gateway.exchange import EXCHANGE
+from gateway.errors import BadCsrf, InsufficientScope, NotAnAdmin, Unauthorized
 from gateway.limits import Limiter
 from gateway.manage.common import Caller
+from gateway.middleware import EXCHANGE, client_address
 from gateway.pipeline.authn import Authenticator
 from gateway.pipeline.headers import ForwardedFor
 from gateway.store import Store
@@ -28,18 +28,6 @@ from gateway.web.session import Sessions, csrf_ok
 ADMIN_ROLES = frozenset({"owner", "admin"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CREDENTIAL_HEADERS = ("Authorization", "X-API-Key", "access_token")
-
-
-class NotAnAdmin(AuthError):
-    status = 403
-    code = "forbidden"
-    message = "Only an owner or admin of this organization may do this."
-
-
-class BadCsrf(AuthError):
-    status = 403
-    code = "forbidden"
-    message = "Send the session's CSRF token in the X-CSRF-Token header."
 
 
 class ManagementAuth:
@@ -58,7 +46,7 @@ class ManagementAuth:
         self.forwarded_for = forwarded_for
 
     async def caller(self, request: web.Request) -> Caller:
-        request[EXCHANGE].client_ip = self.forwarded_for.client(request)
+        request[EXCHANGE].client_ip = client_address(self.forwarded_for, request)
         if any(h in request.headers for h in CREDENTIAL_HEADERS):
             return await self._by_credential(request)
         return await self._by_session(request)

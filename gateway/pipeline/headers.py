@@ -16,7 +16,6 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.errors import BadRequest
@@ -175,14 +174,6 @@ class ForwardedFor:
         except ValueError:
             return False
         return any(ip in net for net in self.trusted)
-
-    def client(self, request: web.Request) -> str:
-        """The client's address: the peer, or from X-Forwarded-For behind a trusted proxy."""
-        return self.headers(request)[0]
-
-    def headers(self, request: web.Request) -> tuple[str, list[tuple[str, str]]]:
-        """(client address, X-Forwarded-* headers to send upstream)."""
-        return self.resolve(request.remote or "", request.scheme, request.headers)
 
     def resolve(
         self, peer: str, scheme: str, headers: MultiMapping[str]

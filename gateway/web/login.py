@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway import users
 from gateway.config import Settings
+from gateway.middleware import client_address
 from gateway.pipeline.headers import ForwardedFor
 from gateway.store import Store
 from gateway.web.pages import error_page, render
@@ -104,7 +105,7 @@ class LoginViews:
             return response
         email = str(form.get("email", "")).strip().lower()[:320]
         password = str(form.get("password", ""))
-        ip = self.forwarded_for.client(request) or "-"
+        ip = client_address(self.forwarded_for, request) or "-"
         try:
             wait = await self.throttle.retry_after(email, ip)
         except ThrottleUnavailable:
