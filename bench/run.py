@@ -292,6 +292,10 @@ def main() -> None:
     procs = Processes()
     try:
         run(work, procs, args)
+    except Exception:
+        for log in sorted(work.glob("*.log")):  # what the servers said, before it is gone
+            print(f"--- {log.name}", *log.read_text(errors="replace").splitlines()[-15:], sep="\n")
+        raise
     finally:
         procs.stop_all()
         nginx_pid = work / "nginx.pid"

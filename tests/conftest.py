@@ -1,7 +1,7 @@
 """Shared fixtures: a real upstream_example and a real gateway, both on loopback.
 
 ``gw`` builds the gateway app from settings and serves it as ``gateway serve``
-does (``GatewayRunner``: the fast lane, JSON for malformed HTTP), talking to it
+does (``GatewayRunner``: the proxy engine, JSON for malformed HTTP), talking to it
 over a socket through pytest-aiohttp's client. Keys are minted
 through the same functions the CLI uses.
 """

@@ -124,7 +124,7 @@ async def test_bodies_at_and_over_the_fast_limit_arrive_intact(
     echoed = echo_of(await conn.answer())
     assert echoed["body_length"] == size
     assert echoed["body_sha256"] == hashlib.sha256(body).hexdigest()
-    # The connection still serves the next request (fast lane or aiohttp's).
+    # The connection still serves the next request.
     await conn.send(request("GET", "/public/echo/after"))
     assert echo_of(await conn.answer())["path"] == "/echo/after"
 
@@ -211,7 +211,7 @@ async def test_a_half_closed_client_still_gets_its_answers(gw: Gateway, conn: Co
     assert await conn.closed()
 
 
-async def test_fast_lane_requests_are_counted_and_logged(gw: Gateway, conn: Conn) -> None:
+async def test_engine_requests_are_counted_and_logged(gw: Gateway, conn: Conn) -> None:
     key = (await gw.mint(["contacts:read"])).secret
     for _ in range(5):
         await conn.send(request("GET", "/contacts", {"X-API-Key": key, "X-Org-Id": "spoof"}))
