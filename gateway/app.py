@@ -14,33 +14,33 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import crypto
 from gateway.config import Settings
-from gateway.dispatch import View, add_endpoint
 from gateway.errors import NoRoute, ServiceUnavailable
 from gateway.http.engine import Engine, claimed_segments
-from gateway.limits import Counters, Limiter, MemoryCounters
 from gateway.logs import AccessLog
 from gateway.manage import MANAGEMENT, add_management_routes, management_api
 from gateway.manage.auth import ManagementAuth
+from gateway.metering.counters import Counters, MemoryCounters, RedisCounters
+from gateway.metering.limits import Limiter
+from gateway.metering.usage import UsageBook
+from gateway.metering.wallet import Wallet
 from gateway.metrics import Metrics
-from gateway.middleware import observe, render
 from gateway.oauth.authorize import AuthorizeEndpoint
 from gateway.oauth.introspection import IntrospectionEndpoint
 from gateway.oauth.jwt_tokens import JWKS_PATH, JWT_PREFIX, JwtCodec, load_keys
 from gateway.oauth.metadata import WELL_KNOWN, issuer, metadata_handler
 from gateway.oauth.revocation import RevocationEndpoint
-from gateway.oauth.token import TokenEndpoint
-from gateway.oauth.tokens import TokenService
+from gateway.oauth.token_endpoint import TokenEndpoint
+from gateway.oauth.token_service import TokenService
 from gateway.pipeline import Pipeline
 from gateway.pipeline.authn import Authenticator, CredentialCache, RevocationWatcher
 from gateway.pipeline.headers import ForwardedFor
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import RouteTable
-from gateway.redis_counters import RedisCounters
 from gateway.store import Store, StoreUnavailable, open_store
-from gateway.usage import UsageBook
-from gateway.wallet import Wallet
 from gateway.web.dashboard import DASHBOARD, Dashboard, add_dashboard_routes
+from gateway.web.endpoints import View, add_endpoint
 from gateway.web.login import LoginViews
+from gateway.web.middleware import observe, render
 from gateway.web.pages import setup_templates
 from gateway.web.session import Sessions
 from gateway.web.throttle import LoginThrottle

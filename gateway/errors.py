@@ -7,6 +7,7 @@ format of every failure lives here and nowhere else.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 
@@ -192,7 +193,7 @@ class ServiceUnavailable(GatewayError):
         return {"Retry-After": "1"}
 
 
-# --- limits (gateway.limits) ---
+# --- limits (gateway.metering.limits) ---
 
 
 class AddressNotAllowed(GatewayError):
@@ -239,7 +240,7 @@ class LimitsUnavailable(ServiceUnavailable):
         return "limits_unavailable"
 
 
-# --- metered routes (gateway.wallet) ---
+# --- metered routes (gateway.metering.wallet) ---
 
 PAYMENT_REFUSALS = {
     "insufficient_funds": "The organization's wallet cannot pay for this call.",
@@ -405,3 +406,15 @@ HTTP_STATUS_ERRORS: dict[int, type[GatewayError]] = {
     404: NoRoute,
     413: PayloadTooLarge,
 }
+
+
+def error_parts(error: GatewayError, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
+    """The fields and JSON body of an error answer: the one wire format, for the engine
+    and for aiohttp's middleware alike."""
+    headers = [
+        *error.headers().items(),
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("X-Request-Id", request_id),
+        ("Cache-Control", "no-store"),
+    ]
+    return headers, json.dumps(error.body()).encode()

@@ -16,10 +16,12 @@ import sys
 import time
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from gateway.errors import GatewayError
-from gateway.exchange import Exchange
+
+if TYPE_CHECKING:
+    from gateway.exchange import Exchange
 
 FLUSH_EVERY = 0.5  # seconds
 FLUSH_LINES = 512

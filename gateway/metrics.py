@@ -127,7 +127,7 @@ class Metrics:
             "upstream",
         )
         self.auth_failures = Tally(
-            "gateway_auth_failures", "Refused credentials by reason.", ("reason",)
+            "gateway_auth_failures", "InvalidInput credentials by reason.", ("reason",)
         )
         self.upstream_errors = Tally(
             "gateway_upstream_errors",

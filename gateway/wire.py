@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.store.base import ApiKey, ErrorRow, Grant, OAuthClient, Org, User, WalletEntry
+from gateway.store.records import ApiKey, ErrorRow, Grant, OAuthClient, Org, User, WalletEntry
 
 
 def rfc3339(ts: float | None) -> str | None:

@@ -20,13 +20,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 
-from gateway import keys, users
+from gateway.accounts import api_keys, users
 from gateway.app import CACHE, STORE, create_admin_app, create_app
 from gateway.config import Settings, settings_from_dict
 from gateway.http.server import GatewayRunner
 from gateway.oauth.clients import RegisteredClient, register_client
 from gateway.store import Org, Store
-from gateway.store.base import User
+from gateway.store.records import User
 from upstream_example import create_app as create_upstream
 
 AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -130,12 +130,12 @@ class Gateway:
 
     async def org(self, name: str = "acme") -> Org:
         found = await self.store.find_org(name)
-        return found or await keys.create_org(self.store, name)
+        return found or await api_keys.create_org(self.store, name)
 
     async def mint(
         self, scopes: list[str], *, org: str = "acme", ttl: int | None = None, name: str = "test"
-    ) -> keys.IssuedKey:
-        return await keys.issue_api_key(
+    ) -> api_keys.IssuedKey:
+        return await api_keys.issue_api_key(
             self.store,
             await self.org(org),
             name=name,

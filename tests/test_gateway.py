@@ -117,12 +117,12 @@ async def test_key_expiring_while_cached_is_refused(gw: Gateway) -> None:
 
 
 async def test_revoked_key_is_refused_within_a_second_even_when_cached(gw: Gateway) -> None:
-    from gateway import keys
+    from gateway.accounts import api_keys
 
     key = await gw.mint(["contacts:read"])
     resp = await gw.client.get("/contacts", headers={"X-API-Key": key.secret})
     assert resp.status == 200
-    await keys.revoke_api_key(gw.store, key.record.id)
+    await api_keys.revoke_api_key(gw.store, key.record.id)
     deadline = time.monotonic() + 1.0
     status = 200
     while time.monotonic() < deadline:

@@ -33,7 +33,7 @@ from oauth_helpers import (
 )
 
 from gateway.oauth.clients import RegisteredClient, disable_client
-from gateway.store.base import User
+from gateway.store.records import User
 
 Query = list[tuple[str, str]]
 

@@ -30,7 +30,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from conftest import PASSWORD, REDIRECT_URI, Gateway
 
-from gateway.store.base import User
+from gateway.store.records import User
 
 TIMEOUT = 15.0
 WELL_KNOWN = "/.well-known/oauth-authorization-server"

@@ -31,7 +31,7 @@ from oauth_helpers import (
 
 from gateway import crypto
 from gateway.oauth.clients import RegisteredClient
-from gateway.store.base import User
+from gateway.store.records import User
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ import pytest
 from gateway import crypto
 from gateway.config import settings_from_dict
 from gateway.store import Conflict, Store, StoreUnavailable, open_store
-from gateway.store.base import (
+from gateway.store.postgres import PostgresStore
+from gateway.store.records import (
     ApiKey,
     AuthCode,
     Debit,
@@ -38,7 +39,6 @@ from gateway.store.base import (
     UsageRow,
     User,
 )
-from gateway.store.postgres import PostgresStore
 from gateway.store.sql import migration_files
 from gateway.store.tables_wallet import IDEMPOTENCY_WINDOW
 

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.cli import billing, core, keys, oauth
+from gateway.accounts.api_keys import InvalidInput
+from gateway.cli import client_commands, core_commands, key_commands, wallet_commands
 from gateway.cli.common import EXIT_USAGE, CliError
 from gateway.config import config_path, load_config
 from gateway.errors import ConfigError
-from gateway.keys import Refused
 
 
 class Parser(argparse.ArgumentParser):
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="gateway", description="Authentication gateway.")
     parser.add_argument("--config", help="config file (default: $GATEWAY_CONFIG or ./config.yaml)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (core, keys, oauth, billing):
+    for module in (core_commands, key_commands, client_commands, wallet_commands):
         module.register(sub)
     return parser
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         args.func(settings, args)
-    except (CliError, Refused) as exc:
+    except (CliError, InvalidInput) as exc:
         print(f"gateway: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -27,7 +27,7 @@ from gateway.config.sections import (
     SCOPE_NAME,
     UPSTREAM_NAME,
     Cache,
-    Dashboard,
+    DashboardSettings,
     Database,
     Limits,
     Listener,
@@ -71,7 +71,7 @@ class Settings(Strict):
     oauth: OAuth = OAuth()
     session: Session = Session()
     management: Management = Management()
-    dashboard: Dashboard = Dashboard()
+    dashboard: DashboardSettings = DashboardSettings()
     plugins: tuple[Plugin, ...] = ()
     tokens: Tokens = Tokens()
     logging: Logging = Logging()
@@ -292,7 +292,7 @@ __all__ = [
     "ADMIN_SCOPE",
     "Cache",
     "ConfigError",
-    "Dashboard",
+    "DashboardSettings",
     "Database",
     "Limits",
     "Listener",

@@ -251,7 +251,7 @@ class Management(Strict):
         return prefix
 
 
-class Dashboard(Strict):
+class DashboardSettings(Strict):
     path: str = "/dashboard"
 
     @field_validator("path")

@@ -31,8 +31,9 @@ from gateway.errors import (
     MalformedRequest,
     PayloadTooLarge,
     RequestTimeout,
+    error_parts,
 )
-from gateway.exchange import Exchange
+from gateway.exchange import Exchange, finish, new_request_id
 from gateway.http.framing import (
     BodyFraming,
     Headers,
@@ -43,13 +44,12 @@ from gateway.http.framing import (
 )
 from gateway.http.streams import Answer, RequestBody
 from gateway.logs import AccessLog
+from gateway.metering.usage import UsageBook
 from gateway.metrics import Metrics
-from gateway.middleware import error_parts, finish, new_request_id
 from gateway.pipeline import Admission, Pipeline
 from gateway.pipeline.paths import NormalPath, normalize
 from gateway.pipeline.proxy import BodyTooLarge
 from gateway.pipeline.relay import Relay
-from gateway.usage import UsageBook
 from gateway.wait import Wait
 
 if TYPE_CHECKING:

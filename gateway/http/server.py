@@ -28,8 +28,9 @@ from gateway.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
+from gateway.exchange import new_request_id
 from gateway.http.engine import Connection, Engine
-from gateway.middleware import new_request_id, render
+from gateway.web.middleware import render
 
 # What aiohttp's parser refuses, as the error tree's classes (by aiohttp's status).
 PARSER_ERRORS: dict[int, type[GatewayError]] = {

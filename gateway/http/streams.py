@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, error_parts
 from gateway.exchange import Exchange
 from gateway.http.framing import BodyFraming, Headers, RequestHead, response_head
-from gateway.middleware import error_parts
 from gateway.pipeline.proxy import BodyTooLarge
 
 if TYPE_CHECKING:

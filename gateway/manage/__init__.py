@@ -11,15 +11,15 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gateway.config import Settings
-from gateway.dispatch import View, add_endpoint
 from gateway.manage import schemas as s
-from gateway.manage.apps import AppsApi
+from gateway.manage.app_endpoints import AppsApi
 from gateway.manage.auth import ManagementAuth
-from gateway.manage.keys import KeysApi
+from gateway.manage.key_endpoints import KeysApi
 from gateway.manage.openapi import build
-from gateway.manage.usage import UsageApi
+from gateway.manage.usage_endpoints import UsageApi
+from gateway.metering.usage import UsageBook
 from gateway.store import Store
-from gateway.usage import UsageBook
+from gateway.web.endpoints import View, add_endpoint
 
 
 @dataclass(frozen=True, slots=True)

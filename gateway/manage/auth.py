@@ -16,13 +16,13 @@ from aiohttp import web
 
 from gateway.config import ADMIN_SCOPE
 from gateway.errors import BadCsrf, InsufficientScope, NotAnAdmin, Unauthorized
-from gateway.limits import Limiter
 from gateway.manage.common import Caller
-from gateway.middleware import EXCHANGE, client_address
+from gateway.metering.limits import Limiter
 from gateway.pipeline.authn import Authenticator
 from gateway.pipeline.headers import ForwardedFor
 from gateway.store import Store
 from gateway.wait import resolved
+from gateway.web.middleware import EXCHANGE, client_address
 from gateway.web.session import Sessions, csrf_ok
 
 ADMIN_ROLES = frozenset({"owner", "admin"})

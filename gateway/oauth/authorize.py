@@ -35,7 +35,7 @@ from gateway.oauth import pkce
 from gateway.oauth.metadata import issuer
 from gateway.oauth.params import query_params, scope_list
 from gateway.store import Store
-from gateway.store.base import AuthCode, OAuthClient
+from gateway.store.records import AuthCode, OAuthClient
 from gateway.web.pages import error_page, render
 from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway import crypto
 from gateway.errors import InvalidClient, InvalidRequest
 from gateway.store import Store
-from gateway.store.base import OAuthClient
+from gateway.store.records import OAuthClient
 
 
 def basic_credentials(request: web.Request) -> tuple[str, str] | None:

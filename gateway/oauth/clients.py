@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from gateway import crypto
+from gateway.accounts.api_keys import InvalidInput, check_name, check_scopes, resolve_org
 from gateway.config import ADMIN_SCOPE
-from gateway.keys import Refused, check_name, check_scopes, resolve_org
 from gateway.store import Store
-from gateway.store.base import OAuthClient, Org
+from gateway.store.records import OAuthClient, Org
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -32,16 +32,16 @@ def check_redirect_uri(uri: str) -> str:
     try:
         parts = urlsplit(uri)
     except ValueError:
-        raise Refused(f"redirect URI {uri!r} is not a URL") from None
+        raise InvalidInput(f"redirect URI {uri!r} is not a URL") from None
     if not parts.scheme or parts.fragment or "#" in uri or not uri.isprintable() or " " in uri:
-        raise Refused(f"redirect URI {uri!r} must be absolute and carry no fragment")
+        raise InvalidInput(f"redirect URI {uri!r} must be absolute and carry no fragment")
     if parts.scheme == "https" and parts.hostname:
         return uri
     if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
         return uri
     if parts.scheme not in ("http", "https") and "." in parts.scheme:
         return uri  # RFC 8252 §7.1 private-use scheme (reverse domain name)
-    raise Refused(
+    raise InvalidInput(
         f"redirect URI {uri!r} must use https (http only for loopback hosts, "
         "or a reverse-domain private scheme)"
     )
@@ -64,25 +64,25 @@ async def register_client(
     grants = tuple(dict.fromkeys(grant_types)) or ("authorization_code", "refresh_token")
     for grant in grants:
         if grant not in GRANT_TYPES:
-            raise Refused(
+            raise InvalidInput(
                 f"unknown grant type {grant!r} (one of: {', '.join(GRANT_TYPES)})", "grant_types"
             )
     uris = tuple(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris))
     if "authorization_code" in grants and not uris:
-        raise Refused(
+        raise InvalidInput(
             "the authorization_code grant needs at least one redirect URI", "redirect_uris"
         )
     if public and "client_credentials" in grants:
-        raise Refused(
+        raise InvalidInput(
             "a public client cannot use client_credentials (it has no secret)", "grant_types"
         )
     if "client_credentials" in grants and org is None:
-        raise Refused("a client_credentials client must be bound to an organization", "org")
+        raise InvalidInput("a client_credentials client must be bound to an organization", "org")
     if allow_user_auth and "client_credentials" not in grants:
-        raise Refused("--allow-user-auth only applies to the client_credentials grant")
+        raise InvalidInput("--allow-user-auth only applies to the client_credentials grant")
     scopes = list(scopes)
     if ADMIN_SCOPE in scopes and not allow_admin_scope:
-        raise Refused(
+        raise InvalidInput(
             f"{ADMIN_SCOPE} cannot be granted to OAuth clients (oauth.allow_admin_scope)", "scopes"
         )
     bound = await resolve_org(store, org) if org is not None else None
@@ -106,9 +106,9 @@ async def register_client(
 async def disable_client(store: Store, client_id: str) -> OAuthClient:
     found = await store.get_client(client_id)
     if found is None:
-        raise Refused(f"unknown client {client_id!r}")
+        raise InvalidInput(f"unknown client {client_id!r}")
     if not await store.disable_client(client_id, time.time()):
-        raise Refused(f"client {client_id!r} is already disabled")
+        raise InvalidInput(f"client {client_id!r} is already disabled")
     after = await store.get_client(client_id)
     assert after is not None
     return after.client

@@ -14,8 +14,8 @@ from aiohttp import web
 
 from gateway.oauth.client_auth import authenticate_client
 from gateway.oauth.params import body_params, require
-from gateway.oauth.token import NO_STORE
-from gateway.oauth.tokens import TokenService
+from gateway.oauth.token_endpoint import NO_STORE
+from gateway.oauth.token_service import TokenService
 from gateway.store import Store
 
 

@@ -17,16 +17,16 @@ from multidict import MultiMapping
 
 from gateway.errors import MethodNotAllowed, NoRoute
 from gateway.exchange import Exchange
-from gateway.limits import Limiter
+from gateway.metering.limits import Limiter
+from gateway.metering.usage import UsageBook
+from gateway.metering.wallet import Wallet, fingerprint
 from gateway.pipeline.authn import Authenticator, Principal
 from gateway.pipeline.authz import require_scopes
 from gateway.pipeline.headers import ForwardedFor
 from gateway.pipeline.paths import NormalPath
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import CompiledRoute, Match, RouteTable
-from gateway.usage import UsageBook
 from gateway.wait import Wait
-from gateway.wallet import Wallet, fingerprint
 
 Headers = list[tuple[str, str]]
 

@@ -21,7 +21,7 @@ from multidict import MultiMapping
 
 from gateway import crypto
 from gateway.errors import BadRequest, ServiceUnavailable, Unauthorized
-from gateway.limits import KeyLimits
+from gateway.metering.limits import KeyLimits
 from gateway.store import Store, StoreUnavailable
 from gateway.wait import Wait
 

@@ -1,9 +1,10 @@
-"""Persistence: one Protocol, one implementation per database."""
+"""Persistence: protocols by concern, one implementation per database."""
 
 from __future__ import annotations
 
 from gateway.config import Settings
-from gateway.store.base import ApiKey, Conflict, Org, Store, StoreUnavailable
+from gateway.store.protocols import Store
+from gateway.store.records import ApiKey, Conflict, Org, StoreUnavailable
 
 
 def open_store(settings: Settings) -> Store:

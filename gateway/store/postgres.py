@@ -19,10 +19,11 @@ from typing import Any
 
 import asyncpg
 
-from gateway.store.base import Conflict, StoreUnavailable
+from gateway.store.records import Conflict, StoreUnavailable
 from gateway.store.sql import SqlBase, migration_files, split_sql
 from gateway.store.tables_keys import KeyTables
 from gateway.store.tables_oauth import OAuthTables
+from gateway.store.tables_usage import UsageTables
 from gateway.store.tables_wallet import WalletTables
 
 MIGRATION_LOCK = 0x6761_7465_7761_79  # "gateway": one advisory lock for all nodes
@@ -179,5 +180,5 @@ class PostgresBase(SqlBase):
                 raise unavailable(conn, exc) from None
 
 
-class PostgresStore(KeyTables, OAuthTables, WalletTables, PostgresBase):
+class PostgresStore(KeyTables, UsageTables, OAuthTables, WalletTables, PostgresBase):
     """The shared store: PostgreSQL for several gateway nodes."""

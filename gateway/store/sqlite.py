@@ -19,10 +19,11 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.store.base import Conflict, StoreUnavailable
+from gateway.store.records import Conflict, StoreUnavailable
 from gateway.store.sql import SqlBase, migration_files, split_sql
 from gateway.store.tables_keys import KeyTables
 from gateway.store.tables_oauth import OAuthTables
+from gateway.store.tables_usage import UsageTables
 from gateway.store.tables_wallet import WalletTables
 
 IN_TRANSACTION: contextvars.ContextVar[bool] = contextvars.ContextVar("in_tx", default=False)
@@ -160,5 +161,5 @@ class SqliteBase(SqlBase):
             raise StoreUnavailable(str(exc)) from None
 
 
-class SqliteStore(KeyTables, OAuthTables, WalletTables, SqliteBase):
+class SqliteStore(KeyTables, UsageTables, OAuthTables, WalletTables, SqliteBase):
     """The embedded store: one SQLite file."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.store.base import (
+from gateway.store.records import (
     AuthCode,
     ClientWithSecret,
     ConsumedCode,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.store.base import Conflict, Debit, WalletEntry
+from gateway.store.records import Conflict, Debit, WalletEntry
 from gateway.store.sql import SqlBase
 
 ENTRY_COLUMNS = (
@@ -14,7 +14,7 @@ IDEMPOTENCY_WINDOW = 86400.0  # seconds an Idempotency-Key is remembered
 PENDING, SUCCEEDED, REFUNDED = 0, 1, -1  # wallet_transactions.settled of a debit
 
 
-class Refused(Exception):
+class DebitRefused(Exception):
     """Rolls back a debit transaction; carries the reason."""
 
     def __init__(self, reason: str) -> None:
@@ -66,7 +66,7 @@ class WalletTables(SqlBase):
                     (cost, org_id, cost),
                 )
                 if not taken:
-                    raise Refused("insufficient_funds")
+                    raise DebitRefused("insufficient_funds")
                 balance = await self.wallet_balance(org_id)
                 try:
                     rows = await self._rows(
@@ -78,8 +78,8 @@ class WalletTables(SqlBase):
                     )  # fmt: skip
                 except Conflict:
                     # Another node charged the same idempotency key a moment ago.
-                    raise Refused("idempotency_in_progress") from None
-        except Refused as exc:
+                    raise DebitRefused("idempotency_in_progress") from None
+        except DebitRefused as exc:
             return Debit(seq=None, refused=exc.reason)
         return Debit(seq=int(rows[0][0]))
 
@@ -102,9 +102,9 @@ class WalletTables(SqlBase):
             )
             return False
         if first_fingerprint != fingerprint:
-            raise Refused("idempotency_mismatch")
+            raise DebitRefused("idempotency_mismatch")
         if settled != SUCCEEDED:
-            raise Refused("idempotency_in_progress")
+            raise DebitRefused("idempotency_in_progress")
         return True
 
     async def wallet_settle(self, debit_seq: int) -> None:
@@ -130,7 +130,7 @@ class WalletTables(SqlBase):
         if not rows:
             return  # not an API key: an OAuth token has no caps
         max_paid, paid = rows[0]
-        raise Refused(
+        raise DebitRefused(
             "max_paid_requests" if max_paid is not None and paid >= max_paid else "max_spend"
         )
 

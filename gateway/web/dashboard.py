@@ -18,16 +18,16 @@ from aiohttp_session import Session
 from multidict import MultiMapping
 
 from gateway.config import Settings
-from gateway.dispatch import View, add_endpoint
 from gateway.errors import ApiError, ValidationFailed
 from gateway.manage import ManagementApi
 from gateway.manage.auth import ADMIN_ROLES
 from gateway.manage.common import validate
 from gateway.manage.schemas import ClientCreate, KeyCreate
+from gateway.metering.usage import UsageBook
 from gateway.store import Store
-from gateway.store.base import Membership
-from gateway.usage import UsageBook
+from gateway.store.records import Membership
 from gateway.web.charts import daily_series, line_chart
+from gateway.web.endpoints import View, add_endpoint
 from gateway.web.pages import error_page, render
 from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
 from gateway.wire import rfc3339

@@ -12,11 +12,11 @@ import time
 
 from aiohttp import web
 
-from gateway import users
+from gateway.accounts import users
 from gateway.config import Settings
-from gateway.middleware import client_address
 from gateway.pipeline.headers import ForwardedFor
 from gateway.store import Store
+from gateway.web.middleware import client_address
 from gateway.web.pages import error_page, render
 from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
 from gateway.web.throttle import LoginThrottle, ThrottleUnavailable

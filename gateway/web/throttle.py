@@ -15,7 +15,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from gateway.config import RedisSettings, Throttle
-from gateway.limits import COUNTER_FAILURES
+from gateway.metering.limits import COUNTER_FAILURES
 
 
 class ThrottleUnavailable(Exception):

@@ -7,9 +7,9 @@ import re
 import time
 
 from gateway import crypto
-from gateway.keys import Refused, resolve_org
+from gateway.accounts.api_keys import InvalidInput, resolve_org
 from gateway.store import Conflict, Store
-from gateway.store.base import User
+from gateway.store.records import User
 
 ROLES = ("owner", "admin", "member")
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
@@ -20,19 +20,19 @@ PASSWORD_MAX = 1024  # Argon2 would take anything; a bound keeps a login from co
 def check_email(email: str) -> str:
     email = email.strip().lower()
     if not EMAIL.match(email) or not email.isprintable():
-        raise Refused(f"{email!r} is not an email address")
+        raise InvalidInput(f"{email!r} is not an email address")
     return email
 
 
 def check_password(password: str) -> str:
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        raise Refused(f"a password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+        raise InvalidInput(f"a password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
     return password
 
 
 def check_role(role: str) -> str:
     if role not in ROLES:
-        raise Refused(f"unknown role {role!r} (one of: {', '.join(ROLES)})")
+        raise InvalidInput(f"unknown role {role!r} (one of: {', '.join(ROLES)})")
     return role
 
 
@@ -44,7 +44,7 @@ async def create_user(store: Store, email: str, password: str, org: str, role: s
     try:
         await store.create_user(user, password_hash)
     except Conflict:
-        raise Refused(f"a user with email {email!r} already exists") from None
+        raise InvalidInput(f"a user with email {email!r} already exists") from None
     await store.set_membership(user.id, target.id, role, time.time())
     return user
 
@@ -53,7 +53,7 @@ async def add_to_org(store: Store, email: str, org: str, role: str) -> User:
     role = check_role(role)
     found = await store.find_user(check_email(email))
     if found is None:
-        raise Refused(f"unknown user {email!r}")
+        raise InvalidInput(f"unknown user {email!r}")
     target = await resolve_org(store, org)
     await store.set_membership(found[0].id, target.id, role, time.time())
     return found[0]

@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gateway import crypto
+from gateway.accounts.api_keys import InvalidInput, check_scopes, resolve_org
 from gateway.config import Settings
-from gateway.keys import Refused, check_scopes, resolve_org
 from gateway.oauth.clients import RegisteredClient, register_client
 from gateway.oauth.metadata import issuer
 from gateway.store import Store
@@ -57,7 +57,9 @@ async def provision_plugin(
         return Provisioned(registered, rotated=False)
     client = replace(existing[0], allowed_scopes=wanted)
     if "gateway:admin" in wanted and not settings.oauth.allow_admin_scope:
-        raise Refused("gateway:admin cannot be granted to OAuth clients (oauth.allow_admin_scope)")
+        raise InvalidInput(
+            "gateway:admin cannot be granted to OAuth clients (oauth.allow_admin_scope)"
+        )
     secret = crypto.new_secret(crypto.CLIENT_SECRET_PREFIX)
     await store.update_client(client)
     await store.set_client_secret(client.id, crypto.digest(secret))

@@ -17,7 +17,7 @@ from gateway.errors import Unauthorized
 from gateway.oauth.jwt_tokens import JWT_PREFIX, JwtCodec
 from gateway.pipeline.authn import Principal
 from gateway.store import Store
-from gateway.store.base import OAuthToken
+from gateway.store.records import OAuthToken
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway import keys
+from gateway.accounts import api_keys
+from gateway.accounts.plugins import env_lines, plugin_defaults, provision_plugin, write_env_file
 from gateway.cli.common import CliError, emit, json_parent, split_scopes, with_store
 from gateway.config import Settings
-from gateway.plugins import env_lines, plugin_defaults, provision_plugin, write_env_file
 from gateway.store import Store
 from gateway.wire import client_json, wallet_entry_json
 
@@ -20,13 +20,13 @@ MAX_CREDIT = 10**12
 async def wallet_credit(store: Store, settings: Settings, args: argparse.Namespace) -> None:
     if not 0 < args.amount <= MAX_CREDIT:
         raise CliError(f"the amount must be a whole number from 1 to {MAX_CREDIT}")
-    org = await keys.resolve_org(store, args.org)
+    org = await api_keys.resolve_org(store, args.org)
     balance = await store.wallet_credit(org.id, args.amount, args.note, time.time())
     emit(args, {"org_id": org.id, "balance": balance}, [f"{org.name}: balance {balance}"])
 
 
 async def wallet_show(store: Store, settings: Settings, args: argparse.Namespace) -> None:
-    org = await keys.resolve_org(store, args.org)
+    org = await api_keys.resolve_org(store, args.org)
     balance = await store.wallet_balance(org.id)
     entries = await store.wallet_entries(org.id, None, args.last)
     emit(

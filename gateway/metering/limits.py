@@ -5,31 +5,28 @@ rate limits of the credential and of its organization (429 with Retry-After and
 RateLimit-* headers), then the credential's total quota (429). Config defaults
 apply to every credential and organization; a key's own limits only tighten them.
 
-Counting happens in this process (``MemoryCounters``: the `limits` library's
-fixed windows and an in-memory quota tally) or, with ``redis.url``, in Redis
-shared by every node (``gateway.redis_counters``).
+Counting happens in this process or, with ``redis.url``, in Redis shared by
+every node (``gateway.metering.counters``).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
 
 from limits.errors import StorageError
 from redis.exceptions import RedisError
 
 from gateway.config import Limits as LimitSettings
 from gateway.errors import AddressNotAllowed, LimitsUnavailable, QuotaExceeded, RateLimited
+from gateway.metering.counters import Counters, MemoryCounters
 from gateway.wait import Wait
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 log = logging.getLogger("gateway.limits")
-MAX_WINDOWS = 100_000  # counters kept before stale windows are dropped
 WARN_EVERY = 10.0  # seconds between warnings while the counters are down
 COUNTER_FAILURES = (RedisError, StorageError, OSError, TimeoutError)
 
@@ -58,59 +55,6 @@ def address_allowed(nets: tuple[Network, ...], address: str | None) -> bool:
     except ValueError:
         return False
     return any(ip in net for net in nets)
-
-
-class Counters(Protocol):
-    """Where requests are counted: this process, or Redis shared by every node. Counting
-    in this process never waits; Redis answers with a ``Wait``."""
-
-    def hit(self, per_minute: int, kind: str, key: str) -> int | Wait[int | None] | None:
-        """Count one request in the current minute; None if allowed, else seconds to wait."""
-        ...
-
-    def take(self, credential_id: str, limit: int, already_used: int) -> bool | Wait[bool]:
-        """Count one request against a total quota; False once ``limit`` is reached."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-class MemoryCounters:
-    """Fixed one-minute windows in a dict: exact for one process (several workers
-    each count their own share). Written here rather than with the `limits`
-    library's MemoryStorage, which starts a timer thread per new counter: the
-    profile of the request path showed it."""
-
-    def __init__(self) -> None:
-        self.windows: dict[tuple[str, str], list[int]] = {}  # (kind, key) -> [window, count]
-        self.used: dict[str, int] = {}
-
-    def hit(self, per_minute: int, kind: str, key: str) -> int | None:
-        now = time.time()
-        window = int(now // 60)
-        slot = self.windows.get((kind, key))
-        if slot is None or slot[0] != window:
-            if len(self.windows) > MAX_WINDOWS:
-                self._forget_before(window)
-            slot = self.windows[(kind, key)] = [window, 0]
-        if slot[1] >= per_minute:
-            return max(1, math.ceil((window + 1) * 60 - now))
-        slot[1] += 1
-        return None
-
-    def _forget_before(self, window: int) -> None:
-        for k in [k for k, slot in self.windows.items() if slot[0] < window]:
-            del self.windows[k]
-
-    def take(self, credential_id: str, limit: int, already_used: int) -> bool:
-        used = max(self.used.get(credential_id, 0), already_used)
-        if used >= limit:
-            return False
-        self.used[credential_id] = used + 1
-        return True
-
-    async def close(self) -> None:
-        return None
 
 
 class Limiter:

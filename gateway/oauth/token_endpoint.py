@@ -14,7 +14,8 @@ from typing import Any, ClassVar, Protocol
 
 from aiohttp import web
 
-from gateway import crypto, users
+from gateway import crypto
+from gateway.accounts import users
 from gateway.errors import (
     InvalidGrant,
     InvalidRequest,
@@ -25,9 +26,9 @@ from gateway.errors import (
 from gateway.oauth import pkce
 from gateway.oauth.client_auth import authenticate_client
 from gateway.oauth.params import body_params, require, scope_list
-from gateway.oauth.tokens import Issuance, TokenService
+from gateway.oauth.token_service import Issuance, TokenService
 from gateway.store import Store
-from gateway.store.base import OAuthClient
+from gateway.store.records import OAuthClient
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -59,7 +60,7 @@ def within_client(scopes: tuple[str, ...], client: OAuthClient) -> tuple[str, ..
     return kept
 
 
-class Grant(Protocol):
+class GrantType(Protocol):
     grant_type: ClassVar[str]
 
     async def validate(self, client: OAuthClient, params: dict[str, str]) -> Issuance: ...
@@ -189,7 +190,7 @@ class TokenEndpoint:
     def __init__(self, store: Store, tokens: TokenService) -> None:
         self.store = store
         self.tokens = tokens
-        grants: list[Grant] = [
+        grants: list[GrantType] = [
             AuthorizationCodeGrant(store),
             RefreshTokenGrant(store),
             ClientCredentialsGrant(store),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gateway import keys
+from gateway.accounts import api_keys
 from gateway.cli.common import emit, json_parent, split_scopes, with_store
 from gateway.config import Settings
 from gateway.store import Store
@@ -13,7 +13,7 @@ from gateway.wire import key_json, org_json, rfc3339
 
 
 async def org_create(store: Store, settings: Settings, args: argparse.Namespace) -> None:
-    org = await keys.create_org(store, args.name)
+    org = await api_keys.create_org(store, args.name)
     emit(args, org_json(org), [f"{org.id}  {org.name}"])
 
 
@@ -23,9 +23,9 @@ async def org_list(store: Store, settings: Settings, args: argparse.Namespace) -
 
 
 async def key_create(store: Store, settings: Settings, args: argparse.Namespace) -> None:
-    ttl = keys.parse_duration(args.expires_in) if args.expires_in else None
-    org = await keys.resolve_org(store, args.org)
-    issued = await keys.issue_api_key(
+    ttl = api_keys.parse_duration(args.expires_in) if args.expires_in else None
+    org = await api_keys.resolve_org(store, args.org)
+    issued = await api_keys.issue_api_key(
         store,
         org,
         name=args.name,
@@ -49,7 +49,7 @@ async def key_create(store: Store, settings: Settings, args: argparse.Namespace)
 
 
 async def key_list(store: Store, settings: Settings, args: argparse.Namespace) -> None:
-    org = await keys.resolve_org(store, args.org)
+    org = await api_keys.resolve_org(store, args.org)
     found = await store.list_api_keys(org.id)
 
     def line(k: Any) -> str:
@@ -63,7 +63,7 @@ async def key_list(store: Store, settings: Settings, args: argparse.Namespace) -
 
 
 async def key_revoke(store: Store, settings: Settings, args: argparse.Namespace) -> None:
-    key = await keys.revoke_api_key(store, args.id)
+    key = await api_keys.revoke_api_key(store, args.id)
     emit(args, key_json(key), [f"revoked {key.id}"])
 
 

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 
 from gateway.store import Store
-from gateway.store.base import ErrorRow, UsageRow
+from gateway.store.records import ErrorRow, UsageRow
 
 log = logging.getLogger("gateway.usage")
 MAX_PENDING_ERRORS = 10_000

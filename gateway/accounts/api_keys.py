@@ -17,7 +17,7 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 NAME_MAX = 200
 
 
-class Refused(ValueError):
+class InvalidInput(ValueError):
     """An operation's input is invalid; the message is meant for the person, and
     ``field`` names the input at fault so an API can point at it."""
 
@@ -39,17 +39,19 @@ def parse_duration(text: str) -> int:
     else:
         m = DURATION.match(text)
         if not m:
-            raise Refused(f"bad duration {text!r}; use a number with s, m, h, d or w, e.g. 30d")
+            raise InvalidInput(
+                f"bad duration {text!r}; use a number with s, m, h, d or w, e.g. 30d"
+            )
         seconds = int(m.group(1)) * DURATION_UNITS[m.group(2)]
     if seconds <= 0:
-        raise Refused("a duration must be positive")
+        raise InvalidInput("a duration must be positive")
     return seconds
 
 
 def check_name(name: str, what: str) -> str:
     name = name.strip()
     if not name or len(name) > NAME_MAX or not name.isprintable():
-        raise Refused(f"{what} must be 1 to {NAME_MAX} printable characters")
+        raise InvalidInput(f"{what} must be 1 to {NAME_MAX} printable characters")
     return name
 
 
@@ -58,30 +60,30 @@ def check_scopes(requested: Iterable[str], catalog: Mapping[str, str]) -> tuple[
     for scope in requested:
         if scope not in catalog:
             known = ", ".join(sorted(catalog)) or "the catalog is empty"
-            raise Refused(f"unknown scope {scope!r} (known: {known})")
+            raise InvalidInput(f"unknown scope {scope!r} (known: {known})")
         if scope not in scopes:
             scopes.append(scope)
     if not scopes:
-        raise Refused("a key needs at least one scope")
+        raise InvalidInput("a key needs at least one scope")
     return tuple(scopes)
 
 
 async def create_org(store: Store, name: str) -> Org:
     name = check_name(name, "an organization name")
     if name.startswith("org_"):
-        raise Refused("an organization name may not start with 'org_' (that is how ids look)")
+        raise InvalidInput("an organization name may not start with 'org_' (that is how ids look)")
     org = Org(id=crypto.new_id("org"), name=name, created_at=time.time())
     try:
         await store.create_org(org)
     except Conflict:
-        raise Refused(f"an organization named {org.name!r} already exists") from None
+        raise InvalidInput(f"an organization named {org.name!r} already exists") from None
     return org
 
 
 async def resolve_org(store: Store, id_or_name: str) -> Org:
     org = await store.find_org(id_or_name)
     if org is None:
-        raise Refused(f"unknown organization {id_or_name!r}")
+        raise InvalidInput(f"unknown organization {id_or_name!r}")
     return org
 
 
@@ -109,7 +111,7 @@ async def issue_api_key(
     if ttl_seconds:
         expires_at = now + ttl_seconds
     if expires_at is not None and expires_at <= now:
-        raise Refused("the expiry must be in the future")
+        raise InvalidInput("the expiry must be in the future")
     secret = crypto.new_api_key()
     record = ApiKey(
         id=crypto.new_id("key"),
@@ -133,7 +135,7 @@ async def update_api_key(store: Store, key: ApiKey, **changes: object) -> ApiKey
     """Apply validated changes (name, scopes, expires_at, limits) and evict caches."""
     updated = replace(key, **changes)  # type: ignore[arg-type]
     if updated.expires_at is not None and updated.expires_at <= time.time():
-        raise Refused("the expiry must be in the future")
+        raise InvalidInput("the expiry must be in the future")
     await store.update_api_key(updated, time.time())
     return updated
 
@@ -141,7 +143,7 @@ async def update_api_key(store: Store, key: ApiKey, **changes: object) -> ApiKey
 async def rotate_api_key(store: Store, key: ApiKey, grace_seconds: float) -> IssuedKey:
     """A new secret; the old one keeps working for ``grace_seconds`` (0: not at all)."""
     if key.revoked_at is not None:
-        raise Refused("a revoked key cannot be rotated")
+        raise InvalidInput("a revoked key cannot be rotated")
     now = time.time()
     secret = crypto.new_api_key()
     prefix = crypto.display_prefix(secret)
@@ -152,9 +154,9 @@ async def rotate_api_key(store: Store, key: ApiKey, grace_seconds: float) -> Iss
 async def revoke_api_key(store: Store, key_id: str) -> ApiKey:
     key = await store.get_api_key(key_id)
     if key is None:
-        raise Refused(f"unknown key {key_id!r}")
+        raise InvalidInput(f"unknown key {key_id!r}")
     if key.revoked_at is not None:
-        raise Refused(f"key {key_id!r} is already revoked")
+        raise InvalidInput(f"key {key_id!r} is already revoked")
     await store.revoke_api_key(key_id, time.time())
     revoked = await store.get_api_key(key_id)
     assert revoked is not None

@@ -1,4 +1,6 @@
-"""Counters shared by every gateway node, in Redis.
+"""Where requests are counted: in this process (``MemoryCounters``), or in Redis
+shared by every gateway node (``RedisCounters``).
+
 
 Rate limits use the `limits` library's fixed windows on Redis. Quotas use one
 Lua script, so a check and its increment are atomic across nodes. If Redis
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Protocol
 
 from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage
@@ -19,6 +22,7 @@ from redis.asyncio import Redis
 
 from gateway.wait import Wait
 
+MAX_WINDOWS = 100_000  # counters kept in process before stale windows are dropped
 QUOTA_TTL = 30 * 86400  # an idle quota counter is forgotten (and reseeded) after this
 # KEYS[1] = counter; ARGV = seed from the database, limit, ttl. Returns 1 if taken, 0 if full.
 TAKE = """
@@ -33,6 +37,59 @@ redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
+
+
+class Counters(Protocol):
+    """Where requests are counted: this process, or Redis shared by every node. Counting
+    in this process never waits; Redis answers with a ``Wait``."""
+
+    def hit(self, per_minute: int, kind: str, key: str) -> int | Wait[int | None] | None:
+        """Count one request in the current minute; None if allowed, else seconds to wait."""
+        ...
+
+    def take(self, credential_id: str, limit: int, already_used: int) -> bool | Wait[bool]:
+        """Count one request against a total quota; False once ``limit`` is reached."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryCounters:
+    """Fixed one-minute windows in a dict: exact for one process (several workers
+    each count their own share). Written here rather than with the `limits`
+    library's MemoryStorage, which starts a timer thread per new counter: the
+    profile of the request path showed it."""
+
+    def __init__(self) -> None:
+        self.windows: dict[tuple[str, str], list[int]] = {}  # (kind, key) -> [window, count]
+        self.used: dict[str, int] = {}
+
+    def hit(self, per_minute: int, kind: str, key: str) -> int | None:
+        now = time.time()
+        window = int(now // 60)
+        slot = self.windows.get((kind, key))
+        if slot is None or slot[0] != window:
+            if len(self.windows) > MAX_WINDOWS:
+                self._forget_before(window)
+            slot = self.windows[(kind, key)] = [window, 0]
+        if slot[1] >= per_minute:
+            return max(1, math.ceil((window + 1) * 60 - now))
+        slot[1] += 1
+        return None
+
+    def _forget_before(self, window: int) -> None:
+        for k in [k for k, slot in self.windows.items() if slot[0] < window]:
+            del self.windows[k]
+
+    def take(self, credential_id: str, limit: int, already_used: int) -> bool:
+        used = max(self.used.get(credential_id, 0), already_used)
+        if used >= limit:
+            return False
+        self.used[credential_id] = used + 1
+        return True
+
+    async def close(self) -> None:
+        return None
 
 
 class RedisCounters:

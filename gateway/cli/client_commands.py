@@ -7,7 +7,7 @@ import getpass
 import sys
 from typing import Any
 
-from gateway import users
+from gateway.accounts import users
 from gateway.cli.common import CliError, emit, json_parent, split_scopes, with_store
 from gateway.config import Settings
 from gateway.oauth import clients

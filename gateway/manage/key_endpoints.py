@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import keys
+from gateway.accounts import api_keys
 from gateway.config import Settings
 from gateway.errors import NotFound, ValidationFailed
 from gateway.manage.auth import ManagementAuth
@@ -19,9 +19,11 @@ from gateway.store import ApiKey, Store
 from gateway.wire import key_json
 
 
-def limits_in(limits: LimitsIn | None, base: keys.KeyLimitsIn | None = None) -> keys.KeyLimitsIn:
+def limits_in(
+    limits: LimitsIn | None, base: api_keys.KeyLimitsIn | None = None
+) -> api_keys.KeyLimitsIn:
     """Merge a request's limits over the current ones (a field sent as null clears it)."""
-    current = base or keys.KeyLimitsIn()
+    current = base or api_keys.KeyLimitsIn()
     if limits is None:
         return current
     sent = limits.model_fields_set
@@ -29,7 +31,7 @@ def limits_in(limits: LimitsIn | None, base: keys.KeyLimitsIn | None = None) -> 
     def pick(name: str) -> Any:
         return getattr(limits, name) if name in sent else getattr(current, name)
 
-    return keys.KeyLimitsIn(
+    return api_keys.KeyLimitsIn(
         max_requests=pick("max_requests"),
         rate_limit=pick("rate_limit"),
         allowed_ips=tuple(limits.allowed_ips or ())
@@ -40,7 +42,7 @@ def limits_in(limits: LimitsIn | None, base: keys.KeyLimitsIn | None = None) -> 
     )
 
 
-def refused(field: str, exc: keys.Refused) -> ValidationFailed:
+def refused(field: str, exc: api_keys.InvalidInput) -> ValidationFailed:
     return ValidationFailed(field, str(exc))
 
 
@@ -72,7 +74,7 @@ class KeysApi:
         expires_at = body.expires_at.timestamp() if body.expires_at else None
         if expires_at is not None and expires_at <= time.time():
             raise ValidationFailed("expires_at", "must be in the future")
-        issued = await keys.issue_api_key(
+        issued = await api_keys.issue_api_key(
             self.store,
             org,
             name=body.name,
@@ -87,10 +89,10 @@ class KeysApi:
     async def rotate_key(self, org_id: str, key_id: str) -> dict[str, Any]:
         key = await self.key_of(org_id, key_id)
         try:
-            issued = await keys.rotate_api_key(
+            issued = await api_keys.rotate_api_key(
                 self.store, key, self.settings.management.rotation_grace
             )
-        except keys.Refused as exc:
+        except api_keys.InvalidInput as exc:
             raise refused("", exc) from None
         return {**key_json(issued.record), "key": issued.secret}
 
@@ -134,18 +136,18 @@ class KeysApi:
         elif "expires_at" in sent:
             changes["expires_at"] = body.expires_at.timestamp() if body.expires_at else None
         if "limits" in sent:
-            current = keys.KeyLimitsIn(
+            current = api_keys.KeyLimitsIn(
                 key.max_requests,
                 key.rate_limit,
                 key.allowed_ips,
                 key.max_paid_requests,
                 key.max_spend,
             )
-            merged = limits_in(body.limits, current) if body.limits else keys.KeyLimitsIn()
+            merged = limits_in(body.limits, current) if body.limits else api_keys.KeyLimitsIn()
             changes.update(asdict(merged))
         try:
-            updated = await keys.update_api_key(self.store, key, **changes)
-        except keys.Refused as exc:
+            updated = await api_keys.update_api_key(self.store, key, **changes)
+        except api_keys.InvalidInput as exc:
             raise refused("expires_at", exc) from None
         return json_response(key_json(updated))
 

@@ -12,9 +12,9 @@ from gateway.config import Settings
 from gateway.errors import ValidationFailed
 from gateway.manage.auth import ManagementAuth
 from gateway.manage.common import json_response, page, page_params, seq_cursor
+from gateway.metering.usage import UsageBook
 from gateway.store import Store
-from gateway.store.base import UsageRow
-from gateway.usage import UsageBook
+from gateway.store.records import UsageRow
 from gateway.wire import error_json, wallet_entry_json
 
 GROUPS: dict[str, Callable[[UsageRow], str]] = {

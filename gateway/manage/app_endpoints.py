@@ -9,16 +9,16 @@ from typing import Any
 from aiohttp import web
 
 from gateway import crypto
+from gateway.accounts.api_keys import InvalidInput
 from gateway.config import ADMIN_SCOPE, Settings
 from gateway.errors import NotFound, ValidationFailed
-from gateway.keys import Refused
 from gateway.manage.auth import ManagementAuth
 from gateway.manage.common import json_response, page, page_params, read_body
-from gateway.manage.keys import catalog_scopes
+from gateway.manage.key_endpoints import catalog_scopes
 from gateway.manage.schemas import ClientCreate, ClientPatch
 from gateway.oauth.clients import check_redirect_uri, register_client
 from gateway.store import Store
-from gateway.store.base import OAuthClient
+from gateway.store.records import OAuthClient
 from gateway.wire import client_json, grant_json
 
 
@@ -36,7 +36,7 @@ class AppsApi:
         for i, uri in enumerate(uris):
             try:
                 checked.append(check_redirect_uri(uri))
-            except Refused as exc:
+            except InvalidInput as exc:
                 raise ValidationFailed(f"redirect_uris[{i}]", str(exc)) from None
         return tuple(dict.fromkeys(checked))
 
@@ -66,7 +66,7 @@ class AppsApi:
                 owner=org,
                 allow_admin_scope=self.settings.oauth.allow_admin_scope,
             )
-        except Refused as exc:  # register_client names the field it refused
+        except InvalidInput as exc:  # register_client names the field it refused
             raise ValidationFailed(exc.field, str(exc)) from None
         return {**client_json(registered.client), "client_secret": registered.secret}
 

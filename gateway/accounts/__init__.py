@@ -1,0 +1,1 @@
+"""Credentials and accounts: API keys, users, plugin credentials."""

@@ -1,0 +1,1 @@
+"""Metering: limits and their counters, usage, the wallet."""

@@ -1,0 +1,205 @@
+"""The store's records: what it reads and writes, as frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached; requests that need it get 503."""
+
+
+class Conflict(Exception):
+    """A uniqueness rule would be broken (for example an org name already taken)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    id: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    org_id: str
+    name: str
+    prefix: str
+    scopes: tuple[str, ...]
+    created_at: float
+    expires_at: float | None = None
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+    max_requests: int | None = None
+    rate_limit: int | None = None  # requests per minute
+    allowed_ips: tuple[str, ...] = ()
+    request_count: int = 0
+    max_paid_requests: int | None = None
+    max_spend: int | None = None
+    paid_requests: int = 0
+    spent: int = 0
+
+    def usable_at(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyWithDigest:
+    key: ApiKey
+    digest: str
+    valid_until: float | None = None  # set when matched by a rotated-out secret
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Counts for one (org, day, credential, route, status, client address)."""
+
+    org_id: str
+    day: str
+    credential_id: str
+    route: str
+    status: int
+    client_ip: str
+    requests: int
+    errors: int
+    paid_requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    org_id: str
+    at: float
+    request_id: str
+    method: str
+    route: str
+    status: int
+    reason: str
+    credential_id: str | None
+    client_ip: str | None
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WalletEntry:
+    seq: int
+    org_id: str
+    amount: int
+    balance_after: int
+    kind: str  # "credit", "debit" or "refund"
+    at: float
+    request_id: str | None = None
+    credential_id: str | None = None
+    route: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Debit:
+    """The outcome of charging a paid call: a debit to refund on failure, or why not."""
+
+    seq: int | None  # the debit row; None for a retry already paid for
+    # "insufficient_funds", "max_paid_requests", "max_spend", "idempotency_mismatch",
+    # "idempotency_in_progress"
+    refused: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    email: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    org: Org
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthClient:
+    id: str
+    name: str
+    public: bool
+    redirect_uris: tuple[str, ...]
+    allowed_scopes: tuple[str, ...]
+    grant_types: tuple[str, ...]
+    created_at: float
+    org_id: str | None = None
+    allow_user_auth: bool = False
+    disabled_at: float | None = None
+    owner_org_id: str | None = None  # the organization that registered it
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A user's consent for a client in one organization ("connected app")."""
+
+    id: str
+    user_id: str
+    user_email: str
+    org_id: str
+    client_id: str
+    client_name: str
+    scopes: tuple[str, ...]
+    created_at: float
+    updated_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientWithSecret:
+    client: OAuthClient
+    secret_digest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCode:
+    id: str
+    client_id: str
+    redirect_uri: str
+    user_id: str
+    org_id: str
+    grant_id: str
+    scopes: tuple[str, ...]
+    code_challenge: str | None
+    created_at: float
+    expires_at: float
+    used_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthToken:
+    id: str
+    kind: str  # "access" or "refresh"
+    family_id: str
+    client_id: str
+    org_id: str
+    scopes: tuple[str, ...]
+    created_at: float
+    expires_at: float
+    user_id: str | None = None
+    grant_id: str | None = None
+    used_at: float | None = None
+    revoked_at: float | None = None
+
+    def active_at(self, now: float) -> bool:
+        return self.revoked_at is None and now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """A single-use thing taken from the store: ``fresh`` is False on a replay."""
+
+    fresh: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedCode(Consumed):
+    code: AuthCode
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedToken(Consumed):
+    token: OAuthToken
