@@ -352,19 +352,6 @@ class UnsupportedResponseType(OAuthError):
     message = "Only response_type=code is supported."
 
 
-class TooManyRequests(GatewayError):
-    status = 429
-    code = "rate_limited"
-    message = "Too many requests; try again later."
-
-    def __init__(self, retry_after: int, message: str | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    def headers(self) -> Mapping[str, str]:
-        return {"Retry-After": str(self.retry_after)}
-
-
 class ApiError(GatewayError):
     """Errors of the management API: ``{"error", "message"}`` plus ``field`` for 400s."""
 
@@ -385,11 +372,6 @@ class NotFound(ApiError):
     status = 404
     code = "not_found"
     message = "No such resource in your organization."
-
-
-class ApiConflict(ApiError):
-    status = 409
-    code = "conflict"
 
 
 class InternalError(GatewayError):

@@ -17,6 +17,7 @@ from gateway.pipeline.upstream import (
     request_head,
     send_body,
 )
+from gateway.wait import resolved
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -72,7 +73,7 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 async def call(
     pool: UpstreamPool, method: str = "GET", body: list[bytes] | None = None
 ) -> tuple[UpstreamProtocol, int, bytes]:
-    conn = await pool.acquire()
+    conn = await resolved(pool.acquire())
     conn.start(head_only=method == "HEAD")
     chunked = body is not None
     conn.write(request_head(method, "/x", pool.host_header, [], chunked))

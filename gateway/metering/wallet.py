@@ -25,7 +25,6 @@ from gateway.errors import (
 )
 from gateway.store import Store
 
-IDEMPOTENCY_WINDOW_TEXT = "24 hours"
 IDEMPOTENCY_KEY_MAX = 200
 
 

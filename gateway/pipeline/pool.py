@@ -9,6 +9,7 @@ import contextlib
 import ssl
 
 from gateway.pipeline.upstream import UpstreamConnectError, UpstreamProtocol
+from gateway.wait import Wait
 
 
 class UpstreamPool:
@@ -45,8 +46,20 @@ class UpstreamPool:
             raise UpstreamConnectError(str(exc) or type(exc).__name__) from None
         return protocol
 
-    async def acquire(self, fresh: bool = False, timeout: float | None = None) -> UpstreamProtocol:
-        """A connection (idle or new); TimeoutError if no slot frees up within ``timeout``."""
+    def acquire(
+        self, fresh: bool = False, timeout: float | None = None
+    ) -> UpstreamProtocol | Wait[UpstreamProtocol]:
+        """An idle kept-alive connection at once, when there is one and a slot is free;
+        otherwise a wait for a slot and a connection (TimeoutError if no slot frees up
+        within ``timeout``)."""
+        if not fresh and self.idle and self.slots.try_take():
+            conn = self._pop_idle()
+            if conn is not None:
+                return conn
+            self.slots.give()
+        return Wait(self._acquire(fresh, timeout))
+
+    async def _acquire(self, fresh: bool, timeout: float | None) -> UpstreamProtocol:
         await self.slots.take(timeout)
         try:
             conn = None if fresh else self._pop_idle()
@@ -54,16 +67,6 @@ class UpstreamPool:
         except BaseException:
             self.slots.give()
             raise
-
-    def take_idle(self) -> UpstreamProtocol | None:
-        """An idle kept-alive connection, without waiting; None when there is none or
-        every slot is taken."""
-        if not self.idle or not self.slots.try_take():
-            return None
-        conn = self._pop_idle()
-        if conn is None:
-            self.slots.give()
-        return conn
 
     def _pop_idle(self) -> UpstreamProtocol | None:
         while self.idle:

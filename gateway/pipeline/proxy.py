@@ -42,9 +42,9 @@ from gateway.pipeline.upstream import (
     request_head,
     send_body,
 )
+from gateway.wait import Wait, resolved
 
 log = logging.getLogger("gateway.proxy")
-CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +136,16 @@ class Forwarder:
         callbacks (``Relay.send``); anything else in a task."""
         target, pool, head_bytes = self.prepare(method, route, path, incoming, injected, chunked)
         relay = Relay(self, target, pool, method, head_bytes, body, exchange, answer, done)
-        conn = pool.take_idle() if body is None or isinstance(body, bytes) else None
-        if conn is not None:
-            relay.send(conn)
-        else:
-            relay.later(
-                self.exchange(method, target, pool, head_bytes, body, chunked, exchange, answer)
-            )
+        leased: Wait[UpstreamProtocol] | None = None
+        if body is None or isinstance(body, bytes):
+            conn = pool.acquire(timeout=target.read_timeout)
+            if not isinstance(conn, Wait):
+                relay.send(conn)
+                return relay
+            leased = conn
+        relay.later(
+            self.exchange(method, target, pool, head_bytes, body, chunked, exchange, answer, leased)
+        )
         return relay
 
     def prepare(
@@ -173,11 +176,12 @@ class Forwarder:
         chunked: bool,
         exchange: Exchange,
         answer: Answer,
+        leased: Wait[UpstreamProtocol] | None = None,
         attempts: tuple[int, ...] = (1, 2),
     ) -> None:
         started = time.perf_counter()
         conn, head = await self._exchange(
-            method, target, pool, head_bytes, body, chunked, answer, attempts
+            method, target, pool, head_bytes, body, chunked, answer, leased, attempts
         )
         self.answered(target, started, exchange)
         await self.relay_answer(method, target, pool, conn, head, exchange, answer)
@@ -212,13 +216,17 @@ class Forwarder:
         body: bytes | AsyncIterator[bytes] | None,
         chunked: bool,
         answer: Answer,
+        leased: Wait[UpstreamProtocol] | None,
         attempts: tuple[int, ...],
     ) -> tuple[UpstreamProtocol, Head]:
         """Send the request and wait for the response head (once more on a fresh connection
         if a reused one turns out dead and the request can be sent again)."""
         for attempt in attempts:
             try:
-                conn = await pool.acquire(fresh=attempt == 2, timeout=target.read_timeout)
+                waiting = leased if attempt == 1 and leased is not None else None
+                conn = await resolved(
+                    waiting or pool.acquire(fresh=attempt == 2, timeout=target.read_timeout)
+                )
             except UpstreamConnectError:
                 raise self.failed(target, UpstreamError, "connect") from None
             except TimeoutError:  # every connection to this upstream is busy

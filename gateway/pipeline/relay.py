@@ -150,7 +150,7 @@ class Relay:
             self.pool.discard(conn)
             resend = self.forwarder.exchange(
                 self.method, self.target, self.pool, self.head_bytes, None, False,
-                self.exchange, self.answer, attempts=(2,),
+                self.exchange, self.answer, None, attempts=(2,),
             )  # fmt: skip
             self._continue(resend)
             return

@@ -28,7 +28,6 @@ import httptools
 
 HIGH_WATER = 1 << 20  # bytes buffered from the upstream before it is paused
 LOW_WATER = 1 << 18
-CHUNK_LIMIT = 1 << 16
 
 
 class UpstreamConnectError(Exception):
