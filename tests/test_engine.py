@@ -266,10 +266,11 @@ async def test_shutdown_waits_for_a_call_through_its_store_lookup_and_upstream_c
     assert server is not None
     for _ in range(1000):  # until the request arrived and its key is being looked up
         fronts = [p for p in list(server.connections) if isinstance(p, Connection)]
-        if fronts and fronts[0].task is not None:
+        waiting = fronts[0].call if fronts else None
+        if waiting is not None and waiting.task is not None:
             break
         await asyncio.sleep(0)
-    assert fronts[0].task is not None
+    assert waiting is not None and waiting.task is not None
     await fronts[0].shutdown(5.0)
     answer = await conn.answer()
     assert answer.status == 200

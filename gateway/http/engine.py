@@ -1,68 +1,49 @@
-"""The proxy engine: the public listener's connections, and every proxied request.
+"""The proxy engine: the public listener's connections.
 
 One ``Connection`` owns each client connection from accept to close, as
 uvicorn's and h11's protocols do: it frames requests (``framing``), runs each
-through the pipeline, streams bodies both ways with back-pressure, and closes
-on EOF, on error and on timeout. Requests for the gateway's own endpoints
-(OAuth, management, dashboard, well-known documents) are lent, one at a time, to
-aiohttp's server (``gateway.http.server``); the connection stays the engine's.
-
-A request runs through the pipeline's steps in order. Each step that may wait
-returns a ``Wait``; the engine then resumes the request in a task once it is
-over. Otherwise the whole request, upstream call included, runs from the
-protocol callbacks with no task.
+proxied one as a ``Call`` through the pipeline (``call``), streams bodies both
+ways with back-pressure, and closes on EOF, on error and on timeout. Requests
+for the gateway's own endpoints (OAuth, management, dashboard, well-known
+documents) are lent, one at a time, to aiohttp's server (``server``); the
+connection stays the engine's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, TypeVar, cast
-
-from multidict import CIMultiDict
+from typing import TYPE_CHECKING, Final, cast
 
 from gateway.errors import (
-    ExpectationFailed,
     GatewayError,
-    InternalError,
-    MalformedRequest,
-    PayloadTooLarge,
     RequestTimeout,
     error_parts,
 )
-from gateway.exchange import Exchange, finish, new_request_id
+from gateway.exchange import new_request_id
+from gateway.http.call import Call
 from gateway.http.framing import (
     BodyFraming,
-    Headers,
     RequestHead,
     head_end,
     read_head,
     response_head,
 )
-from gateway.http.streams import Answer, RequestBody
+from gateway.http.streams import RequestBody
 from gateway.logs import AccessLog
 from gateway.metering.usage import UsageBook
 from gateway.metrics import Metrics
-from gateway.pipeline import Admission, Pipeline
+from gateway.pipeline import Pipeline
 from gateway.pipeline.paths import NormalPath, normalize
-from gateway.pipeline.proxy import BodyTooLarge
-from gateway.pipeline.relay import Relay
-from gateway.wait import Wait
 
 if TYPE_CHECKING:
     from gateway.http.server import Lent, ProxyServer
 
-log = logging.getLogger("gateway.engine")
 
-T = TypeVar("T")
 READ_AHEAD: Final = 256 * 1024  # bytes buffered from a client before it is paused
 SMALL_BODY: Final = 64 * 1024  # bodies up to this size (Content-Length) are read whole first
 KEEPALIVE: Final = 75.0  # seconds an idle connection is kept (aiohttp's default)
 LINGER: Final = 2.0  # seconds to read and drop a refused body before closing
-CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Engine:
@@ -93,39 +74,6 @@ class Engine:
         return first in self.claimed
 
 
-class Call:
-    """One request from its framing to its answer."""
-
-    __slots__ = (
-        "admission",
-        "answer",
-        "body",
-        "continued",
-        "debit",
-        "exchange",
-        "head",
-        "headers",
-        "injected",
-        "relay",
-    )  # fmt: skip
-
-    def __init__(self, head: RequestHead, exchange: Exchange, answer: Answer) -> None:
-        self.head = head
-        self.headers = CIMultiDict(head.headers)
-        self.exchange = exchange
-        self.answer = answer
-        self.body: bytes | RequestBody | None = None
-        self.admission: Admission | None = None
-        self.injected: Headers = []
-        self.debit: int | None = None
-        self.relay: Relay | None = None
-        self.continued = False  # 100 Continue sent
-
-    @property
-    def unread_body(self) -> bool:
-        return isinstance(self.body, RequestBody) and not self.body.framing.done
-
-
 class Connection(asyncio.Protocol):
     """One client connection, owned from accept to close."""
 
@@ -140,7 +88,6 @@ class Connection(asyncio.Protocol):
         self.call: Call | None = None  # the request in service
         self.app: Lent | None = None  # aiohttp's protocol, for the own endpoints
         self.lent: BodyFraming | None = None  # a request aiohttp is serving
-        self.task: asyncio.Task[None] | None = None  # a step waiting
         self.settled: asyncio.Future[None] | None = None  # made by shutdown() to wait on
         self.waiter: asyncio.Future[None] | None = None  # a body reader waiting for bytes
         self.advancing = False
@@ -180,7 +127,7 @@ class Connection(asyncio.Protocol):
             return
         if self.lent is not None:
             self._feed_app()
-        self._wake(None)
+        wake(self.waiter)
         if len(self.buffer) > READ_AHEAD and not self.reading_paused:
             self.reading_paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]
@@ -190,7 +137,7 @@ class Connection(asyncio.Protocol):
         if self.lingering:
             self.close_now()
             return False
-        self._wake(None)
+        wake(self.waiter)
         if not self.serving:
             self._advance()
         return True  # half-close: the answers to what was sent are still written
@@ -202,10 +149,8 @@ class Connection(asyncio.Protocol):
             self.timer.cancel()
         self.server.connections.discard(self)
         gone = ConnectionResetError("the client is gone")
-        self._wake(gone)
-        waiter, self.drain_waiter = self.drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(gone)
+        wake(self.waiter, gone)
+        wake(self.drain_waiter, gone)
         app, self.app = self.app, None
         if app is not None:
             app.closed = True
@@ -220,9 +165,7 @@ class Connection(asyncio.Protocol):
         self.writing_paused = False
         if self.app is not None:
             self.app.handler.resume_writing()
-        waiter, self.drain_waiter = self.drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        wake(self.drain_waiter)
 
     # --- the server's shutdown ---
 
@@ -239,11 +182,8 @@ class Connection(asyncio.Protocol):
             self.settled = self.loop.create_future()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self.settled, timeout)
-            call = self.call
-            if self.task is not None:
-                self.task.cancel()
-            if call is not None and call.relay is not None:
-                call.relay.cancel()
+            if self.call is not None:
+                self.call.cancel()
         self.close_now()
 
     # --- reading and writing ---
@@ -269,14 +209,6 @@ class Connection(asyncio.Protocol):
         if self.reading_paused and len(self.buffer) <= READ_AHEAD and not self.lost:
             self.reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
-
-    def _wake(self, error: BaseException | None) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            if error is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(error)
 
     def close_now(self) -> None:
         if self.transport is not None:
@@ -331,28 +263,28 @@ class Connection(asyncio.Protocol):
             self._lend(bytes(self.buffer[:end]), head)
             return False
         del self.buffer[:end]
-        exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
-        call = self.call = Call(head, exchange, Answer(self, head, exchange))
+        body: bytes | RequestBody | None = None
+        if not small:
+            body = RequestBody(self, BodyFraming(head), None)
+        elif head.length:
+            body = bytes(self.buffer[: head.length])
+            del self.buffer[: head.length]
         self.keep_alive = head.keep_alive and not self.closing
-        self.engine.metrics.active += 1
-        if small:
-            if head.length:
-                call.body = bytes(self.buffer[: head.length])
-                del self.buffer[: head.length]
-        else:
-            call.body = RequestBody(self, BodyFraming(head), None)
-        if refusal is not None:
-            self._done(refusal)
-        elif (
-            head.expect is not None
-            and head.version == "1.1"
-            and (head.expect.lower() != "100-continue")
-        ):
-            self._done(ExpectationFailed())
-        else:
-            assert path is not None
-            self._run(self._authorize, path)
+        self.call = Call(self, head, body)
+        self.call.start(path, refusal)
         return self.call is None
+
+    def finished(self, call: Call) -> None:
+        """The request in service is answered and accounted for: start the next."""
+        if call.unread_body or (call.head.expect is not None and not call.continued):
+            self.keep_alive = False  # what is left of the body is not a request
+        self.call = None
+        wake(self.settled)
+        self.active = self.loop.time()
+        if call.unread_body and not self.lost:
+            self._linger()
+        else:
+            self._advance()
 
     def _refuse(self, error: GatewayError) -> None:
         """Bytes that are not a request we serve: answered in JSON, then closed."""
@@ -392,8 +324,7 @@ class Connection(asyncio.Protocol):
         if lent is None:
             return
         self.active = self.loop.time()
-        if self.settled is not None and not self.settled.done():
-            self.settled.set_result(None)
+        wake(self.settled)
         if not lent.done:
             self.keep_alive = False  # aiohttp answered without the whole body
             self._linger()
@@ -410,112 +341,6 @@ class Connection(asyncio.Protocol):
             self.lent = None
             self.keep_alive = False
             self.close_now()
-
-    # --- the pipeline's steps, in order; each may wait ---
-
-    def _run(self, step: Callable[[T], None], value: T) -> None:
-        try:
-            step(value)
-        except Exception as exc:
-            self._done(exc)
-
-    def _then(self, result: T | Wait[T], step: Callable[[T], None]) -> None:
-        if isinstance(result, Wait):
-            self.task = self.loop.create_task(self._resume(result, step))
-        else:
-            step(result)
-
-    async def _resume(self, wait: Wait[T], step: Callable[[T], None]) -> None:
-        try:
-            value = await wait
-        except Exception as exc:
-            self.task = None
-            self._done(exc)
-            return
-        self.task = None
-        self._run(step, value)
-
-    def _authorize(self, path: NormalPath) -> None:
-        call = self.call
-        assert call is not None
-        judged = self.engine.pipeline.authorize(
-            call.head.method, path, call.headers, self.peer, self.scheme, call.exchange
-        )
-        self._then(judged, self._count)
-
-    def _count(self, admission: Admission) -> None:
-        call = self.call
-        assert call is not None
-        call.admission = admission
-        limit = self.engine.pipeline.forwarder.body_limit(admission.route)
-        if limit is not None:
-            if call.head.length > limit:
-                raise PayloadTooLarge()
-            if isinstance(call.body, RequestBody):
-                call.body.limit = limit
-        self._then(self.engine.pipeline.count(admission), self._charge)
-
-    def _charge(self, injected: Headers) -> None:
-        call = self.call
-        assert call is not None and call.admission is not None
-        call.injected = injected
-        charged: int | Wait[int | None] | None = self.engine.pipeline.charge(
-            call.admission, call.head.method, call.headers.get("Idempotency-Key")
-        )
-        self._then(charged, self._forward)
-
-    def _forward(self, debit: int | None) -> None:
-        call = self.call
-        assert call is not None and call.admission is not None
-        call.debit = debit
-        head, admission = call.head, call.admission
-        if head.expect is not None and head.version == "1.1":
-            self.send(CONTINUE)  # authorized: now the client may send its body
-            call.continued = True
-        call.relay = self.engine.pipeline.forwarder.forward(
-            head.method, admission.route, admission.path, call.headers, call.injected,
-            call.body, head.chunked, call.exchange, call.answer, self._forwarded,
-        )  # fmt: skip
-
-    def _forwarded(self, error: GatewayError | None) -> None:
-        call = self.call
-        assert call is not None
-        if call.debit is None:
-            self._done(error)
-            return
-        succeeded = error is None and not call.exchange.aborted and call.answer.status < 400
-        settled = self.engine.pipeline.settle(
-            call.debit, succeeded, call.headers.get("Idempotency-Key"), call.exchange
-        )
-        self.task = self.loop.create_task(self._resume(Wait(settled), lambda _: self._done(error)))
-
-    def _done(self, failure: BaseException | None) -> None:
-        """Answer an error if there is one, account for the request, start the next."""
-        call = self.call
-        assert call is not None
-        exchange, answer = call.exchange, call.answer
-        error = as_gateway_error(failure, exchange)
-        if call.unread_body or (call.head.expect is not None and not call.continued):
-            self.keep_alive = False  # what is left of the body is not a request
-        if error is not None and not exchange.aborted:
-            if answer.status:
-                answer.abort()  # the answer had started: cutting it is all that is left
-            else:
-                answer.error(error)
-        engine = self.engine
-        engine.metrics.active -= 1
-        status = error.status if error is not None else answer.status
-        finish(engine.metrics, engine.usage, engine.access_log, call.head.method,
-               logged_path(call.head.target), self.peer, exchange, status, error)  # fmt: skip
-        self.call = None
-        self.task = None
-        if self.settled is not None and not self.settled.done():
-            self.settled.set_result(None)
-        self.active = self.loop.time()
-        if call.unread_body and not self.lost:
-            self._linger()
-        else:
-            self._advance()
 
     def _linger(self) -> None:
         """A body that was refused unread: half-close, and read and drop what the client
@@ -561,24 +386,13 @@ class Connection(asyncio.Protocol):
         self.timer = self.loop.call_later(max(left, 0.01), self._check_time)
 
 
-def as_gateway_error(exc: BaseException | None, exchange: Exchange) -> GatewayError | None:
-    """What the client is told about an exception from the pipeline."""
-    if exc is None or isinstance(exc, GatewayError):
-        return exc
-    if isinstance(exc, BodyTooLarge):
-        return PayloadTooLarge()
-    if isinstance(exc, MalformedRequest):
-        return exc
-    log.error("unhandled error (request id %s)", exchange.request_id, exc_info=exc)
-    return InternalError(exchange.request_id)
-
-
-def logged_path(target: str) -> str:
-    """The path as the access log shows it: no query, no scheme or authority."""
-    path = target.partition("?")[0]
-    if not path.startswith("/"):  # absolute-form (RFC 9112 §3.2.2)
-        path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
-    return path
+def wake(waiter: asyncio.Future[None] | None, error: BaseException | None = None) -> None:
+    """Resume whoever waits on ``waiter`` (with ``error`` raised there, if given)."""
+    if waiter is not None and not waiter.done():
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
 
 
 def claimed_segments(paths: list[str]) -> frozenset[str]:

@@ -1,0 +1,216 @@
+"""One proxied request through the pipeline, on the engine's connection
+(``gateway.http.engine``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TypeVar
+
+from multidict import CIMultiDict
+
+from gateway.errors import (
+    ExpectationFailed,
+    GatewayError,
+    InternalError,
+    MalformedRequest,
+    PayloadTooLarge,
+)
+from gateway.exchange import Exchange, finish, new_request_id
+from gateway.http.framing import Headers, RequestHead
+from gateway.http.streams import Answer, RequestBody
+from gateway.pipeline import Admission
+from gateway.pipeline.paths import NormalPath
+from gateway.pipeline.proxy import BodyTooLarge
+from gateway.pipeline.relay import Relay
+from gateway.wait import Wait
+
+if TYPE_CHECKING:
+    from gateway.http.engine import Connection
+
+log = logging.getLogger("gateway.engine")
+
+T = TypeVar("T")
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Call:
+    """One proxied request, from its framing to its answer: the pipeline's steps in
+    order. A step that may wait returns a ``Wait``; the call then goes on in a task
+    once it is over, and otherwise straight from the connection's callbacks."""
+
+    __slots__ = (
+        "admission",
+        "answer",
+        "body",
+        "conn",
+        "continued",
+        "debit",
+        "exchange",
+        "head",
+        "headers",
+        "injected",
+        "pipeline",
+        "relay",
+        "task",
+    )  # fmt: skip
+
+    def __init__(
+        self, conn: Connection, head: RequestHead, body: bytes | RequestBody | None
+    ) -> None:
+        self.conn = conn
+        self.pipeline = conn.engine.pipeline
+        self.head = head
+        self.headers = CIMultiDict(head.headers)
+        self.exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
+        self.answer = Answer(conn, head, self.exchange)
+        self.body = body
+        self.task: asyncio.Task[None] | None = None  # a step waiting
+        self.admission: Admission | None = None
+        self.injected: Headers = []
+        self.debit: int | None = None
+        self.relay: Relay | None = None
+        self.continued = False  # 100 Continue sent
+
+    @property
+    def unread_body(self) -> bool:
+        return isinstance(self.body, RequestBody) and not self.body.framing.done
+
+    def start(self, path: NormalPath | None, refusal: GatewayError | None) -> None:
+        self.conn.engine.metrics.active += 1
+        head = self.head
+        if refusal is not None:
+            self._done(refusal)
+        elif (
+            head.expect is not None
+            and head.version == "1.1"
+            and (head.expect.lower() != "100-continue")
+        ):
+            self._done(ExpectationFailed())
+        else:
+            assert path is not None
+            self._run(self._authorize, path)
+
+    def cancel(self) -> None:
+        """Shutdown: stop waiting."""
+        if self.task is not None:
+            self.task.cancel()
+        if self.relay is not None:
+            self.relay.cancel()
+
+    def _run(self, step: Callable[[T], None], value: T) -> None:
+        try:
+            step(value)
+        except Exception as exc:
+            self._done(exc)
+
+    def _then(self, result: T | Wait[T], step: Callable[[T], None]) -> None:
+        if isinstance(result, Wait):
+            self.task = self.conn.loop.create_task(self._resume(result, step))
+        else:
+            step(result)
+
+    async def _resume(self, wait: Wait[T], step: Callable[[T], None]) -> None:
+        try:
+            value = await wait
+        except Exception as exc:
+            self.task = None
+            self._done(exc)
+            return
+        self.task = None
+        self._run(step, value)
+
+    def _authorize(self, path: NormalPath) -> None:
+        call, conn = self, self.conn
+        judged = self.pipeline.authorize(
+            call.head.method, path, call.headers, conn.peer, conn.scheme, call.exchange
+        )
+        self._then(judged, self._count)
+
+    def _count(self, admission: Admission) -> None:
+        call = self
+        call.admission = admission
+        limit = self.pipeline.forwarder.body_limit(admission.route)
+        if limit is not None:
+            if call.head.length > limit:
+                raise PayloadTooLarge()
+            if isinstance(call.body, RequestBody):
+                call.body.limit = limit
+        self._then(self.pipeline.count(admission), self._charge)
+
+    def _charge(self, injected: Headers) -> None:
+        call = self
+        assert call.admission is not None
+        call.injected = injected
+        charged: int | Wait[int | None] | None = self.pipeline.charge(
+            call.admission, call.head.method, call.headers.get("Idempotency-Key")
+        )
+        self._then(charged, self._forward)
+
+    def _forward(self, debit: int | None) -> None:
+        call = self
+        assert call.admission is not None
+        call.debit = debit
+        head, admission = call.head, call.admission
+        if head.expect is not None and head.version == "1.1":
+            self.conn.send(CONTINUE)  # authorized: now the client may send its body
+            call.continued = True
+        call.relay = self.pipeline.forwarder.forward(
+            head.method, admission.route, admission.path, call.headers, call.injected,
+            call.body, head.chunked, call.exchange, call.answer, self._forwarded,
+        )  # fmt: skip
+
+    def _forwarded(self, error: GatewayError | None) -> None:
+        call = self
+        if call.debit is None:
+            self._done(error)
+            return
+        succeeded = error is None and not call.exchange.aborted and call.answer.status < 400
+        settled = self.pipeline.settle(
+            call.debit, succeeded, call.headers.get("Idempotency-Key"), call.exchange
+        )
+        self.task = self.conn.loop.create_task(
+            self._resume(Wait(settled), lambda _: self._done(error))
+        )
+
+    def _done(self, failure: BaseException | None) -> None:
+        """Answer an error if there is one, account for the request, and hand the
+        connection back."""
+        exchange, answer, conn = self.exchange, self.answer, self.conn
+        error = as_gateway_error(failure, exchange)
+        if error is not None and not exchange.aborted:
+            if answer.status:
+                answer.abort()  # the answer had started: cutting it is all that is left
+            else:
+                if self.unread_body or (self.head.expect is not None and not self.continued):
+                    conn.keep_alive = False  # what is left of the body is not a request
+                answer.error(error)
+        engine = conn.engine
+        engine.metrics.active -= 1
+        status = error.status if error is not None else answer.status
+        finish(engine.metrics, engine.usage, engine.access_log, self.head.method,
+               logged_path(self.head.target), conn.peer, exchange, status, error)  # fmt: skip
+        self.task = None
+        conn.finished(self)
+
+
+def as_gateway_error(exc: BaseException | None, exchange: Exchange) -> GatewayError | None:
+    """What the client is told about an exception from the pipeline."""
+    if exc is None or isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, BodyTooLarge):
+        return PayloadTooLarge()
+    if isinstance(exc, MalformedRequest):
+        return exc
+    log.error("unhandled error (request id %s)", exchange.request_id, exc_info=exc)
+    return InternalError(exchange.request_id)
+
+
+def logged_path(target: str) -> str:
+    """The path as the access log shows it: no query, no scheme or authority."""
+    path = target.partition("?")[0]
+    if not path.startswith("/"):  # absolute-form (RFC 9112 §3.2.2)
+        path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
+    return path
