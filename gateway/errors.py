@@ -37,10 +37,12 @@ class GatewayError(Exception):
     def body(self) -> dict[str, object]:
         return {"error": self.code, "message": self.message}
 
+    label: str | None = None  # for metrics and logs, where it says more than the code
+
     @property
     def reason(self) -> str:
         """A bounded label for metrics and logs (defaults to the error code)."""
-        return self.code
+        return self.label or self.code
 
 
 class BadRequest(GatewayError):
@@ -82,6 +84,7 @@ class Unauthorized(AuthError):
 class InsufficientScope(AuthError):
     status = 403
     code = "forbidden"
+    label = "insufficient_scope"
 
     def __init__(self, scope: str, required: tuple[str, ...]) -> None:
         super().__init__(f"Scope '{scope}' is required.")
@@ -93,10 +96,6 @@ class InsufficientScope(AuthError):
             "WWW-Authenticate": f'Bearer realm="gateway", error="insufficient_scope", '
             f'scope="{scopes}"'
         }
-
-    @property
-    def reason(self) -> str:
-        return "insufficient_scope"
 
 
 class NoRoute(GatewayError):
@@ -200,10 +199,7 @@ class AddressNotAllowed(GatewayError):
     status = 403
     code = "forbidden"
     message = "This credential may not be used from your address."
-
-    @property
-    def reason(self) -> str:
-        return "ip_not_allowed"
+    label = "ip_not_allowed"
 
 
 class RateLimited(GatewayError):
@@ -234,10 +230,7 @@ class QuotaExceeded(GatewayError):
 
 class LimitsUnavailable(ServiceUnavailable):
     message = "Rate limits cannot be checked right now; try again shortly."
-
-    @property
-    def reason(self) -> str:
-        return "limits_unavailable"
+    label = "limits_unavailable"
 
 
 # --- metered routes (gateway.metering.wallet) ---

@@ -28,7 +28,7 @@ from gateway.store import Store
 from gateway.store.records import Membership
 from gateway.web.charts import daily_series, line_chart
 from gateway.web.endpoints import View, add_endpoint
-from gateway.web.pages import error_page, render
+from gateway.web.pages import error_page, form_list, optional_int, render
 from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
 from gateway.wire import rfc3339
 
@@ -48,19 +48,6 @@ class NotAdmin(Exception):
 
 def is_admin(memberships: list[Membership], org_id: str) -> bool:
     return any(m.org.id == org_id and m.role in ADMIN_ROLES for m in memberships)
-
-
-def form_list(text: str) -> list[str]:
-    return [part for part in text.replace(",", " ").split() if part]
-
-
-def optional_int(form: MultiMapping[Any], name: str) -> int | None:
-    text = str(form.get(name, "")).strip()
-    if not text:
-        return None
-    if not text.isdigit():
-        raise ValidationFailed(name, "a whole number")
-    return int(text)
 
 
 class Dashboard:

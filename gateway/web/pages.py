@@ -10,6 +10,9 @@ from typing import Any
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from multidict import MultiMapping
+
+from gateway.errors import ValidationFailed
 
 
 def templates_dir() -> Path:
@@ -62,3 +65,16 @@ def render(
 
 def error_page(request: web.Request, status: int, title: str, detail: str) -> web.Response:
     return render(request, "error.html", {"title": title, "detail": detail}, status=status)
+
+
+def form_list(text: str) -> list[str]:
+    return [part for part in text.replace(",", " ").split() if part]
+
+
+def optional_int(form: MultiMapping[Any], name: str) -> int | None:
+    text = str(form.get(name, "")).strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ValidationFailed(name, "a whole number")
+    return int(text)
