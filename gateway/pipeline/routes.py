@@ -15,10 +15,10 @@ not with the number of routes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.config import Route
+from gateway.config import Route, route_ties
 
 
 class RouteConflict(Exception):
@@ -74,13 +74,9 @@ class _Endpoint:
 
     def add(self, route: CompiledRoute) -> None:
         if route.methods is None:
-            if self.any_method is not None:
-                raise conflict(route, self.any_method)
             self.any_method = route
             return
-        for method in sorted(route.methods):
-            if method in self.by_method:
-                raise conflict(route, self.by_method[method])
+        for method in route.methods:
             self.by_method[method] = route
 
     def pick(self, method: str) -> CompiledRoute | None:
@@ -104,23 +100,15 @@ class _Node:
     glob: _Endpoint | None = None
 
 
-def conflict(new: CompiledRoute, old: CompiledRoute) -> RouteConflict:
-    def describe(r: CompiledRoute) -> str:
-        methods = ",".join(sorted(r.methods)) if r.methods else "any method"
-        return f"{r.path} [{methods}]"
-
-    return RouteConflict(
-        f"routes[{new.index}]: ties with routes[{old.index}]: {describe(new)} and "
-        f"{describe(old)} match the same requests equally well; make one more specific"
-    )
-
-
 def pattern_segments(path: str) -> list[str]:
     return [s for s in path.split("/") if s]
 
 
 class RouteTable:
-    def __init__(self, routes: Iterable[Route]) -> None:
+    def __init__(self, routes: Sequence[Route]) -> None:
+        ties = route_ties(routes)  # the config's own check: one rule for what ties
+        if ties:
+            raise RouteConflict(ties[0])
         self._root = _Node()
         self.routes: list[CompiledRoute] = []
         for index, route in enumerate(routes):
