@@ -24,7 +24,7 @@ from gateway.metering.limits import Limiter
 from gateway.metering.usage import UsageBook
 from gateway.metering.wallet import Wallet
 from gateway.metrics import Metrics
-from gateway.oauth.authorize import AuthorizeEndpoint
+from gateway.oauth.authorize import Authorization
 from gateway.oauth.introspection import IntrospectionEndpoint
 from gateway.oauth.jwt_tokens import JWKS_PATH, JWT_PREFIX, JwtCodec, load_keys
 from gateway.oauth.metadata import WELL_KNOWN, issuer, metadata_handler
@@ -37,6 +37,7 @@ from gateway.pipeline.headers import ForwardedFor
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import RouteTable
 from gateway.store import Store, StoreUnavailable, open_store
+from gateway.web.consent import ConsentViews
 from gateway.web.dashboard import DASHBOARD, Dashboard, add_dashboard_routes
 from gateway.web.endpoints import View, add_endpoint
 from gateway.web.login import LoginViews
@@ -74,7 +75,7 @@ async def background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
 class OAuthServer:
     """The OAuth endpoints and pages, built at start-up."""
 
-    authorize: AuthorizeEndpoint
+    authorize: ConsentViews
     token: TokenEndpoint
     revoke: RevocationEndpoint
     introspect: IntrospectionEndpoint
@@ -92,7 +93,7 @@ def oauth_server(
     forwarded_for: ForwardedFor,
 ) -> OAuthServer:
     return OAuthServer(
-        authorize=AuthorizeEndpoint(store, settings, sessions),
+        authorize=ConsentViews(Authorization(store, settings), settings, sessions),
         token=TokenEndpoint(store, tokens),
         revoke=RevocationEndpoint(store, tokens),
         introspect=IntrospectionEndpoint(store, tokens, issuer(settings)),

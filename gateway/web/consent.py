@@ -1,0 +1,141 @@
+"""The authorization endpoint's pages: login when needed, then consent, where the
+user picks an organization and approves scopes (``gateway.oauth.authorize``
+decides; this module renders).
+
+The pending request is kept in the user's session, not in the consent form, so
+what the user approves is exactly what was shown.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict
+
+from aiohttp import web
+from aiohttp_session import Session
+
+from gateway.config import Settings
+from gateway.errors import OAuthError
+from gateway.oauth.authorize import Authorization, NotRedirectable, Pending, origin_of
+from gateway.oauth.params import query_params
+from gateway.store.records import OAuthClient
+from gateway.web.pages import error_page, render
+from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
+
+MAX_PENDING = 5
+
+
+def found_at(location: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+class ConsentViews:
+    def __init__(self, flow: Authorization, settings: Settings, sessions: Sessions) -> None:
+        self.flow = flow
+        self.settings = settings
+        self.sessions = sessions
+
+    # --- GET: show login or consent ---
+
+    async def get(self, request: web.Request) -> web.Response:
+        try:
+            client, redirect_uri = await self.flow.client_and_redirect(request.query)
+        except NotRedirectable as exc:
+            return error_page(request, exc.status, exc.title, exc.detail)
+        state = request.query.get("state")
+        try:
+            pending = self.flow.validate(client, redirect_uri, query_params(request.query))
+        except OAuthError as exc:
+            return found_at(self.flow.error_location(redirect_uri, state, exc))
+        session = await self.sessions.load(request)
+        if "user_id" not in session:
+            response = self.login_form(request, session, next_url=str(request.rel_url))
+        else:
+            response = await self.consent_form(request, session, client, pending)
+        await self.sessions.save(request, response, session)
+        return response
+
+    def login_form(
+        self,
+        request: web.Request,
+        session: Session,
+        *,
+        next_url: str,
+        error: str | None = None,
+        status: int = 200,
+    ) -> web.Response:
+        return render(
+            request,
+            "login.html",
+            {
+                "action": self.settings.oauth.paths.login,
+                "next": next_url,
+                "csrf_token": csrf_token(session),
+                "csrf_field": CSRF_FIELD,
+                "error": error,
+            },
+            status=status,
+        )
+
+    async def consent_form(
+        self, request: web.Request, session: Session, client: OAuthClient, pending: Pending
+    ) -> web.Response:
+        memberships = await self.flow.store.memberships(session["user_id"])
+        if not memberships:
+            return error_page(
+                request, 403, "No organization", "Your account belongs to no organization yet."
+            )
+        request_id = secrets.token_urlsafe(16)
+        queue = dict(list(session.get("pending", {}).items())[-(MAX_PENDING - 1) :])
+        queue[request_id] = asdict(pending)
+        session["pending"] = queue
+        return render(
+            request,
+            "consent.html",
+            {
+                "action": self.settings.oauth.paths.authorize,
+                "client_name": client.name,
+                "email": session.get("email"),
+                "orgs": [{"id": m.org.id, "name": m.org.name, "role": m.role} for m in memberships],
+                "scopes": [
+                    {"name": s, "description": self.settings.scopes[s]} for s in pending.scopes
+                ],
+                "request_id": request_id,
+                "csrf_token": csrf_token(session),
+                "csrf_field": CSRF_FIELD,
+                "logout": self.settings.oauth.paths.logout,
+            },
+            form_targets=(origin_of(pending.redirect_uri),),
+        )
+
+    # --- POST: the user's decision ---
+
+    async def post(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        session = await self.sessions.load(request)
+        sent_csrf = form.get(CSRF_FIELD)
+        if "user_id" not in session or not csrf_ok(
+            session, sent_csrf if isinstance(sent_csrf, str) else None
+        ):
+            return error_page(request, 400, "Session expired", "Start again from the application.")
+        request_id = form.get("request_id")
+        queue = dict(session.get("pending", {}))
+        data = queue.pop(request_id, None) if isinstance(request_id, str) else None
+        session["pending"] = queue
+        if data is None:
+            response = error_page(
+                request, 400, "Request expired", "This approval was already answered or expired."
+            )
+            await self.sessions.save(request, response, session)
+            return response
+        pending = Pending.from_session(data)
+        try:
+            response = found_at(
+                await self.flow.decide(
+                    session["user_id"], pending, form.get("action"), form.get("org_id")
+                )
+            )
+        except NotRedirectable as exc:
+            response = error_page(request, exc.status, exc.title, exc.detail)
+        await self.sessions.save(request, response, session)
+        return response
