@@ -135,7 +135,7 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         if self.lingering:
-            self.close_now()
+            self.hang_up()
             return False
         wake(self.waiter)
         if not self.serving:
@@ -173,7 +173,7 @@ class Connection(asyncio.Protocol):
         """Stop after the request in service."""
         self.closing = True
         if not self.serving:
-            self.close_now()
+            self.hang_up()
 
     async def shutdown(self, timeout: float | None) -> None:
         """Wait up to ``timeout`` for the request in service, then close."""
@@ -184,7 +184,7 @@ class Connection(asyncio.Protocol):
                 await asyncio.wait_for(self.settled, timeout)
             if self.call is not None:
                 self.call.cancel()
-        self.close_now()
+        self.hang_up()
 
     # --- reading and writing ---
 
@@ -210,7 +210,7 @@ class Connection(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
 
-    def close_now(self) -> None:
+    def hang_up(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
@@ -233,14 +233,14 @@ class Connection(asyncio.Protocol):
         if self.lost:
             return False
         if self.closing or not self.keep_alive:
-            self.close_now()
+            self.hang_up()
             return False
         self.consumed()
         try:
             end = head_end(self.buffer)
             if end < 0:
                 if self.eof:
-                    self.close_now()  # a head cut short (or none): nothing to answer
+                    self.hang_up()  # a head cut short (or none): nothing to answer
                 elif self.buffer and self.head_started is None:
                     self._head_begun()
                 return False
@@ -251,7 +251,7 @@ class Connection(asyncio.Protocol):
         small = not head.chunked and head.expect is None and head.length <= SMALL_BODY
         if small and len(self.buffer) < end + head.length:
             if self.eof:
-                self.close_now()  # a body cut short
+                self.hang_up()  # a body cut short
             return False  # the rest of a small body is on its way
         try:
             path: NormalPath | None = normalize(head.target)
@@ -293,7 +293,7 @@ class Connection(asyncio.Protocol):
         head = response_head("GET", error.status, "", headers, len(body), True)
         self.send(head.data + body)
         self.buffer.clear()
-        self.close_now()
+        self.hang_up()
 
     # --- the gateway's own endpoints: lent to aiohttp one request at a time ---
 
@@ -312,7 +312,7 @@ class Connection(asyncio.Protocol):
         try:
             data = self.lent.take_raw(self.buffer)
         except GatewayError:
-            self.close_now()  # aiohttp has the head; the rest is not a body: end it all
+            self.hang_up()  # aiohttp has the head; the rest is not a body: end it all
             return
         if data:
             self.app.handler.data_received(data)
@@ -340,7 +340,7 @@ class Connection(asyncio.Protocol):
         if self.lent is not None:
             self.lent = None
             self.keep_alive = False
-            self.close_now()
+            self.hang_up()
 
     def _linger(self) -> None:
         """A body that was refused unread: half-close, and read and drop what the client
@@ -350,7 +350,7 @@ class Connection(asyncio.Protocol):
         self.consumed()
         if self.transport is not None and self.transport.can_write_eof():
             self.transport.write_eof()
-        self.loop.call_later(LINGER, self.close_now)
+        self.loop.call_later(LINGER, self.hang_up)
 
     # --- timers ---
 
@@ -381,7 +381,7 @@ class Connection(asyncio.Protocol):
             else:
                 left = self.active + KEEPALIVE - now
                 if left <= 0:
-                    self.close_now()
+                    self.hang_up()
                     return
         self.timer = self.loop.call_later(max(left, 0.01), self._check_time)
 

@@ -132,7 +132,7 @@ class Lent(asyncio.Transport):
         try:
             self.parser.feed_data(bytes(data))
         except httptools.HttpParserError:
-            self.conn.close_now()  # not an answer we can follow: nothing more on this line
+            self.conn.hang_up()  # not an answer we can follow: nothing more on this line
 
     def writelines(self, chunks: Any) -> None:
         for chunk in chunks:
@@ -150,7 +150,7 @@ class Lent(asyncio.Transport):
 
     def abort(self) -> None:
         self.closed = True
-        self.conn.close_now()
+        self.conn.hang_up()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         transport = self.conn.transport

@@ -66,7 +66,7 @@ class Answer:
     def abort(self) -> None:
         self.exchange.aborted = True
         self.conn.keep_alive = False
-        self.conn.close_now()
+        self.conn.hang_up()
 
     def error(self, error: GatewayError) -> None:
         headers, body = error_parts(error, self.exchange.request_id)

@@ -33,7 +33,7 @@ async def send_continue(request: web.BaseRequest) -> None:
         request.writer.output_size = 0  # the real response has not started
 
 
-async def expect_now(request: web.Request) -> web.StreamResponse | None:
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     """``Expect: 100-continue`` (RFC 9110 §10.1.1): continue at once; anything else is
     a JSON 417."""
     if request.version == HttpVersion11 and not wants_continue(request):
@@ -61,4 +61,4 @@ def by_method(label: str, table: Mapping[str, View]) -> View:
 
 
 def add_endpoint(app: web.Application, path: str, label: str, table: Mapping[str, View]) -> None:
-    app.router.add_route("*", path, by_method(label, table), expect_handler=expect_now)
+    app.router.add_route("*", path, by_method(label, table), expect_handler=expect_continue)
