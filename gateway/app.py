@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import crypto
 from gateway.config import Settings
 from gateway.errors import NoRoute, ServiceUnavailable
-from gateway.http.engine import Engine, claimed_segments
+from gateway.http.engine import ENGINE, Engine, claimed_segments
 from gateway.logs import AccessLog
 from gateway.manage import MANAGEMENT, add_management_routes, management_api
 from gateway.manage.auth import ManagementAuth
@@ -155,6 +155,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         usage,
         Wallet(store),
     )
+    own = [resource.canonical for resource in app.router.resources()]
+    app[ENGINE] = Engine(app[PIPELINE], metrics, usage, app[ACCESS_LOG], claimed_segments(own),
+                         settings.proxy.header_timeout)  # fmt: skip
     manage_auth = ManagementAuth(store, authenticator, limiter, sessions, forwarded_for)
     app[MANAGEMENT] = management_api(store, settings, manage_auth, usage)
     app[DASHBOARD] = Dashboard(store, settings, sessions, app[MANAGEMENT], usage)
@@ -240,22 +243,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     add_management_routes(app, settings)
     add_dashboard_routes(app, settings)
     return app
-
-
-def engine(app: web.Application) -> Engine | None:
-    """The proxy engine for the public app's connections (``gateway.http.engine``);
-    None for the admin app, which aiohttp serves alone."""
-    if PIPELINE not in app:
-        return None
-    own = [resource.canonical for resource in app.router.resources()]
-    return Engine(
-        app[PIPELINE],
-        app[METRICS],
-        app[USAGE],
-        app[ACCESS_LOG],
-        claimed_segments(own),
-        app[SETTINGS].proxy.header_timeout,
-    )
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Final, cast
 
+from aiohttp import web
+
 from gateway.errors import (
     GatewayError,
     RequestTimeout,
@@ -398,3 +400,6 @@ def wake(waiter: asyncio.Future[None] | None, error: BaseException | None = None
 def claimed_segments(paths: list[str]) -> frozenset[str]:
     """The first path segment of each of the gateway's own endpoints."""
     return frozenset(p.lstrip("/").split("/", 1)[0] for p in paths)
+
+
+ENGINE: Final = web.AppKey("engine", Engine)  # on the public app, once it has started

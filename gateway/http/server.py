@@ -19,7 +19,6 @@ import httptools
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.app import engine
 from gateway.errors import (
     GatewayError,
     HeadTooLarge,
@@ -29,7 +28,7 @@ from gateway.errors import (
     RequestTimeout,
 )
 from gateway.exchange import new_request_id
-from gateway.http.engine import Connection, Engine
+from gateway.http.engine import ENGINE, Connection, Engine
 from gateway.web.middleware import render
 
 # What aiohttp's parser refuses, as the error tree's classes (by aiohttp's status).
@@ -181,11 +180,11 @@ class Lent(asyncio.Transport):
 
 class GatewayRunner(web.AppRunner):
     """An AppRunner whose listener is the proxy engine's, for an app that has one
-    (``gateway.app.engine``); the admin app is served by aiohttp alone."""
+    (``ENGINE``, set as the public app starts); the admin app is served by aiohttp
+    alone."""
 
     async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        found = engine(self.app)
-        if found is None:
+        server = await super()._make_server()  # runs the app's start-up
+        if ENGINE not in self.app:
             return server
-        return cast(web.Server, ProxyServer(found, server))
+        return cast(web.Server, ProxyServer(self.app[ENGINE], server))
