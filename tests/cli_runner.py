@@ -3,6 +3,9 @@
 A gateway served by the test (the ``gw`` fixture) shares the SQLite file with
 the CLI; blocking the loop while the CLI writes could stall the gateway inside
 a transaction and make the CLI wait for the database lock.
+
+Also what every CLI test needs around it: a config file to point ``--config`` at
+(``write_config``) and the shape of a refusal (``assert_refused``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from processes import clean_env
 
 CLI_TIMEOUT = 15.0
@@ -50,3 +54,20 @@ async def cli_json(config_path: Path, *args: str) -> dict[str, Any]:
     data = json.loads(lines[0])
     assert isinstance(data, dict), data
     return data
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit 2, exactly one line on stderr (naming every needle), nothing on stdout."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert result.stdout == "", result.stdout
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]

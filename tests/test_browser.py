@@ -21,37 +21,16 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, PNG_MAGIC, TIMEOUT_MS, open_tab
 from conftest import PASSWORD, AiohttpServer, Gateway
-from playwright.async_api import Browser, ConsoleMessage, Page, Response, async_playwright
+from playwright.async_api import Browser, Page, Response, async_playwright
 from yarl import URL
 
 from gateway.store import Org
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 15_000
 TIMEOUT_S = TIMEOUT_MS / 1000
 WELL_KNOWN = "/.well-known/oauth-authorization-server"
 CALLBACK_PAGE = "<!doctype html><title>Example app</title><h1>Back at the app</h1>"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-# Recorded in every document before the page's own content runs (Playwright injects
-# it through the DevTools protocol, so the page's CSP does not apply to it).
-RECORD_CSP_VIOLATIONS = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", (e) => {
-  window.__cspViolations.push(e.violatedDirective + " " + e.blockedURI);
-});
-"""
 
 
 # --- the client application's redirect URI -----------------------------------
@@ -127,32 +106,6 @@ async def browser() -> AsyncIterator[Browser]:
             yield launched
         finally:
             await launched.close()
-
-
-@dataclass
-class Tab:
-    page: Page
-    console: list[str]
-
-    async def csp_violations(self) -> list[str]:
-        found: list[str] = await self.page.evaluate("window.__cspViolations")
-        return found
-
-
-async def open_tab(browser: Browser) -> Tab:
-    context = await browser.new_context()
-    context.set_default_timeout(TIMEOUT_MS)
-    context.set_default_navigation_timeout(TIMEOUT_MS)
-    await context.add_init_script(RECORD_CSP_VIOLATIONS)
-    page = await context.new_page()
-    console: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        console.append(f"{message.type}: {message.text}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
-    return Tab(page, console)
 
 
 # --- the OAuth parts ----------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from cli_runner import assert_refused, write_config
 from conftest import base_config, free_port
 from processes import clean_env
 
@@ -39,18 +39,6 @@ def run_gateway(
         timeout=CLI_TIMEOUT,
         check=False,
     )
-
-
-def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    """Exit 2, exactly one line on stderr (naming every needle), nothing on stdout."""
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert result.stdout == "", result.stdout
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def parse_rfc3339(text: str) -> datetime:
@@ -92,11 +80,6 @@ class Cli:
     def db_rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.db_path) as db:
             return list(db.execute(sql, params))
-
-
-def write_config(path: Path, config: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, PNG_MAGIC, TIMEOUT_MS, Tab, open_tab
 from conftest import PASSWORD, REDIRECT_URI, Gateway
 from oauth_helpers import (
     basic_auth,
@@ -27,7 +28,6 @@ from oauth_helpers import (
     token_request,
 )
 from playwright.async_api import Browser, Page, async_playwright
-from test_browser import CHROMIUM, CHROMIUM_ARGS, PNG_MAGIC, TIMEOUT_MS, Tab, open_tab
 
 REVOCATION_DEADLINE = 1.0  # seconds: the promise for revoked credentials
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=TIMEOUT_MS / 1000)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import Gateway
-from test_spoofing_and_paths import HOST, RawResponse, parse_head
+from raw_http import HOST, RawResponse, parse_head
 
 from gateway.http.engine import SMALL_BODY as FAST_BODY
 from gateway.http.engine import Connection

@@ -38,10 +38,9 @@ import yaml
 from cli_runner import cli_json
 from conftest import base_config, free_port
 from multidict import CIMultiDictProxy
-from processes import clean_env, stop
+from processes import clean_env, stop, wait_until_answers
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
-from test_serve_process import wait_until_answers
 
 from gateway.config import ADMIN_SCOPE
 

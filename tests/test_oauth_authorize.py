@@ -466,3 +466,10 @@ async def test_the_org_picked_on_consent_is_the_tokens_org(
     assert "code" in redirect_params(location)
     rows = gw.db_rows("SELECT org_id, user_id, client_id FROM oauth_codes")
     assert rows == [(globex.id, ada.id, zap.client.id)]
+
+
+async def test_login_next_with_control_characters_falls_back(gw: Gateway) -> None:
+    await gw.user()
+    page = await gw.client.get("/oauth/login", params={"next": "/dashboard/x\r\nSet-Cookie: a=b"})
+    text = await page.text()
+    assert 'name="next" value="/oauth/login"' in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 
 import pytest
 from conftest import PASSWORD, REDIRECT_URI, Gateway
@@ -417,3 +418,29 @@ async def test_auth_string_token_carries_the_user(gw: Gateway, ada: User) -> Non
     echo = await (await gw.client.get("/echo/x", headers=bearer(body["access_token"]))).json()
     assert echoed(echo, "X-User-Id") == [ada.id]
     assert echoed(echo, "X-Org-Id") == [(await gw.org("acme")).id]
+
+
+async def test_a_code_is_refused_once_the_user_revoked_the_app(gw: Gateway) -> None:
+    from oauth_helpers import authorization_code, oauth_error, pkce_pair, redeem
+
+    await gw.user()
+    zap = await gw.oauth_client()
+    pkce = pkce_pair()
+    code = await authorization_code(gw, zap, pkce=pkce)
+    grants = await gw.store.list_grants_page((await gw.org()).id, None, None, 10)
+    assert len(grants) == 1
+    await gw.store.revoke_grant(grants[0].id, time.time())
+    await oauth_error(await redeem(gw, zap, code, pkce), 400, "invalid_grant")
+
+
+async def test_refresh_stays_within_the_clients_current_scopes(gw: Gateway) -> None:
+    from dataclasses import replace
+
+    from oauth_helpers import issued_tokens, refreshed
+
+    await gw.user()
+    zap = await gw.oauth_client()
+    tokens = await issued_tokens(gw, zap, scope="contacts:read contacts:write")
+    await gw.store.update_client(replace(zap.client, allowed_scopes=("contacts:read",)))
+    body = await refreshed(gw, zap, tokens["refresh_token"])
+    assert body["scope"] == "contacts:read"

@@ -22,12 +22,10 @@ from typing import IO, Any
 
 import aiohttp
 import pytest
-from cli_runner import cli_json, run_cli
+from cli_runner import assert_refused, cli_json, run_cli, write_config
 from conftest import Gateway, base_config, free_port
 from oauth_helpers import basic_auth, bearer, echoed, oauth_error
-from processes import clean_env, stop
-from test_cli import assert_refused, write_config
-from test_serve_process import wait_until_answers
+from processes import clean_env, stop, wait_until_answers
 
 PLUGIN = "crm-sync"
 ENV_NAMES = ["OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_TOKEN_URL", "API_BASE_URL"]

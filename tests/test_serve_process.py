@@ -26,12 +26,11 @@ import aiohttp
 import pytest
 import yaml
 from conftest import base_config, free_port
-from processes import clean_env, stop
+from processes import clean_env, stop, wait_until_answers
 
 from gateway.crypto import new_api_key
 from upstream_example.diagnostics import PATTERN
 
-START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
 CLI_TIMEOUT = 60.0
 MIB = 1024 * 1024
@@ -51,25 +50,6 @@ def memory(pid: int, field: str) -> int:
 def reset_peak_rss(pid: int) -> None:
     """Restart VmHWM from the current RSS (proc(5), clear_refs value 5)."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
-async def wait_until_answers(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll ``url`` until it answers 200; fail fast if ``proc`` exits; bounded in time."""
-    deadline = time.monotonic() + START_TIMEOUT
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:
-        while True:
-            if proc.poll() is not None:
-                output = log.read_text(errors="replace")
-                raise AssertionError(f"{proc.args!r} exited with {proc.returncode}:\n{output}")
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{url} did not answer within {START_TIMEOUT} s")
-            await asyncio.sleep(0.1)
 
 
 @dataclass

@@ -10,17 +10,14 @@ client library normalizes or refuses them before the gateway sees them.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiohttp import ClientResponse
 from conftest import Gateway
 from multidict import CIMultiDict
+from raw_http import HOST, Header, RawResponse, raw_request
 
 from gateway import crypto
 from gateway.pipeline.headers import TRUST_CACHED, ForwardedFor
@@ -28,7 +25,6 @@ from gateway.pipeline.headers import TRUST_CACHED, ForwardedFor
 UNAUTHORIZED = {"error": "unauthorized", "message": "Invalid or unknown access token."}
 NO_CREDENTIAL_CHALLENGE = 'Bearer realm="gateway"'
 BAD_CREDENTIAL_CHALLENGE = 'Bearer realm="gateway", error="invalid_token"'
-HOST = "gateway.test"
 PEER = "127.0.0.1"  # the test client's address as the gateway sees it
 INJECTED = (
     "X-Org-Id",
@@ -49,79 +45,6 @@ CONTROL = "X_Not_Identity"
 
 
 # --- a recording upstream ---------------------------------------------------
-
-
-# --- raw HTTP/1.1 -----------------------------------------------------------
-
-Header = tuple[str | bytes, str | bytes]
-RAW_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class RawResponse:
-    status: int
-    headers: CIMultiDict[str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def wire(text: str | bytes) -> bytes:
-    return text if isinstance(text, bytes) else text.encode("latin-1")
-
-
-async def raw_request(
-    gw: Gateway,
-    method: str,
-    target: str | bytes,
-    headers: Sequence[Header] = (),
-    *,
-    body: bytes = b"",
-) -> RawResponse:
-    """Send one request byte for byte and read one response (not for HEAD).
-
-    Adds ``Host`` and, unless the caller sends a Connection header of its own,
-    ``Connection: close``.
-    """
-    lines = [wire(method) + b" " + wire(target) + b" HTTP/1.1", b"Host: " + wire(HOST)]
-    lines += [wire(name) + b": " + wire(value) for name, value in headers]
-    if body:
-        lines.append(b"Content-Length: %d" % len(body))
-    if not any(wire(name).lower() == b"connection" for name, _ in headers):
-        lines.append(b"Connection: close")
-    port = gw.client.server.port
-    assert port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-        return await asyncio.wait_for(read_response(reader), RAW_TIMEOUT)
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-
-
-async def read_response(reader: asyncio.StreamReader) -> RawResponse:
-    head = await reader.readuntil(b"\r\n\r\n")
-    while head.startswith(b"HTTP/1.1 1"):  # an interim answer such as 100 Continue
-        head = await reader.readuntil(b"\r\n\r\n")
-    status, headers = parse_head(head)
-    if "Content-Length" in headers:
-        body = await reader.readexactly(int(headers["Content-Length"]))
-    else:
-        body = await reader.read()
-    return RawResponse(status, headers, body)
-
-
-def parse_head(head: bytes) -> tuple[int, CIMultiDict[str]]:
-    """The status and fields of a response head (up to its blank line)."""
-    status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers.add(name.strip(), value.strip())
-    return int(status_line.split(" ")[1]), headers
 
 
 # --- reading answers --------------------------------------------------------
@@ -169,6 +92,10 @@ async def assert_error(resp: ClientResponse, status: int, body: dict[str, Any] |
         assert isinstance(data["message"], str) and data["message"]
     else:
         assert data == body
+
+
+def header_values(echo: dict[str, Any], name: str) -> list[str]:
+    return [v for k, v in echo["headers"] if k.lower() == name.lower()]
 
 
 def spellings(name: str) -> list[str]:
@@ -661,3 +588,23 @@ async def test_malformed_http_is_400_and_never_forwarded(
     resp = await raw_request(gw, method, target, headers)
     assert resp.status == 400, resp.body
     assert upstream_seen == []
+
+
+async def test_the_session_cookie_never_reaches_an_upstream(gw: Gateway) -> None:
+    cookie = f"theirs=1; {gw.settings.session.cookie_name}=secret-session; other=2"
+    echo = await (await gw.client.get("/public/echo/x", headers={"Cookie": cookie})).json()
+    assert header_values(echo, "Cookie") == ["theirs=1; other=2"]
+    only_ours = {"Cookie": f"{gw.settings.session.cookie_name}=secret-session"}
+    echo = await (await gw.client.get("/public/echo/x", headers=only_ours)).json()
+    assert header_values(echo, "Cookie") == []
+
+
+@pytest.mark.parametrize(
+    "path", ["/public/..;/admin/echo/x", "/public/.;x/admin/echo/x", "/public/%2e%2e;/x"]
+)
+async def test_dot_segments_with_parameters_are_refused(gw: Gateway, path: str) -> None:
+    from yarl import URL
+
+    resp = await gw.client.get(URL(path, encoded=True))
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "bad_request"

@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.typedefs import Handler
-from cli_runner import cli_json, run_cli
+from cli_runner import assert_refused, cli_json, run_cli, write_config
 from conftest import AiohttpServer, Gateway
-from test_cli import assert_refused, write_config
 
 from gateway.store import Org
 from upstream_example import create_app as create_upstream
