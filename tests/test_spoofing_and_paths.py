@@ -44,9 +44,6 @@ SPOOF = "spoofed"
 CONTROL = "X_Not_Identity"
 
 
-# --- a recording upstream ---------------------------------------------------
-
-
 # --- reading answers --------------------------------------------------------
 
 

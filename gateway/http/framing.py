@@ -110,6 +110,12 @@ def head_end(buffer: bytearray) -> int:
 def read_head(data: bytes) -> RequestHead:
     """The request head ``data`` (which ends with its blank line); MalformedRequest (400)
     or VersionNotSupported (505) when it is not one this engine serves."""
+    line = data[: data.index(b"\r\n")]
+    named = line[-9:-3] == b" HTTP/"
+    if not named or line[-3:].decode("latin-1") not in VERSIONS:
+        # No version (HTTP/0.9's form) or one we do not serve: 505 (RFC 9110 §15.6.6).
+        raise VersionNotSupported() if named or b" HTTP" not in line else MalformedRequest()
+    version = line[-3:].decode("ascii")
     reader = _HeadReader()
     parser = httptools.HttpRequestParser(reader)
     try:
@@ -118,12 +124,8 @@ def read_head(data: bytes) -> RequestHead:
         pass  # CONNECT, or an Upgrade field: the head itself is complete and valid
     except httptools.HttpParserError:
         raise MalformedRequest() from None
-    line = data[: data.index(b"\r\n")]
-    version = line[-3:].decode("latin-1")
     if not reader.complete or not line.startswith(parser.get_method() + b" "):
         raise MalformedRequest()
-    if line[-9:-3] != b" HTTP/" or version not in VERSIONS:
-        raise VersionNotSupported()
     if not reader.url.isascii() or len(reader.fields) > MAX_FIELDS:
         raise MalformedRequest()
     seen: set[bytes] = set()
