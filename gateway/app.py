@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
 from gateway import crypto
 from gateway.config import Settings
@@ -58,6 +59,13 @@ PUBLIC_APP: Final = web.AppKey("public_app", web.Application)
 
 UPSTREAM_CONNECTIONS = 256
 BODY_LIMIT = 64 * 1024  # for the gateway's own endpoints; proxied bodies are streamed
+
+
+def configured_host(settings: Settings) -> str | None:
+    """``public_url``'s host (and port), when the config or environment sets one."""
+    if "public_url" not in settings.model_fields_set:
+        return None
+    return URL(str(settings.public_url)).host_port_subcomponent or None
 
 
 @contextlib.asynccontextmanager
@@ -142,7 +150,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         fail_open=settings.redis.on_failure == "open",
         on_failure=lambda outcome: metrics.limit_backend_failures.inc(outcome),
     )
-    forwarded_for = ForwardedFor(settings.proxy.trusted_proxies)
+    forwarded_for = ForwardedFor(settings.proxy.trusted_proxies, configured_host(settings))
     app[STORE] = store
     app[CACHE] = cache
     app[OAUTH] = oauth_server(settings, store, tokens, sessions, forwarded_for)

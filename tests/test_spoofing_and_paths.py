@@ -605,3 +605,88 @@ async def test_dot_segments_with_parameters_are_refused(gw: Gateway, path: str) 
     resp = await gw.client.get(URL(path, encoded=True))
     assert resp.status == 400
     assert (await resp.json())["error"] == "bad_request"
+
+
+# --- headers that other servers read differently ----------------------------
+
+OVERRIDES = (
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "X-Original-Method",
+)
+CLIENT_ADDRESSES = (
+    "Forwarded",
+    "X-Real-IP",
+    "True-Client-IP",
+    "X-Client-IP",
+    "CF-Connecting-IP",
+    "X-Cluster-Client-IP",
+    "Fastly-Client-IP",
+    "X-Forwarded-Server",
+    "X-Forwarded-Scheme",
+    "X-Forwarded-Ssl",
+    "X-Forwarded-Port",
+    "X-Forwarded-Prefix",
+)
+
+
+@pytest.mark.parametrize("name", OVERRIDES)
+async def test_headers_that_change_the_method_or_path_never_reach_the_upstream(
+    gw: Gateway, name: str
+) -> None:
+    """The gateway judged GET /public/echo/x; the upstream must not execute another
+    method or path on a header's say-so (Express's method-override, IIS's X-Original-URL)."""
+    value = "DELETE" if "Method" in name else "/admin/echo/secret"
+    echo = await echoed(await gw.client.get("/public/echo/x", headers={name: value}))
+    assert received(echo, name) == []
+    assert received(echo, name.replace("-", "_")) == []
+
+
+@pytest.mark.parametrize("name", CLIENT_ADDRESSES)
+async def test_client_address_headers_from_a_client_never_reach_the_upstream(
+    gw: Gateway, name: str
+) -> None:
+    echo = await echoed(await gw.client.get("/public/echo/x", headers={name: "10.9.8.7"}))
+    assert received(echo, name) == []
+    assert received(echo, "X-Forwarded-For") == [PEER]
+
+
+@pytest.mark.parametrize("config_patch", [{"public_url": "https://api.example.com"}])
+async def test_the_forwarded_host_is_the_public_url_s_not_the_client_s(
+    gw: Gateway, config_patch: dict[str, Any]
+) -> None:
+    resp = await raw_request(gw, "GET", "/public/echo/x", [("X-Forwarded-Host", "evil.example")])
+    assert received(raw_echoed(resp), "X-Forwarded-Host") == ["api.example.com"]
+
+
+@pytest.mark.parametrize(
+    ("name", "template"),
+    [
+        ("X-API-Key", "\u00a0{}"),
+        ("X-API-Key", "{}\u00a0"),
+        ("X-API-Key", "{}\u3000"),
+        ("Authorization", "Bearer \u00a0{}"),
+        ("Authorization", "Bearer {}\u00a0"),
+        ("Authorization", "Bearer {}\u2003"),
+    ],
+)
+async def test_only_sp_and_htab_are_whitespace_around_a_credential(
+    gw: Gateway, upstream_seen: list[str], name: str, template: str
+) -> None:
+    """RFC 9110 §5.6.3: a no-break space (or any other character) beside the secret is
+    part of the value, so the credential is unknown."""
+    key = (await gw.mint(["contacts:read"])).secret
+    value = template.format(key).encode("utf-8")
+    resp = await raw_request(gw, "GET", "/contacts", [(name, value)])
+    assert resp.status == 401, resp.body
+    assert upstream_seen == []
+
+
+@pytest.mark.parametrize("template", [" {} ", "\t{}\t", " \t{}"])
+async def test_sp_and_htab_around_a_credential_are_ignored(gw: Gateway, template: str) -> None:
+    key = (await gw.mint(["contacts:read"])).secret
+    resp = await raw_request(gw, "GET", "/contacts", [("X-API-Key", template.format(key))])
+    assert resp.status == 200, resp.body

@@ -27,6 +27,9 @@ from gateway.wait import Wait
 
 log = logging.getLogger("gateway.authn")
 EVENT_OVERLAP = 256  # credential events re-read on every poll
+# Optional whitespace around a field value is SP and HTAB only (RFC 9110 §5.6.3): any
+# other character (a no-break space, ...) is part of the credential, which is then unknown.
+OWS = " \t"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +77,9 @@ def read_credential(headers: MultiMapping[str], access_token_header: bool = Fals
     legacy = headers.getall("access_token", ()) if access_token_header else ()
     if len(api_keys) > 1 or len(auths) > 1 or len(legacy) > 1:
         raise BadRequest("Send one credential: a header was repeated.")
-    found = api_keys[0].strip() if api_keys else None
+    found = api_keys[0].strip(OWS) if api_keys else None
     for other in (bearer_token(auths[0]) if auths else None,
-                  legacy[0].strip() if legacy else None):  # fmt: skip
+                  legacy[0].strip(OWS) if legacy else None):  # fmt: skip
         if other is not None:
             if found is not None:
                 raise BadRequest("Send one credential: X-API-Key, Authorization or access_token.")
@@ -85,10 +88,10 @@ def read_credential(headers: MultiMapping[str], access_token_header: bool = Fals
 
 
 def bearer_token(value: str) -> str | None:
-    scheme, _, token = value.strip().partition(" ")
+    scheme, _, token = value.strip(OWS).partition(" ")
     if scheme.lower() != "bearer":
         return None  # another scheme (Basic, ...) is not ours to judge
-    return token.strip()
+    return token.strip(OWS)
 
 
 class CredentialCache:

@@ -48,9 +48,20 @@ INJECTED = (
     "X-Forwarded-Host",
 )
 CREDENTIALS = ("Authorization", "X-API-Key", "Access-Token")
-# Also dropped: other spellings of forwarding information a backend might trust.
-SPOOFABLE = ("Forwarded", "X-Real-IP", "X-Forwarded-Port", "X-Forwarded-Prefix", "Host")
-STRIPPED = frozenset(n.lower() for n in (*INJECTED, *CREDENTIALS, *SPOOFABLE))
+# Also dropped: other spellings of the client's address and of the original request
+# that a backend or its framework might believe (the gateway's X-Forwarded-* are the
+# only ones an upstream sees), and headers that would make the upstream execute
+# another method or path than the one the gateway judged.
+SPOOFABLE = (
+    "Host", "Forwarded", "X-Real-IP", "True-Client-IP", "X-Client-IP", "CF-Connecting-IP",
+    "X-Cluster-Client-IP", "Fastly-Client-IP", "X-Forwarded-Server", "X-Forwarded-Scheme",
+    "X-Forwarded-Ssl", "X-Forwarded-Port", "X-Forwarded-Prefix",
+)  # fmt: skip
+OVERRIDES = (
+    "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "X-Original-URL",
+    "X-Rewrite-URL", "X-Original-Method",
+)  # fmt: skip
+STRIPPED = frozenset(n.lower() for n in (*INJECTED, *CREDENTIALS, *SPOOFABLE, *OVERRIDES))
 # Framing the gateway relies on to stream the body; never dropped via Connection.
 KEEP_FRAMING = frozenset({"content-length"})
 TRUST_CACHED = 4096  # addresses whose trust is remembered (``ForwardedFor.is_trusted``)
@@ -155,11 +166,14 @@ class ForwardedFor:
     """Decides the client address and the X-Forwarded-* values.
 
     X-Forwarded-* from the client are believed only when the peer is one of
-    ``proxy.trusted_proxies``; otherwise the peer itself is the client.
+    ``proxy.trusted_proxies``; otherwise the peer itself is the client. The
+    forwarded host is ``public_url``'s when one is configured, never what the client
+    typed in ``Host``.
     """
 
-    def __init__(self, trusted: Iterable[str]) -> None:
+    def __init__(self, trusted: Iterable[str], public_host: str | None = None) -> None:
         self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in trusted)
+        self.public_host = public_host
         # Each address's trust, parsed once; bounded, as X-Forwarded-For is the client's.
         self._judge = lru_cache(maxsize=TRUST_CACHED)(self._trusts)
 
@@ -178,7 +192,7 @@ class ForwardedFor:
     def resolve(
         self, peer: str, scheme: str, headers: MultiMapping[str]
     ) -> tuple[str, list[tuple[str, str]]]:
-        host = headers.get("Host", "")
+        host = self.public_host or headers.get("Host", "")
         if not self.is_trusted(peer):  # the peer is the client
             return peer, [
                 ("X-Forwarded-For", peer),
@@ -189,7 +203,7 @@ class ForwardedFor:
         earlier = [a.strip() for a in sent.split(",") if a.strip()]
         chain = [*earlier, peer]
         proto = headers.get("X-Forwarded-Proto", scheme)
-        host = headers.get("X-Forwarded-Host", host)
+        host = self.public_host or headers.get("X-Forwarded-Host", host)
         client = next((a for a in reversed(chain) if not self.is_trusted(a)), chain[0])
         return client, [
             ("X-Forwarded-For", ", ".join(chain)),
