@@ -165,7 +165,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     )
     own = [resource.canonical for resource in app.router.resources()]
     app[ENGINE] = Engine(app[PIPELINE], metrics, usage, app[ACCESS_LOG], claimed_segments(own),
-                         settings.proxy.header_timeout)  # fmt: skip
+                         settings.proxy.header_timeout, settings.proxy.max_connections)  # fmt: skip
     manage_auth = ManagementAuth(store, authenticator, limiter, sessions, forwarded_for)
     app[MANAGEMENT] = management_api(store, settings, manage_auth, usage)
     app[DASHBOARD] = Dashboard(store, settings, sessions, app[MANAGEMENT], usage)

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import resource
 import secrets
 import signal
 import sys
@@ -33,7 +34,16 @@ SHUTDOWN_GRACE = 10.0
 SUPERVISOR_GRACE = SHUTDOWN_GRACE + 5.0
 
 
+def raise_file_limit() -> None:
+    """Every connection is a file descriptor: take the hard limit, not the soft one
+    (often 1,024), so that ``proxy.max_connections`` is what bounds them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def serve(settings: Settings, worker: int = 0, reuse_port: bool = False) -> None:
+    raise_file_limit()
     public = create_app(settings)
     admin = create_admin_app(public)
     runners = [

@@ -118,3 +118,29 @@ async def test_connections_whose_client_left_mid_head_are_closed(gw: Gateway) ->
         assert time.monotonic() < deadline, f"{left} connections left in CLOSE-WAIT"
         await asyncio.sleep(0.05)
     assert (await gw.client.get("/public/echo/after")).status == 200
+
+
+@pytest.mark.parametrize("config_patch", [{"proxy": {"max_connections": 5}}])
+async def test_at_the_connection_cap_silent_clients_give_way_to_well_behaved_ones(
+    gw: Gateway, config_patch: dict[str, Any]
+) -> None:
+    """Five clients hold every connection a worker allows, sending half a head and then
+    nothing; a new client is served all the same, the oldest silent one is closed, and
+    the admin listener answers throughout."""
+    port = gw.client.server.port
+    silent = []
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /public/echo/x HTTP/1.1\r\nHost: a\r\n")
+        await writer.drain()
+        silent.append((reader, writer))
+    await asyncio.sleep(0.1)
+    answer = await exchange(
+        gw, b"GET /public/echo/y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert await asyncio.wait_for(silent[0][0].read(), ANSWER_WITHIN) == b""  # given way
+    assert gw.admin is not None
+    assert (await gw.admin.get("/healthz")).status == 200
+    for _, writer in silent:
+        writer.close()

@@ -355,3 +355,19 @@ async def test_access_log_is_json_without_secrets(served: Served) -> None:
     captured = served.stderr()
     assert served.key not in captured
     assert served.key_digest not in captured
+
+
+def open_files_limit(pid: int) -> tuple[str, str]:
+    """(soft, hard) of the process's open-file limit, as /proc shows them."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return soft, hard
+    raise AssertionError("no open-file limit in /proc")
+
+
+async def test_the_served_gateway_runs_at_its_hard_open_file_limit(served: Served) -> None:
+    """Every connection is a file descriptor: the soft limit (often 1,024) must not be
+    what caps them."""
+    soft, hard = open_files_limit(served.gateway.pid)
+    assert soft == hard

@@ -121,6 +121,9 @@ class Proxy(Strict):
     max_body_size: int | None = Field(
         None, ge=0, description="bytes; default for routes without their own; null = unlimited"
     )
+    max_connections: int = Field(
+        10_000, ge=1, description="client connections per worker; past it the idlest go first"
+    )
     header_timeout: float = Field(
         10.0, gt=0, description="seconds for a request head to arrive in full (then 408)"
     )

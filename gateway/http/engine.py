@@ -59,6 +59,7 @@ class Engine:
         access_log: AccessLog,
         claimed: frozenset[str],
         header_timeout: float,
+        max_connections: int,
     ) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
@@ -66,6 +67,7 @@ class Engine:
         self.access_log = access_log
         self.claimed = claimed  # first path segments of the gateway's own endpoints
         self.header_timeout = header_timeout
+        self.max_connections = max_connections
 
     def own(self, target: str, path: NormalPath | None) -> bool:
         """Whether the request is for one of the gateway's own endpoints."""
@@ -117,7 +119,8 @@ class Connection(asyncio.Protocol):
         self.peer = str(peer[0]) if isinstance(peer, (list, tuple)) and peer else ""
         self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
         self.timer = self.loop.call_later(KEEPALIVE, self._check_time)
-        self.server.connections.add(self)
+        if not self.server.admit(self):
+            self.hang_up()
 
     def data_received(self, data: bytes) -> None:
         if self.lingering:
@@ -149,7 +152,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = False
         if self.timer is not None:
             self.timer.cancel()
-        self.server.connections.discard(self)
+        self.server.connections.pop(self, None)
         gone = ConnectionResetError("the client is gone")
         wake(self.waiter, gone)
         wake(self.drain_waiter, gone)

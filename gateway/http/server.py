@@ -72,11 +72,26 @@ class ProxyServer:
 
     def __init__(self, engine: Engine, app_server: web.Server) -> None:
         self.engine = engine
-        self.app_server = app_server  # serves the handed-over connections
-        self.connections: set[Connection] = set()
+        self.app_server = app_server  # serves the requests lent to it
+        # Oldest first (dicts keep their order): who gives way when the cap is reached.
+        self.connections: dict[Connection, None] = {}
 
     def __call__(self) -> Connection:
         return Connection(self.engine, self)
+
+    def admit(self, conn: Connection) -> bool:
+        """Count a new connection in; at ``proxy.max_connections`` the longest-held
+        connection with no request in service (idle, or still sending its head) is closed
+        to make room, so slow or silent clients cannot lock out well-behaved ones. False
+        when every connection is busy: the new one is turned away."""
+        if len(self.connections) >= self.engine.max_connections:
+            idle = next((c for c in self.connections if not c.serving), None)
+            if idle is None:
+                return False
+            self.connections.pop(idle, None)
+            idle.hang_up()
+        self.connections[conn] = None
+        return True
 
     def lend(self, conn: Connection) -> Lent:
         """An aiohttp protocol for the connection's requests to the gateway's own
