@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from gateway import crypto
-from gateway.config import Settings
+from gateway.config import Settings, case_insensitive
 from gateway.errors import NoRoute, ServiceUnavailable
 from gateway.http.engine import ENGINE, Engine, claimed_segments
 from gateway.logs import AccessLog
@@ -155,7 +155,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     app[CACHE] = cache
     app[OAUTH] = oauth_server(settings, store, tokens, sessions, forwarded_for)
     app[PIPELINE] = Pipeline(
-        RouteTable(settings.routes),
+        RouteTable(settings.routes, case_insensitive(settings)),
         authenticator,
         forwarder,
         forwarded_for,

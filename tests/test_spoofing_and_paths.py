@@ -11,6 +11,7 @@ client library normalizes or refuses them before the gateway sees them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -690,3 +691,79 @@ async def test_sp_and_htab_around_a_credential_are_ignored(gw: Gateway, template
     key = (await gw.mint(["contacts:read"])).secret
     resp = await raw_request(gw, "GET", "/contacts", [("X-API-Key", template.format(key))])
     assert resp.status == 200, resp.body
+
+
+# --- paths that other servers read differently -------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/echo/admin;jsessionid=x/secret",  # Tomcat and Spring drop ";params"
+        "/echo/admin;/secret",
+        "/echo/admin./secret",  # IIS and Windows trim a trailing dot ...
+        "/echo/admin%20/secret",  # ... and trailing whitespace
+        "/echo/admin%C2%A0/secret",
+        "/echo/admin.../secret",
+    ],
+)
+async def test_segments_that_servers_trim_or_cut_are_refused(
+    gw: Gateway, upstream_seen: list[str], path: str
+) -> None:
+    key = (await gw.mint(["contacts:read"])).secret
+    resp = await raw_request(gw, "GET", path, [("X-API-Key", key)])
+    assert resp.status == 400, resp.body
+    assert resp.json()["error"] == "bad_request"
+    assert upstream_seen == []
+
+
+@pytest.fixture
+def params_route(config: dict[str, Any]) -> dict[str, Any]:
+    config["routes"].append(
+        {
+            "path": "/matrix/echo/**",
+            "auth": "none",
+            "upstream": "main",
+            "strip_prefix": "/matrix",
+            "allow_path_params": True,
+        }
+    )
+    return config
+
+
+async def test_a_route_may_allow_path_parameters(
+    params_route: dict[str, Any], gw: Gateway, upstream_seen: list[str]
+) -> None:
+    resp = await raw_request(gw, "GET", "/matrix/echo/cars;color=red/x")
+    assert resp.status == 200, resp.body
+    assert upstream_seen == ["/echo/cars;color=red/x"]
+
+
+@pytest.mark.parametrize(
+    ("config_patch", "status"),
+    [
+        ({}, 404),  # case matters: nothing matches /ADMIN/...
+        ({"upstreams": {"main": {"case_insensitive": True}}}, 403),  # the admin route does
+    ],
+)
+async def test_an_upstream_that_ignores_case_is_matched_without_case(
+    gw: Gateway, upstream_seen: list[str], config_patch: dict[str, Any], status: int
+) -> None:
+    """Express and ASP.NET would serve /ADMIN/echo/x from their /admin handler, so the
+    gateway must judge it by the admin route's scopes, not find no route or a broader one."""
+    key = (await gw.mint(["contacts:read"])).secret
+    resp = await raw_request(gw, "GET", "/ADMIN/echo/x", [("X-API-Key", key)])
+    assert resp.status == status, resp.body
+    assert upstream_seen == []
+
+
+async def test_case_folded_routes_that_collide_are_a_config_error(tmp_path: Path) -> None:
+    from gateway.config import settings_from_dict
+    from gateway.errors import ConfigError
+
+    raw = {
+        "upstreams": {"main": {"url": "http://127.0.0.1:9", "case_insensitive": True}},
+        "routes": [{"path": "/Admin", "upstream": "main"}, {"path": "/admin", "upstream": "main"}],
+    }
+    with pytest.raises(ConfigError, match=r"routes\[1\]: ties with routes\[0\]"):
+        settings_from_dict(raw, base_dir=tmp_path)

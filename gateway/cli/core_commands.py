@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from gateway.cli.common import CliError, emit, json_parent, with_store
-from gateway.config import Settings
+from gateway.config import Settings, case_insensitive
 from gateway.errors import GatewayError
 from gateway.pipeline.paths import normalize
 from gateway.pipeline.proxy import Target
@@ -45,7 +45,7 @@ def routes_explain(settings: Settings, args: argparse.Namespace) -> None:
         path = normalize(args.path)
     except GatewayError as exc:
         raise CliError(f"400 {exc.message}") from None
-    match = RouteTable(settings.routes).match(method, path.segments)
+    match = RouteTable(settings.routes, case_insensitive(settings)).match(method, path.segments)
     if match is None:
         raise CliError(f"no route matches {method} {path.display}: the gateway answers 404")
     route = match.route

@@ -218,10 +218,17 @@ def key_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def route_ties(routes: Sequence[Route]) -> list[str]:
+def case_insensitive(settings: Settings) -> frozenset[str]:
+    """The upstreams whose routing ignores case."""
+    return frozenset(name for name, u in settings.upstreams.items() if u.case_insensitive)
+
+
+def route_ties(routes: Sequence[Route], folded: frozenset[str] = frozenset()) -> list[str]:
     """Routes that match the same requests equally well, which the route table could
-    not tell apart: the same literal segments, parameters in the same places, both
-    ending in ``/**`` or neither, and a method in common (or both for any method)."""
+    not tell apart: the same literal segments (compared without case on the
+    ``folded`` upstreams, those with ``case_insensitive: true``), parameters in the
+    same places, both ending in ``/**`` or neither, and a method in common (or both
+    for any method)."""
 
     def describe(r: Route) -> str:
         return f"{r.path} [{','.join(sorted(r.methods)) if r.methods else 'any method'}]"
@@ -229,7 +236,12 @@ def route_ties(routes: Sequence[Route]) -> list[str]:
     seen: dict[tuple[tuple[str, ...], str], int] = {}
     problems = []
     for i, route in enumerate(routes):
-        shape = tuple("{}" if s.startswith("{") else s for s in route.path.split("/") if s)
+        fold = route.upstream in folded
+        shape = tuple(
+            "{}" if s.startswith("{") else s.lower() if fold else s
+            for s in route.path.split("/")
+            if s
+        )
         for method in sorted(route.methods) if route.methods else ("*",):
             earlier = seen.setdefault((shape, method), i)
             if earlier != i:
@@ -291,7 +303,7 @@ def cross_check(settings: Settings) -> list[str]:
                 )
             names[route.id] = i
     if not problems:
-        problems += route_ties(settings.routes)
+        problems += route_ties(settings.routes, case_insensitive(settings))
     return problems
 
 
@@ -330,6 +342,7 @@ __all__ = [
     "Tokens",
     "Upstream",
     "Usage",
+    "case_insensitive",
     "config_path",
     "key_path",
     "load_config",

@@ -61,6 +61,9 @@ class Upstream(Strict):
     timeout: float = Field(30.0, gt=0, description="seconds to wait for response headers")
     connect_timeout: float = Field(5.0, gt=0)
     max_connections: int = Field(100, ge=1)
+    case_insensitive: bool = Field(
+        False, description="the upstream routes paths without regard to case (Express, ASP.NET)"
+    )
 
 
 class Route(Strict):
@@ -73,6 +76,9 @@ class Route(Strict):
     strip_prefix: str | None = None
     max_body_size: int | None = Field(None, ge=0)
     cost: int | None = Field(None, ge=1, description="wallet credits per successful call")
+    allow_path_params: bool = Field(
+        False, description="accept ';parameters' in path segments (for upstreams that use them)"
+    )
 
     @field_validator("path")
     @classmethod

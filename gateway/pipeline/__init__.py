@@ -23,7 +23,7 @@ from gateway.metering.wallet import Wallet, fingerprint
 from gateway.pipeline.authn import Authenticator, Principal
 from gateway.pipeline.authz import require_scopes
 from gateway.pipeline.headers import ForwardedFor
-from gateway.pipeline.paths import NormalPath
+from gateway.pipeline.paths import NormalPath, refuse_params
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import CompiledRoute, Match, RouteTable
 from gateway.wait import Wait
@@ -91,6 +91,7 @@ class Pipeline:
         and scopes (403). Nothing is written or counted."""
         route = self.match(method, path.segments).route
         exchange.route = route
+        refuse_params(path, route.path_params)
         exchange.client_ip, forwarded = self.forwarded_for.resolve(peer, scheme, headers)
         if route.public:
             return Admission(route, path, None, forwarded, exchange.request_id)

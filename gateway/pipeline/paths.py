@@ -10,7 +10,11 @@ normalize once and forward exactly what was matched:
 * anything that cannot be normalized without guessing how the upstream decodes
   it is refused with 400: percent-encoded ``/``, ``\\``, NUL or control bytes,
   encoded dot segments (``%2e``, ``.%2E``), malformed escapes, non-UTF-8 bytes,
-  and characters outside RFC 3986 ``pchar``.
+  and characters outside RFC 3986 ``pchar``;
+* so is a segment that ends in ``.`` or in (encoded) whitespace, which IIS and
+  Windows servers trim (``/admin./x`` is their ``/admin/x``);
+* a segment with ``;parameters`` (which Tomcat and Spring drop before routing) is
+  noted, and refused unless its route says ``allow_path_params: true``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class NormalPath:
     raw_segments: tuple[str, ...]  # as sent (escapes upper-cased), for forwarding
     trailing_slash: bool
     query: str
+    params: bool = False  # a segment carries ";parameters"
 
     def forward_path(self, strip: int = 0, base: str = "") -> str:
         """The path to send upstream, minus ``strip`` leading segments, under ``base``."""
@@ -48,6 +53,13 @@ class NormalPath:
     @property
     def display(self) -> str:
         return self.forward_path()
+
+
+def refuse_params(path: NormalPath, allowed: bool) -> None:
+    """400 for ``;parameters`` in a path unless the route allows them: servers that drop
+    them would route the request elsewhere than the gateway matched it."""
+    if path.params and not allowed:
+        raise bad_path("a segment has ';' parameters, which this route does not allow")
 
 
 def bad_path(detail: str) -> BadRequest:
@@ -68,7 +80,7 @@ def normalize(raw_target: str) -> NormalPath:
     parts = [p for p in path.split("/") if p]
     if "%" not in path and "." not in path:
         # Fast path: nothing to decode and no dot segments.
-        return NormalPath(tuple(parts), tuple(parts), trailing, query)
+        return NormalPath(tuple(parts), tuple(parts), trailing, query, ";" in path)
 
     segments: list[str] = []
     raw_segments: list[str] = []
@@ -87,9 +99,14 @@ def normalize(raw_target: str) -> NormalPath:
         if decoded.split(";", 1)[0] in (".", ".."):
             # Java servers drop ";params" and would then resolve "..;" as "..".
             raise bad_path("dot segments with parameters are not allowed")
+        if decoded.endswith(".") or decoded[-1].isspace():
+            raise bad_path("a segment may not end in '.' or whitespace")
         segments.append(decoded)
         raw_segments.append(ESCAPE.sub(lambda m: "%" + m.group(1).upper(), part))
-    return NormalPath(tuple(segments), tuple(raw_segments), trailing and bool(segments), query)
+    params = any(";" in segment for segment in segments)
+    return NormalPath(
+        tuple(segments), tuple(raw_segments), trailing and bool(segments), query, params
+    )
 
 
 def decode_segment(part: str) -> str:

@@ -38,6 +38,7 @@ class CompiledRoute:
     param_names: tuple[str, ...]
     max_body_size: int | None
     cost: int | None = None
+    path_params: bool = False  # ";parameters" in segments are the upstream's to read
 
     @classmethod
     def from_config(cls, index: int, route: Route) -> CompiledRoute:
@@ -54,6 +55,7 @@ class CompiledRoute:
             param_names=tuple(s[1:-1] for s in segments if s.startswith("{")),
             max_body_size=route.max_body_size,
             cost=route.cost,
+            path_params=route.allow_path_params,
         )
 
 
@@ -95,6 +97,7 @@ class _Endpoint:
 @dataclass(slots=True)
 class _Node:
     literal: dict[str, _Node] = field(default_factory=dict)
+    folded: dict[str, _Node] = field(default_factory=dict)  # lower-cased literals
     param: _Node | None = None
     exact: _Endpoint | None = None
     glob: _Endpoint | None = None
@@ -105,16 +108,17 @@ def pattern_segments(path: str) -> list[str]:
 
 
 class RouteTable:
-    def __init__(self, routes: Sequence[Route]) -> None:
-        ties = route_ties(routes)  # the config's own check: one rule for what ties
+    def __init__(self, routes: Sequence[Route], folded: frozenset[str] = frozenset()) -> None:
+        """``folded``: the upstreams whose routes match without regard to case."""
+        ties = route_ties(routes, folded)  # the config's own check: one rule for what ties
         if ties:
             raise RouteConflict(ties[0])
         self._root = _Node()
         self.routes: list[CompiledRoute] = []
         for index, route in enumerate(routes):
-            self._add(CompiledRoute.from_config(index, route))
+            self._add(CompiledRoute.from_config(index, route), route.upstream in folded)
 
-    def _add(self, route: CompiledRoute) -> None:
+    def _add(self, route: CompiledRoute, fold: bool) -> None:
         node = self._root
         segments = pattern_segments(route.path)
         glob = bool(segments) and segments[-1] == "**"
@@ -122,6 +126,8 @@ class RouteTable:
             if seg.startswith("{"):
                 node.param = node.param or _Node()
                 node = node.param
+            elif fold:
+                node = node.folded.setdefault(seg.lower(), _Node())
             else:
                 node = node.literal.setdefault(seg, _Node())
         if glob:
@@ -146,9 +152,9 @@ class RouteTable:
             if node.exact is not None and (found := node.exact.pick(method)):
                 return found
         else:
-            child = node.literal.get(segs[i])
-            if child is not None and (found := self._walk(child, segs, i + 1, method, values)):
-                return found
+            for child in (node.literal.get(segs[i]), node.folded.get(segs[i].lower())):
+                if child is not None and (found := self._walk(child, segs, i + 1, method, values)):
+                    return found
             if node.param is not None:
                 values.append(segs[i])
                 if found := self._walk(node.param, segs, i + 1, method, values):
@@ -171,7 +177,8 @@ class RouteTable:
             if node.exact is not None:
                 found |= node.exact.methods()
             return
-        if (child := node.literal.get(segs[i])) is not None:
-            self._collect(child, segs, i + 1, found)
+        for child in (node.literal.get(segs[i]), node.folded.get(segs[i].lower())):
+            if child is not None:
+                self._collect(child, segs, i + 1, found)
         if node.param is not None:
             self._collect(node.param, segs, i + 1, found)
