@@ -461,3 +461,14 @@ async def test_openapi_references_resolve_and_scopes_come_from_the_catalog(gw: G
     scopes = schemas["KeyCreate"]["properties"]["scopes"]["items"]["enum"]
     assert sorted(scopes) == sorted(gw.settings.scopes)
     assert ADMIN_SCOPE in scopes
+
+
+@pytest.mark.parametrize("depth", [33, 5000])
+async def test_deeply_nested_json_is_a_400_validation_error(gw: Gateway, depth: int) -> None:
+    """Nesting past 32 levels is refused before parsing: no RecursionError, no 500."""
+    admin = await admin_api(gw)
+    body = '{"name": ' + "[" * depth + "]" * depth + "}"
+    resp = await admin.request(
+        "POST", "/keys", data=body, headers={"Content-Type": "application/json"}
+    )
+    await error_body(resp, 400, "validation_error")

@@ -444,3 +444,36 @@ async def test_refresh_stays_within_the_clients_current_scopes(gw: Gateway) -> N
     await gw.store.update_client(replace(zap.client, allowed_scopes=("contacts:read",)))
     body = await refreshed(gw, zap, tokens["refresh_token"])
     assert body["scope"] == "contacts:read"
+
+
+@pytest.mark.parametrize("public", [False, True])
+async def test_a_code_presented_by_another_client_stays_usable_by_its_own(
+    gw: Gateway, public: bool
+) -> None:
+    """Client B (or a public client sending only a client_id) cannot burn client A's
+    code: the code is looked up as the authenticated client's own before it is spent."""
+    await gw.user()
+    zap = await gw.oauth_client()
+    other = await gw.oauth_client(name="Other", public=public)
+    pkce = pkce_pair()
+    code = await authorization_code(gw, zap, pkce=pkce)
+    await oauth_error(await redeem(gw, other, code, pkce), 400, "invalid_grant")
+    resp = await redeem(gw, zap, code, pkce)
+    assert resp.status == 200, await resp.text()
+    assert "access_token" in await resp.json()
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/revoke", "/oauth/introspect"])
+async def test_deeply_nested_json_is_a_400_in_the_oauth_format(gw: Gateway, path: str) -> None:
+    zap = await gw.oauth_client()
+    body = "[" * 5000 + "]" * 5000
+    resp = await gw.client.post(
+        path,
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": basic_auth(zap.client.id, zap.secret or ""),
+        },
+    )
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["error"] == "invalid_request"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.config import key_path
 from gateway.errors import ValidationFailed
+from gateway.wire import loads
 
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_LIMIT = 50
@@ -33,7 +33,7 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     if request.content_type != "application/json":
         raise ValidationFailed("", "send a JSON body with Content-Type: application/json")
     try:
-        raw = json.loads(await request.read())
+        raw = loads(await request.read())
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("", "the body is not valid JSON") from None
     return validate(model, raw)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.errors import InvalidRequest
+from gateway.wire import loads
 
 MAX_VALUE = 4096
 
@@ -40,7 +40,7 @@ async def body_params(request: web.Request) -> dict[str, str]:
             form = await request.post()
             return single_values(form.items())
         if content_type == "application/json":
-            data = json.loads(await request.read())
+            data = loads(await request.read())
             if not isinstance(data, dict):
                 raise InvalidRequest("The JSON body must be an object.")
             return single_values(data.items())

@@ -77,7 +77,9 @@ class AuthorizationCodeGrant:
         code = require(params, "code")
         if not crypto.well_formed(code, crypto.CODE_PREFIX):
             raise InvalidGrant("The authorization code is invalid.")
-        consumed = await self.store.consume_code(crypto.digest(code), time.time())
+        # The client is authenticated already, and the code is looked up as its own: a
+        # code presented by any other client stays usable by the one it was issued to.
+        consumed = await self.store.consume_code(crypto.digest(code), time.time(), client.id)
         if consumed is None or consumed.code.client_id != client.id:
             raise InvalidGrant("The authorization code is invalid.")
         found = consumed.code

@@ -282,14 +282,19 @@ class OAuthTables(SqlBase):
             ),
         )
 
-    async def consume_code(self, digest: str, at: float) -> ConsumedCode | None:
+    async def consume_code(
+        self, digest: str, at: float, client_id: str | None = None
+    ) -> ConsumedCode | None:
+        # Bound to its client: another client presenting it neither spends nor sees it.
+        bound = " AND client_id = ?" if client_id is not None else ""
+        args = (digest, client_id) if client_id is not None else (digest,)
         async with self.transaction():
             fresh = await self._write(
-                "UPDATE oauth_codes SET used_at = ? WHERE digest = ? AND used_at IS NULL",
-                (at, digest),
+                f"UPDATE oauth_codes SET used_at = ? WHERE digest = ?{bound} AND used_at IS NULL",
+                (at, *args),
             )
             rows = await self._rows(
-                f"SELECT {CODE_COLUMNS} FROM oauth_codes WHERE digest = ?", (digest,)
+                f"SELECT {CODE_COLUMNS} FROM oauth_codes WHERE digest = ?{bound}", args
             )
         if not rows:
             return None
