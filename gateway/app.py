@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from gateway import crypto
+from gateway.accounts.sign_in import SignIn
 from gateway.config import Settings, case_insensitive
 from gateway.errors import NoRoute, ServiceUnavailable
 from gateway.http.engine import ENGINE, Engine, claimed_segments
@@ -45,7 +46,6 @@ from gateway.web.login import LoginViews
 from gateway.web.middleware import observe, render
 from gateway.web.pages import setup_templates
 from gateway.web.session import Sessions
-from gateway.web.throttle import LoginThrottle
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 METRICS: Final = web.AppKey("metrics", Metrics)
@@ -100,16 +100,17 @@ def oauth_server(
     sessions: Sessions,
     forwarded_for: ForwardedFor,
 ) -> OAuthServer:
+    sign_in = SignIn(store, settings.oauth.login_throttle, settings.redis)
     return OAuthServer(
         authorize=ConsentViews(Authorization(store, settings), settings, sessions),
-        token=TokenEndpoint(store, tokens),
+        token=TokenEndpoint(store, tokens, sign_in, forwarded_for),
         revoke=RevocationEndpoint(store, tokens),
         introspect=IntrospectionEndpoint(store, tokens, issuer(settings)),
         login=LoginViews(
             store,
             settings,
             sessions,
-            LoginThrottle(settings.oauth.login_throttle, settings.redis),
+            sign_in,
             forwarded_for,
         ),
     )

@@ -284,6 +284,26 @@ class BadCsrf(AuthError):
     message = "Send the session's CSRF token in the X-CSRF-Token header."
 
 
+class SignInThrottled(GatewayError):
+    """Too many password attempts for an account or from an address
+    (``oauth.login_throttle``)."""
+
+    status = 429
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many failed attempts. Try again in {retry_after} seconds.")
+        self.retry_after = retry_after
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class SignInUnavailable(ServiceUnavailable):
+    message = "Sign-in is unavailable right now; try again shortly."
+    label = "sign_in_unavailable"
+
+
 class OAuthError(GatewayError):
     """RFC 6749 §5.2: ``{"error", "error_description"}``, 400 unless said otherwise.
 

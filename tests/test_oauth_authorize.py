@@ -7,6 +7,7 @@ and ``iss``. The pages refuse framing and caching and require the CSRF token.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -473,3 +474,15 @@ async def test_login_next_with_control_characters_falls_back(gw: Gateway) -> Non
     page = await gw.client.get("/oauth/login", params={"next": "/dashboard/x\r\nSet-Cookie: a=b"})
     text = await page.text()
     assert 'name="next" value="/oauth/login"' in text
+
+
+@with_config(oauth={"login_throttle": {"per_account": "5/15 minutes"}})
+async def test_parallel_guesses_cannot_outrun_the_login_throttle(
+    gw: Gateway, ada: User, zap: RegisteredClient
+) -> None:
+    """Every attempt is counted before the slow password check: of 20 guesses sent at
+    once, exactly 5 are checked and the other 15 refused."""
+    page = await (await get_authorize(gw, good(zap.client.id))).text()
+    guesses = [post_login(gw, page, "ada@example.com", f"guess {n}") for n in range(20)]
+    statuses = sorted(resp.status for resp in await asyncio.gather(*guesses))
+    assert statuses == [401] * 5 + [429] * 15

@@ -477,3 +477,26 @@ async def test_deeply_nested_json_is_a_400_in_the_oauth_format(gw: Gateway, path
     )
     assert resp.status == 400, await resp.text()
     assert (await resp.json())["error"] == "invalid_request"
+
+
+@with_config(oauth={"login_throttle": {"per_account": "3/15 minutes"}})
+async def test_auth_string_shares_the_login_throttle(gw: Gateway, ada: User) -> None:
+    """Password guesses through the legacy auth_string count against the same
+    per-account window as the login page, and are refused once it is full."""
+    legacy = await gw.oauth_client(
+        name="Legacy",
+        redirect_uris=(),
+        grant_types=("client_credentials",),
+        org="acme",
+        allow_user_auth=True,
+    )
+    wrong = auth_string("ada@example.com", "not the password")
+    statuses = []
+    for _ in range(4):
+        resp = await token_request(gw, legacy, grant_type="client_credentials", auth_string=wrong)
+        statuses.append(resp.status)
+    assert statuses == [400, 400, 400, 429]
+    assert 0 < int(resp.headers["Retry-After"]) <= 15 * 60
+    right = auth_string("ada@example.com", PASSWORD)
+    resp = await token_request(gw, legacy, grant_type="client_credentials", auth_string=right)
+    assert resp.status == 429  # the window is full, whatever the password

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol
 from aiohttp import web
 
 from gateway import crypto
-from gateway.accounts import users
+from gateway.accounts.sign_in import SignIn
 from gateway.errors import (
     InvalidGrant,
     InvalidRequest,
@@ -27,6 +27,7 @@ from gateway.oauth import pkce
 from gateway.oauth.client_auth import authenticate_client
 from gateway.oauth.params import body_params, require, scope_list
 from gateway.oauth.token_service import Issuance, TokenService
+from gateway.pipeline.headers import ForwardedFor
 from gateway.store import Store
 from gateway.store.records import OAuthClient
 
@@ -63,7 +64,9 @@ def within_client(scopes: tuple[str, ...], client: OAuthClient) -> tuple[str, ..
 class GrantType(Protocol):
     grant_type: ClassVar[str]
 
-    async def validate(self, client: OAuthClient, params: dict[str, str]) -> Issuance: ...
+    async def validate(self, client: OAuthClient, params: dict[str, str], ip: str) -> Issuance:
+        """``ip``: the caller's address, for the sign-in throttle."""
+        ...
 
 
 @dataclass
@@ -73,7 +76,7 @@ class AuthorizationCodeGrant:
     store: Store
     grant_type: ClassVar[str] = "authorization_code"
 
-    async def validate(self, client: OAuthClient, params: dict[str, str]) -> Issuance:
+    async def validate(self, client: OAuthClient, params: dict[str, str], ip: str) -> Issuance:
         code = require(params, "code")
         if not crypto.well_formed(code, crypto.CODE_PREFIX):
             raise InvalidGrant("The authorization code is invalid.")
@@ -111,7 +114,7 @@ class RefreshTokenGrant:
     store: Store
     grant_type: ClassVar[str] = "refresh_token"
 
-    async def validate(self, client: OAuthClient, params: dict[str, str]) -> Issuance:
+    async def validate(self, client: OAuthClient, params: dict[str, str], ip: str) -> Issuance:
         raw = require(params, "refresh_token")
         if not crypto.well_formed(raw, crypto.REFRESH_TOKEN_PREFIX):
             raise InvalidGrant("The refresh token is invalid.")
@@ -154,12 +157,13 @@ class ClientCredentialsGrant:
     """
 
     store: Store
+    sign_in: SignIn
     grant_type: ClassVar[str] = "client_credentials"
 
-    async def validate(self, client: OAuthClient, params: dict[str, str]) -> Issuance:
+    async def validate(self, client: OAuthClient, params: dict[str, str], ip: str) -> Issuance:
         if client.public or client.org_id is None:
             raise InvalidRequest("client_credentials needs a confidential client bound to an org.")
-        user_id = await self._legacy_user(client, params.get("auth_string"))
+        user_id = await self._legacy_user(client, params.get("auth_string"), ip)
         return Issuance(
             client_id=client.id,
             org_id=client.org_id,
@@ -169,7 +173,9 @@ class ClientCredentialsGrant:
             with_refresh=False,
         )
 
-    async def _legacy_user(self, client: OAuthClient, auth_string: str | None) -> str | None:
+    async def _legacy_user(
+        self, client: OAuthClient, auth_string: str | None, ip: str
+    ) -> str | None:
         if auth_string is None:
             return None
         if not client.allow_user_auth:
@@ -180,7 +186,8 @@ class ClientCredentialsGrant:
             )
         except (binascii.Error, UnicodeDecodeError):
             raise InvalidGrant("auth_string cannot be decoded.") from None
-        user = await users.verify_login(self.store, email, password) if sep else None
+        # The same throttle as the login page: per account and per address (429, 503).
+        user = await self.sign_in.check(email, password, ip) if sep else None
         if user is None:
             raise InvalidGrant("The user credentials in auth_string are invalid.")
         if client.org_id not in {m.org.id for m in await self.store.memberships(user.id)}:
@@ -189,13 +196,16 @@ class ClientCredentialsGrant:
 
 
 class TokenEndpoint:
-    def __init__(self, store: Store, tokens: TokenService) -> None:
+    def __init__(
+        self, store: Store, tokens: TokenService, sign_in: SignIn, forwarded_for: ForwardedFor
+    ) -> None:
         self.store = store
         self.tokens = tokens
+        self.forwarded_for = forwarded_for
         grants: list[GrantType] = [
             AuthorizationCodeGrant(store),
             RefreshTokenGrant(store),
-            ClientCredentialsGrant(store),
+            ClientCredentialsGrant(store, sign_in),
         ]
         self.grants = {g.grant_type: g for g in grants}
 
@@ -208,6 +218,7 @@ class TokenEndpoint:
             raise UnsupportedGrantType()
         if grant_type not in client.grant_types:
             raise UnauthorizedClient()
-        issuance = await grant.validate(client, params)
+        ip, _ = self.forwarded_for.resolve(request.remote or "", request.scheme, request.headers)
+        issuance = await grant.validate(client, params, ip)
         body: dict[str, Any] = await self.tokens.issue(issuance)
         return web.json_response(body, headers=NO_STORE)

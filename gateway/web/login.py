@@ -12,14 +12,14 @@ import time
 
 from aiohttp import web
 
-from gateway.accounts import users
+from gateway.accounts.sign_in import SignIn
 from gateway.config import Settings
+from gateway.errors import SignInThrottled, SignInUnavailable
 from gateway.pipeline.headers import ForwardedFor
 from gateway.store import Store
 from gateway.web.middleware import client_address
 from gateway.web.pages import error_page, render
 from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
-from gateway.web.throttle import LoginThrottle, ThrottleUnavailable
 
 BAD_LOGIN = "The email or password is not right."
 # A path and query made of URL characters only: no CR/LF or spaces in a Location header.
@@ -32,14 +32,14 @@ class LoginViews:
         store: Store,
         settings: Settings,
         sessions: Sessions,
-        throttle: LoginThrottle,
+        sign_in: SignIn,
         forwarded_for: ForwardedFor,
     ) -> None:
         self.store = store
         self.paths = settings.oauth.paths
         self.dashboard = settings.dashboard.path
         self.sessions = sessions
-        self.throttle = throttle
+        self.sign_in = sign_in
         self.forwarded_for = forwarded_for
 
     def safe_next(self, value: object) -> str:
@@ -107,25 +107,14 @@ class LoginViews:
         password = str(form.get("password", ""))
         ip = client_address(self.forwarded_for, request) or "-"
         try:
-            wait = await self.throttle.retry_after(email, ip)
-        except ThrottleUnavailable:
+            user = await self.sign_in.check(email, password, ip)
+        except SignInUnavailable:
             return error_page(request, 503, "Try again shortly", "Sign-in is unavailable.")
-        if wait is not None:
-            response = self.form(
-                request,
-                csrf_token(session),
-                next_url,
-                f"Too many failed attempts. Try again in {wait} seconds.",
-                429,
-            )
-            response.headers["Retry-After"] = str(wait)
+        except SignInThrottled as exc:
+            response = self.form(request, csrf_token(session), next_url, exc.message, 429)
+            response.headers.update(exc.headers())
             return response
-        user = await users.verify_login(self.store, email, password)
         if user is None:
-            try:
-                await self.throttle.failed(email, ip)
-            except ThrottleUnavailable:
-                return error_page(request, 503, "Try again shortly", "Sign-in is unavailable.")
             return self.form(request, csrf_token(session), next_url, BAD_LOGIN, 401)
         fresh = await self.sessions.new()
         fresh["user_id"] = user.id
