@@ -174,6 +174,7 @@ class Gateway:
         grant_types: tuple[str, ...] = (),
         org: str | None = None,
         allow_user_auth: bool = False,
+        allow_admin_scope: bool = False,
     ) -> RegisteredClient:
         if org is not None:
             await self.org(org)
@@ -187,6 +188,7 @@ class Gateway:
             grant_types=grant_types,
             org=org,
             allow_user_auth=allow_user_auth,
+            allow_admin_scope=allow_admin_scope,
         )
 
     @property

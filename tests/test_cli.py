@@ -330,3 +330,21 @@ def test_routes_explain_json(cli: Cli, upstream_url: str) -> None:
 def test_routes_explain_without_a_match(cli: Cli) -> None:
     assert_refused(cli.run("routes", "explain", "GET", "/nowhere"), "404")
     assert_refused(cli.run("routes", "explain", "GET", "/nowhere", "--json"), "404")
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_client_create_takes_gateway_admin_only_when_the_config_allows_it(
+    tmp_path: Path, upstream_url: str, allowed: bool
+) -> None:
+    raw = base_config(upstream_url, tmp_path / "gateway.db")
+    raw["oauth"] = {"allow_admin_scope": allowed}
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    cli = Cli(write_config(tmp_path / "gateway.yaml", raw), tmp_path / "gateway.db", workdir)
+    cli.org()
+    args = ("client", "create", "--name", "ops", "--grant-type", "client_credentials",
+            "--org", "acme", "--scopes", "gateway:admin")  # fmt: skip
+    if allowed:
+        assert cli.json(*args)["client_id"]
+    else:
+        assert_refused(cli.run(*args), "gateway:admin")

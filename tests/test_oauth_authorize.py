@@ -486,3 +486,21 @@ async def test_parallel_guesses_cannot_outrun_the_login_throttle(
     guesses = [post_login(gw, page, "ada@example.com", f"guess {n}") for n in range(20)]
     statuses = sorted(resp.status for resp in await asyncio.gather(*guesses))
     assert statuses == [401] * 5 + [429] * 15
+
+
+@with_config(oauth={"allow_admin_scope": True})
+@pytest.mark.parametrize(("role", "granted"), [("member", False), ("admin", True), ("owner", True)])
+async def test_only_an_owner_or_admin_can_grant_gateway_admin(
+    gw: Gateway, role: str, granted: bool
+) -> None:
+    """A member who approves an app asking for gateway:admin gives it the other scopes
+    only: the token carries no privilege its user does not hold in that organization."""
+    await gw.user("mo@example.com", role=role)
+    zap = await gw.oauth_client(scopes=("contacts:read", "gateway:admin"), allow_admin_scope=True)
+    body = await issued_tokens(gw, zap, scope="contacts:read gateway:admin", email="mo@example.com")
+    assert ("gateway:admin" in body["scope"].split()) is granted
+    keys = await gw.client.get(
+        gw.settings.management.prefix + "/keys",
+        headers={"Authorization": f"Bearer {body['access_token']}"},
+    )
+    assert keys.status == (200 if granted else 403)

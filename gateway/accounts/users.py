@@ -8,6 +8,7 @@ import time
 
 from gateway import crypto
 from gateway.accounts.api_keys import InvalidInput, resolve_org
+from gateway.config import ADMIN_SCOPE
 from gateway.store import Conflict, Store
 from gateway.store.records import User
 
@@ -15,6 +16,8 @@ ROLES = ("owner", "admin", "member")
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024  # Argon2 would take anything; a bound keeps a login from costing too much
+
+ADMIN_ROLES = frozenset({"owner", "admin"})  # who holds gateway:admin in an organization
 
 
 def check_email(email: str) -> str:
@@ -65,3 +68,16 @@ async def verify_login(store: Store, email: str, password: str) -> User | None:
     password_hash = found[1] if found else crypto.decoy_hash()
     ok = await asyncio.to_thread(crypto.verify_password, password_hash, password[:PASSWORD_MAX])
     return found[0] if found and ok else None
+
+
+async def held_scopes(
+    store: Store, user_id: str, org_id: str, scopes: tuple[str, ...]
+) -> tuple[str, ...]:
+    """``scopes`` less ``gateway:admin`` unless the user is an owner or admin of the
+    organization: a privilege can only be granted by someone who holds it there."""
+    if ADMIN_SCOPE not in scopes:
+        return scopes
+    roles = {m.role for m in await store.memberships(user_id) if m.org.id == org_id}
+    if roles & ADMIN_ROLES:
+        return scopes
+    return tuple(s for s in scopes if s != ADMIN_SCOPE)

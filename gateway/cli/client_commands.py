@@ -49,6 +49,7 @@ async def client_create(store: Store, settings: Settings, args: argparse.Namespa
         grant_types=args.grant_type or (),
         org=args.org,
         allow_user_auth=args.allow_user_auth,
+        allow_admin_scope=settings.oauth.allow_admin_scope,
     )
     client = registered.client
     lines = [f"client_id:     {client.id}"]

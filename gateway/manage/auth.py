@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.accounts.users import ADMIN_ROLES
 from gateway.config import ADMIN_SCOPE
 from gateway.errors import BadCsrf, InsufficientScope, NotAnAdmin, Unauthorized
 from gateway.manage.common import Caller
@@ -25,7 +26,6 @@ from gateway.wait import resolved
 from gateway.web.middleware import EXCHANGE, client_address
 from gateway.web.session import Sessions, csrf_ok
 
-ADMIN_ROLES = frozenset({"owner", "admin"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CREDENTIAL_HEADERS = ("Authorization", "X-API-Key", "access_token")
 

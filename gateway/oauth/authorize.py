@@ -11,7 +11,7 @@ redirect to) is rendered by ``gateway.web.consent``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +19,7 @@ from multidict import MultiMapping
 from yarl import URL
 
 from gateway import crypto
+from gateway.accounts.users import held_scopes
 from gateway.config import Settings
 from gateway.errors import (
     AccessDenied,
@@ -138,7 +139,10 @@ class Authorization:
         orgs = {m.org.id for m in await self.store.memberships(user_id)}
         if not isinstance(org_id, str) or org_id not in orgs:
             raise NotRedirectable(400, "Bad request", "Pick one of your organizations.")
-        code = await self.issue_code(pending, user_id, org_id)
+        scopes = await held_scopes(self.store, user_id, org_id, pending.scopes)
+        if not scopes:
+            return self.error_location(pending.redirect_uri, pending.state, AccessDenied())
+        code = await self.issue_code(replace(pending, scopes=scopes), user_id, org_id)
         return redirect_target(pending.redirect_uri, pending.state, code=code, iss=self.issuer)
 
     async def issue_code(self, pending: Pending, user_id: str, org_id: str) -> str:

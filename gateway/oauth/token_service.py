@@ -12,8 +12,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway import crypto
+from gateway.accounts.users import held_scopes
 from gateway.config import OAuth
-from gateway.errors import Unauthorized
+from gateway.errors import InvalidScope, Unauthorized
 from gateway.oauth.jwt_tokens import JWT_PREFIX, JwtCodec
 from gateway.pipeline.authn import Principal
 from gateway.store import Store
@@ -41,7 +42,15 @@ class TokenService:
         self.jwt = jwt
 
     async def issue(self, issuance: Issuance) -> dict[str, Any]:
-        """Mint and store the tokens; return the RFC 6749 §5.1 response body."""
+        """Mint and store the tokens; return the RFC 6749 §5.1 response body. A token
+        acting for a user carries no privilege that user does not hold now."""
+        if issuance.user_id is not None:
+            scopes = await held_scopes(
+                self.store, issuance.user_id, issuance.org_id, issuance.scopes
+            )
+            if not scopes:
+                raise InvalidScope("None of the granted scopes can be issued to this user.")
+            issuance = replace(issuance, scopes=scopes)
         now = time.time()
         record = self._record("access", issuance, now, self.settings.access_token_ttl)
         access = self._access_token(record)

@@ -9,16 +9,18 @@ what the user approves is exactly what was shown.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict
 
 from aiohttp import web
 from aiohttp_session import Session
 
-from gateway.config import Settings
+from gateway.accounts.users import ADMIN_ROLES
+from gateway.config import ADMIN_SCOPE, Settings
 from gateway.errors import OAuthError
 from gateway.oauth.authorize import Authorization, NotRedirectable, Pending, origin_of
 from gateway.oauth.params import query_params
-from gateway.store.records import OAuthClient
+from gateway.store.records import Membership, OAuthClient
 from gateway.web.pages import error_page, render
 from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
 
@@ -27,6 +29,24 @@ MAX_PENDING = 5
 
 def found_at(location: str) -> web.Response:
     return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def offered_scopes(
+    scopes: tuple[str, ...], catalog: Mapping[str, str], memberships: list[Membership]
+) -> list[dict[str, str]]:
+    """The scopes the consent page lists: ``gateway:admin`` only to an owner or admin of
+    some organization, and then granted only if the one picked is such an organization
+    (``gateway.accounts.users.held_scopes``)."""
+    admin_somewhere = any(m.role in ADMIN_ROLES for m in memberships)
+    return [
+        {
+            "name": s,
+            "description": catalog[s]
+            + (" (only for an organization you own or administer)" if s == ADMIN_SCOPE else ""),
+        }
+        for s in scopes
+        if s != ADMIN_SCOPE or admin_somewhere
+    ]
 
 
 class ConsentViews:
@@ -97,9 +117,7 @@ class ConsentViews:
                 "client_name": client.name,
                 "email": session.get("email"),
                 "orgs": [{"id": m.org.id, "name": m.org.name, "role": m.role} for m in memberships],
-                "scopes": [
-                    {"name": s, "description": self.settings.scopes[s]} for s in pending.scopes
-                ],
+                "scopes": offered_scopes(pending.scopes, self.settings.scopes, memberships),
                 "request_id": request_id,
                 "csrf_token": csrf_token(session),
                 "csrf_field": CSRF_FIELD,

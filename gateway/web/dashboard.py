@@ -17,10 +17,10 @@ from aiohttp import web
 from aiohttp_session import Session
 from multidict import MultiMapping
 
+from gateway.accounts.users import ADMIN_ROLES
 from gateway.config import Settings
 from gateway.errors import ApiError, ValidationFailed
 from gateway.manage import ManagementApi
-from gateway.manage.auth import ADMIN_ROLES
 from gateway.manage.common import validate
 from gateway.manage.schemas import ClientCreate, KeyCreate
 from gateway.metering.usage import UsageBook
