@@ -139,7 +139,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         session_cookie=settings.session.cookie_name,
     )
     watcher = RevocationWatcher(store, cache, settings.cache.poll_interval)
-    sessions = Sessions(settings)
+    sessions = Sessions(settings, store)
     counters: Counters = (
         RedisCounters(settings.redis.url, settings.redis.timeout)
         if settings.redis.url

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import aiohttp
 import pytest
 from aiohttp import ClientResponse
 from conftest import PASSWORD, REDIRECT_URI, Gateway
@@ -32,6 +33,7 @@ from oauth_helpers import (
     redirect_params,
     with_config,
 )
+from yarl import URL
 
 from gateway.oauth.clients import RegisteredClient, disable_client
 from gateway.store.records import User
@@ -504,3 +506,51 @@ async def test_only_an_owner_or_admin_can_grant_gateway_admin(
         headers={"Authorization": f"Bearer {body['access_token']}"},
     )
     assert keys.status == (200 if granted else 403)
+
+
+def kept_cookie(gw: Gateway) -> str:
+    """The test client's current session cookie, as a copy an attacker could keep."""
+    name = gw.settings.session.cookie_name
+    return str(gw.client.session.cookie_jar.filter_cookies(URL(gw.base_url))[name].value)
+
+
+async def test_a_cookie_copied_before_logout_is_worth_nothing_after_it(
+    gw: Gateway, ada: User, zap: RegisteredClient
+) -> None:
+    """Logout ends the session on the server: a copy of the cookie taken before it no
+    longer opens the dashboard or the management API."""
+    query = authorize_query(zap.client.id, pkce=pkce_pair())
+    page = await consent_page(gw, query)
+    name, copied = gw.settings.session.cookie_name, kept_cookie(gw)
+    keys = gw.settings.management.prefix + "/keys"
+    with_copy = {"Cookie": f"{name}={copied}"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as other:
+        before = await other.get(gw.base_url + keys, headers=with_copy)
+        assert before.status == 200, await before.text()
+        token = hidden_fields(page)["csrf_token"]
+        logout = gw.settings.oauth.paths.logout
+        assert (await gw.client.post(logout, data={"csrf_token": token})).status == 200
+        after = await other.get(gw.base_url + keys, headers=with_copy)
+        assert after.status == 401, await after.text()
+
+
+async def test_a_replayed_cookie_cannot_answer_one_consent_request_twice(
+    gw: Gateway, ada: User, zap: RegisteredClient
+) -> None:
+    """The pending request travels in the session cookie; a copy taken before the
+    approval still lists it, but the server answers each request once."""
+    query = authorize_query(zap.client.id, pkce=pkce_pair())
+    page = await consent_page(gw, query)
+    name, copied = gw.settings.session.cookie_name, kept_cookie(gw)
+    assert (await post_consent(gw, page)).status == 302
+    assert code_count(gw) == 1
+    form = {**hidden_fields(page), "action": "approve", "org_id": org_options(page)[0][0]}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as other:
+        replay = await other.post(
+            gw.base_url + gw.settings.oauth.paths.authorize,
+            data=form,
+            headers={"Cookie": f"{name}={copied}"},
+            allow_redirects=False,
+        )
+        assert replay.status == 400, await replay.text()
+    assert code_count(gw) == 1

@@ -1065,3 +1065,22 @@ async def test_wallet_entries_newest_first(store: Store) -> None:
     assert await store.wallet_entries(org.id, None, 2) == entries[:2]
     assert await store.wallet_entries(org.id, entries[1].seq, 10) == entries[2:]
     assert await store.wallet_entries(org.id, entries[-1].seq, 10) == []
+
+
+async def test_sessions_end_one_by_one_or_all_of_a_user(store: Store) -> None:
+    await store.start_session("s1", "u1", T0)
+    await store.start_session("s2", "u1", T0)
+    await store.start_session("s3", "u2", T0)
+    assert [await store.session_live(s) for s in ("s1", "s2", "s3", "nope")] == [
+        True, True, True, False,
+    ]  # fmt: skip
+    await store.end_session("s1", T0 + 1)
+    assert not await store.session_live("s1") and await store.session_live("s2")
+    await store.end_user_sessions("u1", T0 + 2)
+    assert not await store.session_live("s2") and await store.session_live("s3")
+
+
+async def test_a_consent_request_is_answered_once_even_at_the_same_moment(store: Store) -> None:
+    answers = await asyncio.gather(*(store.answer_consent("r1", T0, T0 - 60) for _ in range(5)))
+    assert sorted(answers) == [False, False, False, False, True]
+    assert await store.answer_consent("r1", T0 + 1000, T0 + 999)  # forgotten, so new again

@@ -179,7 +179,23 @@ class OAuthStore(Protocol):
     async def revoke_family(self, family_id: str, at: float) -> None: ...
 
 
-class Store(KeyStore, UsageStore, WalletStore, OAuthStore, Protocol):
+class SessionStore(Protocol):
+    """Login sessions the server can end, and consent requests answered once."""
+
+    async def start_session(self, session_id: str, user_id: str, at: float) -> None: ...
+    async def session_live(self, session_id: str) -> bool: ...
+    async def end_session(self, session_id: str, at: float) -> None: ...
+    async def end_user_sessions(self, user_id: str, at: float) -> None:
+        """End every session of the user (a password change, the user disabled)."""
+        ...
+
+    async def answer_consent(self, request_id: str, at: float, forget_before: float) -> bool:
+        """True the first time a consent request is answered, False on a replay;
+        answers older than ``forget_before`` are forgotten."""
+        ...
+
+
+class Store(KeyStore, UsageStore, WalletStore, OAuthStore, SessionStore, Protocol):
     """One database with every table group."""
 
     async def connect(self) -> None: ...

@@ -140,6 +140,9 @@ class ConsentViews:
         queue = dict(session.get("pending", {}))
         data = queue.pop(request_id, None) if isinstance(request_id, str) else None
         session["pending"] = queue
+        # Once only, whatever copy of the cookie (which still lists it) comes back.
+        if data is not None and not await self.sessions.answered(str(request_id)):
+            data = None
         if data is None:
             response = error_page(
                 request, 400, "Request expired", "This approval was already answered or expired."

@@ -8,7 +8,6 @@ both the account and the client address (``oauth.login_throttle``).
 from __future__ import annotations
 
 import re
-import time
 
 from aiohttp import web
 
@@ -116,10 +115,7 @@ class LoginViews:
             return response
         if user is None:
             return self.form(request, csrf_token(session), next_url, BAD_LOGIN, 401)
-        fresh = await self.sessions.new()
-        fresh["user_id"] = user.id
-        fresh["email"] = user.email
-        fresh["login_at"] = time.time()
+        fresh = await self.sessions.signed_in(user.id, user.email)
         response = web.Response(status=303, headers={"Location": next_url})
         await self.sessions.save(request, response, fresh)
         return response
@@ -130,7 +126,7 @@ class LoginViews:
         sent = form.get(CSRF_FIELD)
         if not csrf_ok(session, sent if isinstance(sent, str) else None):
             return error_page(request, 400, "Session expired", "Reload the page and try again.")
-        session.invalidate()
+        await self.sessions.end(session)
         response = web.Response(status=303, headers={"Location": self.paths.login})
         await self.sessions.save(request, response, session)
         return response

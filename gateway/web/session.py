@@ -1,4 +1,7 @@
-"""Login sessions in an encrypted, authenticated cookie (aiohttp-session + Fernet).
+"""Login sessions in an encrypted, authenticated cookie (aiohttp-session + Fernet),
+each also a row in the store, so that the server can end it: a copy of the
+cookie taken before logout (or before the user's sessions were all ended) signs
+in no more.
 
 The storage is used directly by the page handlers rather than as a global
 middleware, so the proxied hot path never touches a cookie. Every form carries
@@ -18,13 +21,15 @@ from aiohttp_session import Session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from gateway.config import Settings
+from gateway.store import Store
 
 log = logging.getLogger("gateway.web")
 CSRF_FIELD = "csrf_token"
 
 
 class Sessions:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.store = store
         secret = settings.session.secret
         if secret is None:
             log.warning("session.secret is not set: logins end when this process restarts")
@@ -43,14 +48,35 @@ class Sessions:
 
     async def load(self, request: web.Request) -> Session:
         session = await self.storage.load_session(request)
-        if session.get("login_at") and time.time() - session["login_at"] > self.max_age:
-            session.invalidate()
-            session = await self.storage.new_session()
+        if "user_id" in session:
+            sid = session.get("sid")
+            expired = time.time() - session.get("login_at", 0) > self.max_age
+            if expired or not isinstance(sid, str) or not await self.store.session_live(sid):
+                session.invalidate()
+                session = await self.storage.new_session()
         return session
 
-    async def new(self) -> Session:
-        """A fresh session (on login, so a planted session id cannot be carried over)."""
-        return await self.storage.new_session()
+    async def signed_in(self, user_id: str, email: str) -> Session:
+        """A fresh session for a user who just signed in (so a planted session cannot be
+        carried over), recorded in the store."""
+        session = await self.storage.new_session()
+        sid = secrets.token_urlsafe(24)
+        now = time.time()
+        await self.store.start_session(sid, user_id, now)
+        session.update({"sid": sid, "user_id": user_id, "email": email, "login_at": now})
+        return session
+
+    async def end(self, session: Session) -> None:
+        """Log out: the session ends on the server too, whatever copies of the cookie."""
+        sid = session.get("sid")
+        if isinstance(sid, str):
+            await self.store.end_session(sid, time.time())
+        session.invalidate()
+
+    async def answered(self, request_id: str) -> bool:
+        """Note a consent request as answered; False if it already was (a replay)."""
+        now = time.time()
+        return await self.store.answer_consent(request_id, now, now - self.max_age)
 
     async def save(self, request: web.Request, response: web.StreamResponse, s: Session) -> None:
         await self.storage.save_session(request, response, s)
