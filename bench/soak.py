@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -66,7 +67,8 @@ class Soak:
         return {"Authorization": aiohttp.encode_basic_auth(self.client_id, self.client_secret)}
 
     def now(self) -> Minute:
-        index = int((time.monotonic() - self.started) // 60)
+        last = max(0, math.ceil((self.deadline - self.started) / 60) - 1)
+        index = min(int((time.monotonic() - self.started) // 60), last)
         while len(self.minutes) <= index:
             self.minutes.append(Minute())
         return self.minutes[index]

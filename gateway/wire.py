@@ -60,7 +60,12 @@ def key_json(key: ApiKey) -> dict[str, Any]:
 
 
 def user_json(user: User) -> dict[str, Any]:
-    return {"id": user.id, "email": user.email, "created_at": rfc3339(user.created_at)}
+    return {
+        "id": user.id,
+        "email": user.email,
+        "created_at": rfc3339(user.created_at),
+        "disabled_at": rfc3339(user.disabled_at),
+    }
 
 
 def client_json(client: OAuthClient) -> dict[str, Any]:

@@ -28,10 +28,11 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:
 
 
 def run_gateway(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
+        input=stdin,
         cwd=cwd,
         env=env if env is not None else clean_env(),
         capture_output=True,
@@ -348,3 +349,19 @@ def test_client_create_takes_gateway_admin_only_when_the_config_allows_it(
         assert cli.json(*args)["client_id"]
     else:
         assert_refused(cli.run(*args), "gateway:admin")
+
+
+def test_user_set_password_and_disable(cli: Cli) -> None:
+    cli.org()
+    create = ("user", "create", "ada@example.com", "--org", "acme", "--password-stdin", "--json")
+    first = run_gateway("--config", str(cli.config_path), *create, cwd=cli.workdir,
+                        stdin="first password\n")  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    change = ("user", "set-password", "ada@example.com", "--password-stdin", "--json")
+    changed = run_gateway("--config", str(cli.config_path), *change, cwd=cli.workdir,
+                          stdin="second password\n")  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    assert json.loads(changed.stdout)["email"] == "ada@example.com"
+    disabled = cli.json("user", "disable", "ada@example.com")
+    assert disabled["disabled_at"] is not None
+    assert_refused(cli.run("user", "disable", "nobody@example.com"), "unknown user")

@@ -8,6 +8,7 @@ and ``iss``. The pages refuse framing and caching and require the CSRF token.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import aiohttp
@@ -554,3 +555,42 @@ async def test_a_replayed_cookie_cannot_answer_one_consent_request_twice(
         )
         assert replay.status == 400, await replay.text()
     assert code_count(gw) == 1
+
+
+@pytest.mark.parametrize("end", ["set_password", "disable_user"])
+async def test_a_new_password_or_disabling_ends_every_session_of_the_user(
+    gw: Gateway, ada: User, zap: RegisteredClient, end: str
+) -> None:
+    """What `gateway user set-password` and `gateway user disable` call: a cookie taken
+    before is worth nothing after; a disabled user signs in no more."""
+    from gateway.accounts import users
+
+    await consent_page(gw, authorize_query(zap.client.id, pkce=pkce_pair()))
+    name, copied = gw.settings.session.cookie_name, kept_cookie(gw)
+    keys = gw.base_url + gw.settings.management.prefix + "/keys"
+    with_copy = {"Cookie": f"{name}={copied}"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as other:
+        assert (await other.get(keys, headers=with_copy)).status == 200
+        if end == "set_password":
+            await users.set_password(gw.store, "ada@example.com", "a brand new password")
+        else:
+            await users.disable_user(gw.store, "ada@example.com")
+        assert (await other.get(keys, headers=with_copy)).status == 401
+    password = "a brand new password" if end == "set_password" else PASSWORD
+    login = await (await get_authorize(gw, good(zap.client.id))).text()
+    resp = await post_login(gw, login, "ada@example.com", password)
+    assert resp.status == (303 if end == "set_password" else 401)
+
+
+async def test_a_disabled_user_s_tokens_stop_working(gw: Gateway, ada: User) -> None:
+    from gateway.accounts import users
+
+    zap = await gw.oauth_client()
+    body = await issued_tokens(gw, zap)
+    bearer = {"Authorization": f"Bearer {body['access_token']}"}
+    assert (await gw.client.get("/contacts", headers=bearer)).status == 200
+    await users.disable_user(gw.store, "ada@example.com")
+    deadline = time.monotonic() + 2.0  # other nodes: within cache.poll_interval
+    while (await gw.client.get("/contacts", headers=bearer)).status == 200:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import replace
 
 from gateway import crypto
 from gateway.accounts.api_keys import InvalidInput, resolve_org
@@ -67,7 +68,32 @@ async def verify_login(store: Store, email: str, password: str) -> User | None:
     found = await store.find_user(email.strip().lower()) if len(password) <= PASSWORD_MAX else None
     password_hash = found[1] if found else crypto.decoy_hash()
     ok = await asyncio.to_thread(crypto.verify_password, password_hash, password[:PASSWORD_MAX])
-    return found[0] if found and ok else None
+    return found[0] if found and ok and found[0].disabled_at is None else None
+
+
+async def set_password(store: Store, email: str, password: str) -> User:
+    """A new password for the user; every session they had ends (a stolen cookie too)."""
+    user = await known_user(store, email)
+    password_hash = await asyncio.to_thread(crypto.hash_password, check_password(password))
+    await store.set_password(user.id, password_hash, time.time())
+    return user
+
+
+async def disable_user(store: Store, email: str) -> User:
+    """The user signs in no more; their sessions end and their tokens are revoked."""
+    user = await known_user(store, email)
+    if user.disabled_at is not None:
+        return user
+    now = time.time()
+    await store.disable_user(user.id, now)
+    return replace(user, disabled_at=now)
+
+
+async def known_user(store: Store, email: str) -> User:
+    found = await store.find_user(check_email(email))
+    if found is None:
+        raise InvalidInput(f"unknown user {email!r}")
+    return found[0]
 
 
 async def held_scopes(

@@ -79,6 +79,16 @@ async def client_disable(store: Store, settings: Settings, args: argparse.Namesp
     emit(args, client_json(client), [f"disabled {client.id}; its tokens are revoked"])
 
 
+async def user_set_password(store: Store, settings: Settings, args: argparse.Namespace) -> None:
+    user = await users.set_password(store, args.email, read_password(args))
+    emit(args, user_json(user), [f"new password for {user.email}; their sessions have ended"])
+
+
+async def user_disable(store: Store, settings: Settings, args: argparse.Namespace) -> None:
+    user = await users.disable_user(store, args.email)
+    emit(args, user_json(user), [f"{user.email} is disabled; sessions ended, tokens revoked"])
+
+
 def register(sub: Any) -> None:
     js = json_parent()
     user = sub.add_parser("user", help="people who sign in").add_subparsers(
@@ -95,6 +105,17 @@ def register(sub: Any) -> None:
     add.add_argument("org")
     add.add_argument("--role", default="member", choices=users.ROLES)
     add.set_defaults(func=with_store(user_add_to_org))
+    password = user.add_parser(
+        "set-password", parents=[js], help="a new password; ends the user's sessions"
+    )
+    password.add_argument("email")
+    password.add_argument("--password-stdin", action="store_true", help="read the password")
+    password.set_defaults(func=with_store(user_set_password))
+    disable = user.add_parser(
+        "disable", parents=[js], help="no more sign-in; ends sessions, revokes tokens"
+    )
+    disable.add_argument("email")
+    disable.set_defaults(func=with_store(user_disable))
 
     client = sub.add_parser("client", help="OAuth clients").add_subparsers(
         dest="sub", required=True

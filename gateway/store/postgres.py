@@ -23,7 +23,6 @@ from gateway.store.records import Conflict, StoreUnavailable
 from gateway.store.sql import SqlBase, migration_files, split_sql
 from gateway.store.tables_keys import KeyTables
 from gateway.store.tables_oauth import OAuthTables
-from gateway.store.tables_sessions import SessionTables
 from gateway.store.tables_usage import UsageTables
 from gateway.store.tables_wallet import WalletTables
 
@@ -181,5 +180,5 @@ class PostgresBase(SqlBase):
                 raise unavailable(conn, exc) from None
 
 
-class PostgresStore(KeyTables, UsageTables, OAuthTables, WalletTables, SessionTables, PostgresBase):
+class PostgresStore(KeyTables, UsageTables, OAuthTables, WalletTables, PostgresBase):
     """The shared store: PostgreSQL for several gateway nodes."""

@@ -119,6 +119,17 @@ class WalletStore(Protocol):
 class OAuthStore(Protocol):
     """Users and memberships, OAuth clients, grants, codes and tokens."""
 
+    async def set_password(self, user_id: str, password_hash: str, at: float) -> None:
+        """A new password; every session of the user ends."""
+        ...
+
+    async def disable_user(self, user_id: str, at: float) -> None:
+        """No more sign-in: every session of the user ends and every token acting for
+        them is revoked."""
+        ...
+
+    async def end_user_sessions(self, user_id: str, at: float) -> None: ...
+
     async def create_user(self, user: User, password_hash: str) -> None: ...
     async def find_user(self, email: str) -> tuple[User, str] | None:
         """The user with this (lower-cased) email and their password hash."""

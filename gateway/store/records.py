@@ -109,6 +109,7 @@ class User:
     id: str
     email: str
     created_at: float
+    disabled_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,6 @@ from gateway.store.records import Conflict, StoreUnavailable
 from gateway.store.sql import SqlBase, migration_files, split_sql
 from gateway.store.tables_keys import KeyTables
 from gateway.store.tables_oauth import OAuthTables
-from gateway.store.tables_sessions import SessionTables
 from gateway.store.tables_usage import UsageTables
 from gateway.store.tables_wallet import WalletTables
 
@@ -162,5 +161,5 @@ class SqliteBase(SqlBase):
             raise StoreUnavailable(str(exc)) from None
 
 
-class SqliteStore(KeyTables, UsageTables, OAuthTables, WalletTables, SessionTables, SqliteBase):
+class SqliteStore(KeyTables, UsageTables, OAuthTables, WalletTables, SqliteBase):
     """The embedded store: one SQLite file."""

@@ -17,7 +17,7 @@ from gateway.store.records import (
     Org,
     User,
 )
-from gateway.store.sql import SqlBase
+from gateway.store.tables_sessions import SessionTables
 
 CLIENT_COLUMNS = (
     "id, name, secret_digest, redirect_uris, allowed_scopes, grant_types, org_id, "
@@ -107,7 +107,7 @@ def token_from_row(row: Iterable[Any]) -> OAuthToken:
     )
 
 
-class OAuthTables(SqlBase):
+class OAuthTables(SessionTables):  # a user's sessions end with their password
     # --- people ---
 
     async def create_user(self, user: User, password_hash: str) -> None:
@@ -118,13 +118,29 @@ class OAuthTables(SqlBase):
 
     async def find_user(self, email: str) -> tuple[User, str] | None:
         rows = await self._rows(
-            "SELECT id, email, created_at, password_hash FROM users WHERE email = ?",
+            "SELECT id, email, created_at, password_hash, disabled_at FROM users WHERE email = ?",
             (email.lower(),),
         )
         if not rows:
             return None
-        uid, email, created, password_hash = rows[0]
-        return User(uid, email, created), password_hash
+        uid, email, created, password_hash, disabled = rows[0]
+        return User(uid, email, created, disabled), password_hash
+
+    async def set_password(self, user_id: str, password_hash: str, at: float) -> None:
+        async with self.transaction():
+            await self._write(
+                "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)
+            )
+            await self.end_user_sessions(user_id, at)
+
+    async def disable_user(self, user_id: str, at: float) -> None:
+        async with self.transaction():
+            await self._write(
+                "UPDATE users SET disabled_at = ? WHERE id = ? AND disabled_at IS NULL",
+                (at, user_id),
+            )
+            await self.end_user_sessions(user_id, at)
+            await self._revoke_where("user_id = ?", (user_id,), at)
 
     async def set_membership(self, user_id: str, org_id: str, role: str, at: float) -> None:
         await self._write(
