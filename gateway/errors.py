@@ -192,9 +192,6 @@ class ServiceUnavailable(GatewayError):
         return {"Retry-After": "1"}
 
 
-# --- limits (gateway.metering.limits) ---
-
-
 class AddressNotAllowed(GatewayError):
     status = 403
     code = "forbidden"
@@ -233,8 +230,6 @@ class LimitsUnavailable(ServiceUnavailable):
     label = "limits_unavailable"
 
 
-# --- metered routes (gateway.metering.wallet) ---
-
 PAYMENT_REFUSALS = {
     "insufficient_funds": "The organization's wallet cannot pay for this call.",
     "max_paid_requests": "This key has used all of its paid requests.",
@@ -267,9 +262,6 @@ class IdempotencyKeyInUse(GatewayError):
     status = 409
     code = "idempotency_key_in_use"
     message = "A request with this Idempotency-Key is still in progress."
-
-
-# --- the management API's callers ---
 
 
 class NotAnAdmin(AuthError):
@@ -392,15 +384,6 @@ class InternalError(GatewayError):
 
     def __init__(self, request_id: str) -> None:
         super().__init__(f"Internal error. Quote request id {request_id} when reporting it.")
-
-
-# Status codes aiohttp itself may raise (body limits, malformed requests) mapped
-# onto our tree so that even they answer with a documented JSON body.
-HTTP_STATUS_ERRORS: dict[int, type[GatewayError]] = {
-    400: BadRequest,
-    404: NoRoute,
-    413: PayloadTooLarge,
-}
 
 
 def error_parts(error: GatewayError, request_id: str) -> tuple[list[tuple[str, str]], bytes]:

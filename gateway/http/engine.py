@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, cast
 
 from aiohttp import web
@@ -48,26 +49,17 @@ KEEPALIVE: Final = 75.0  # seconds an idle connection is kept (aiohttp's default
 LINGER: Final = 2.0  # seconds to read and drop a refused body before closing
 
 
+@dataclass(slots=True)
 class Engine:
     """What the engine needs from the public app, and which paths are aiohttp's."""
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        metrics: Metrics,
-        usage: UsageBook,
-        access_log: AccessLog,
-        claimed: frozenset[str],
-        header_timeout: float,
-        max_connections: int,
-    ) -> None:
-        self.pipeline = pipeline
-        self.metrics = metrics
-        self.usage = usage
-        self.access_log = access_log
-        self.claimed = claimed  # first path segments of the gateway's own endpoints
-        self.header_timeout = header_timeout
-        self.max_connections = max_connections
+    pipeline: Pipeline
+    metrics: Metrics
+    usage: UsageBook
+    access_log: AccessLog
+    claimed: frozenset[str]  # first path segments of the gateway's own endpoints
+    header_timeout: float
+    max_connections: int
 
     def own(self, target: str, path: NormalPath | None) -> bool:
         """Whether the request is for one of the gateway's own endpoints."""

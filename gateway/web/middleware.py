@@ -1,5 +1,6 @@
-"""The one middleware around every public request: request id, error
-rendering, metrics and the access log."""
+"""The one middleware around the gateway's own endpoints (the requests the proxy
+engine lends to aiohttp): request id, error rendering, metrics and the access
+log, accounted as the engine accounts for proxied requests."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict
 
 from gateway.errors import (
-    HTTP_STATUS_ERRORS,
+    BadRequest,
     GatewayError,
     InternalError,
     MethodNotAllowed,
+    NoRoute,
+    PayloadTooLarge,
     error_parts,
 )
 from gateway.exchange import Exchange, finish, new_request_id
@@ -26,6 +29,15 @@ from gateway.pipeline.headers import ForwardedFor
 
 log = logging.getLogger("gateway")
 EXCHANGE: Final = web.RequestKey("exchange", Exchange)  # what the pipeline learned
+
+
+# Status codes aiohttp itself may raise (body limits, malformed requests) mapped
+# onto our tree so that even they answer with a documented JSON body.
+HTTP_STATUS_ERRORS: dict[int, type[GatewayError]] = {
+    400: BadRequest,
+    404: NoRoute,
+    413: PayloadTooLarge,
+}
 
 
 def client_address(forwarded_for: ForwardedFor, request: web.BaseRequest) -> str:
