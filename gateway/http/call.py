@@ -15,7 +15,6 @@ from gateway.errors import (
     ExpectationFailed,
     GatewayError,
     InternalError,
-    MalformedRequest,
     PayloadTooLarge,
 )
 from gateway.exchange import Exchange, finish, new_request_id
@@ -123,53 +122,49 @@ class Call:
         self._run(step, value)
 
     def _authorize(self, path: NormalPath) -> None:
-        call, conn = self, self.conn
+        conn = self.conn
         judged = self.pipeline.authorize(
-            call.head.method, path, call.headers, conn.peer, conn.scheme, call.exchange
+            self.head.method, path, self.headers, conn.peer, conn.scheme, self.exchange
         )
         self._then(judged, self._count)
 
     def _count(self, admission: Admission) -> None:
-        call = self
-        call.admission = admission
+        self.admission = admission
         limit = self.pipeline.forwarder.body_limit(admission.route)
         if limit is not None:
-            if call.head.length > limit:
+            if self.head.length > limit:
                 raise PayloadTooLarge()
-            if isinstance(call.body, RequestBody):
-                call.body.limit = limit
+            if isinstance(self.body, RequestBody):
+                self.body.limit = limit
         self._then(self.pipeline.count(admission), self._charge)
 
     def _charge(self, injected: Headers) -> None:
-        call = self
-        assert call.admission is not None
-        call.injected = injected
+        assert self.admission is not None
+        self.injected = injected
         charged: int | Wait[int | None] | None = self.pipeline.charge(
-            call.admission, call.head.method, call.headers.get("Idempotency-Key")
+            self.admission, self.head.method, self.headers.get("Idempotency-Key")
         )
         self._then(charged, self._forward)
 
     def _forward(self, debit: int | None) -> None:
-        call = self
-        assert call.admission is not None
-        call.debit = debit
-        head, admission = call.head, call.admission
+        assert self.admission is not None
+        self.debit = debit
+        head, admission = self.head, self.admission
         if head.expect is not None and head.version == "1.1":
             self.conn.send(CONTINUE)  # authorized: now the client may send its body
-            call.continued = True
-        call.relay = self.pipeline.forwarder.forward(
-            head.method, admission.route, admission.path, call.headers, call.injected,
-            call.body, head.chunked, call.exchange, call.answer, self._forwarded,
+            self.continued = True
+        self.relay = self.pipeline.forwarder.forward(
+            head.method, admission.route, admission.path, self.headers, self.injected,
+            self.body, head.chunked, self.exchange, self.answer, self._forwarded,
         )  # fmt: skip
 
     def _forwarded(self, error: GatewayError | None) -> None:
-        call = self
-        if call.debit is None:
+        if self.debit is None:
             self._done(error)
             return
-        succeeded = error is None and not call.exchange.aborted and call.answer.status < 400
+        succeeded = error is None and not self.exchange.aborted and self.answer.status < 400
         settled = self.pipeline.settle(
-            call.debit, succeeded, call.headers.get("Idempotency-Key"), call.exchange
+            self.debit, succeeded, self.headers.get("Idempotency-Key"), self.exchange
         )
         self.task = self.conn.loop.create_task(
             self._resume(Wait(settled), lambda _: self._done(error))
@@ -202,8 +197,6 @@ def as_gateway_error(exc: BaseException | None, exchange: Exchange) -> GatewayEr
         return exc
     if isinstance(exc, BodyTooLarge):
         return PayloadTooLarge()
-    if isinstance(exc, MalformedRequest):
-        return exc
     log.error("unhandled error (request id %s)", exchange.request_id, exc_info=exc)
     return InternalError(exchange.request_id)
 
