@@ -1,1 +1,1 @@
-"""The proxy engine: connections, HTTP/1.1 framing, and the hand-over to aiohttp."""
+"""The proxy engine: connections, HTTP/1.1 framing, and the requests lent to aiohttp."""

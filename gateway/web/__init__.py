@@ -1,1 +1,2 @@
-"""Server-rendered pages: login and consent (and, later, the dashboard)."""
+"""What aiohttp serves for the gateway itself: its middleware and method dispatch, and the
+login, consent and dashboard pages."""
