@@ -17,7 +17,8 @@ from gateway import crypto
 from gateway.accounts.sign_in import SignIn
 from gateway.config import Settings, case_insensitive
 from gateway.errors import NoRoute, ServiceUnavailable
-from gateway.http.engine import ENGINE, Engine, claimed_segments
+from gateway.http.engine import ENGINE, Engine
+from gateway.http.server import claimed_segments
 from gateway.logs import AccessLog
 from gateway.manage import MANAGEMENT, add_management_routes, management_api
 from gateway.manage.auth import ManagementAuth

@@ -276,3 +276,14 @@ async def test_shutdown_waits_for_a_call_through_its_store_lookup_and_upstream_c
     assert answer.status == 200
     assert json.loads(answer.body) == {"slept": 0.3}
     assert await conn.closed()
+
+
+async def test_a_lent_request_asking_to_close_gets_its_connection_closed(
+    gw: Gateway, conn: Conn
+) -> None:
+    """aiohttp answers the gateway's own endpoints; the engine, which owns the
+    connection, honours the client's Connection: close after that answer."""
+    await conn.send(request("GET", "/oauth/token", {"Connection": "close"}))
+    answer = await conn.answer()
+    assert answer.status == 405
+    assert await conn.closed()

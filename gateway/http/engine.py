@@ -296,6 +296,7 @@ class Connection(asyncio.Protocol):
 
     def _lend(self, head_bytes: bytes, head: RequestHead) -> None:
         del self.buffer[: len(head_bytes)]
+        self.keep_alive = head.keep_alive and not self.closing
         if self.app is None:
             self.app = self.server.lend(self)
         self.lent = BodyFraming(head)
@@ -390,11 +391,6 @@ def wake(waiter: asyncio.Future[None] | None, error: BaseException | None = None
             waiter.set_result(None)
         else:
             waiter.set_exception(error)
-
-
-def claimed_segments(paths: list[str]) -> frozenset[str]:
-    """The first path segment of each of the gateway's own endpoints."""
-    return frozenset(p.lstrip("/").split("/", 1)[0] for p in paths)
 
 
 ENGINE: Final = web.AppKey("engine", Engine)  # on the public app, once it has started

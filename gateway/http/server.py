@@ -40,6 +40,11 @@ PARSER_ERRORS: dict[int, type[GatewayError]] = {
 HANDLER_ARGS: dict[str, Any] = {"max_field_size": 16384, "access_log": None}
 
 
+def claimed_segments(paths: list[str]) -> frozenset[str]:
+    """The first path segment of each of the gateway's own endpoints."""
+    return frozenset(p.lstrip("/").split("/", 1)[0] for p in paths)
+
+
 class JsonErrorHandler(RequestHandler):
     def handle_error(
         self,
