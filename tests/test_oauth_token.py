@@ -389,14 +389,21 @@ async def test_auth_string_is_refused_unless_the_client_allows_it(
     await oauth_error(resp, 400, "invalid_request")
 
 
-async def test_auth_string_token_carries_the_user(gw: Gateway, ada: User) -> None:
-    legacy = await gw.oauth_client(
+@pytest.fixture
+async def legacy(gw: Gateway) -> RegisteredClient:
+    """A client_credentials client of acme that may act for a user (auth_string)."""
+    return await gw.oauth_client(
         name="Legacy",
         redirect_uris=(),
         grant_types=("client_credentials",),
         org="acme",
         allow_user_auth=True,
     )
+
+
+async def test_auth_string_token_carries_the_user(
+    gw: Gateway, ada: User, legacy: RegisteredClient
+) -> None:
     await gw.user("eve@example.com", orgs=("initech",))
     cases = [
         (auth_string("ada@example.com", "not the password"), "invalid_grant"),
@@ -480,16 +487,11 @@ async def test_deeply_nested_json_is_a_400_in_the_oauth_format(gw: Gateway, path
 
 
 @with_config(oauth={"login_throttle": {"per_account": "3/15 minutes"}})
-async def test_auth_string_shares_the_login_throttle(gw: Gateway, ada: User) -> None:
+async def test_auth_string_shares_the_login_throttle(
+    gw: Gateway, ada: User, legacy: RegisteredClient
+) -> None:
     """Password guesses through the legacy auth_string count against the same
     per-account window as the login page, and are refused once it is full."""
-    legacy = await gw.oauth_client(
-        name="Legacy",
-        redirect_uris=(),
-        grant_types=("client_credentials",),
-        org="acme",
-        allow_user_auth=True,
-    )
     wrong = auth_string("ada@example.com", "not the password")
     statuses = []
     for _ in range(4):

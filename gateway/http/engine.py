@@ -82,8 +82,8 @@ class Connection(asyncio.Protocol):
         self.scheme = "http"
         self.buffer = bytearray()
         self.call: Call | None = None  # the request in service
-        self.app: Lent | None = None  # aiohttp's protocol, for the own endpoints
-        self.lent: BodyFraming | None = None  # a request aiohttp is serving
+        self.aiohttp: Lent | None = None  # aiohttp's protocol, for the own endpoints
+        self.lent_body: BodyFraming | None = None  # the request aiohttp is serving, if any
         self.settled: asyncio.Future[None] | None = None  # made by shutdown() to wait on
         self.waiter: asyncio.Future[None] | None = None  # a body reader waiting for bytes
         self.advancing = False
@@ -101,7 +101,7 @@ class Connection(asyncio.Protocol):
 
     @property
     def serving(self) -> bool:
-        return self.call is not None or self.lent is not None
+        return self.call is not None or self.lent_body is not None
 
     # --- asyncio ---
 
@@ -122,7 +122,7 @@ class Connection(asyncio.Protocol):
         if not self.serving:
             self._advance()
             return
-        if self.lent is not None:
+        if self.lent_body is not None:
             self._feed_app()
         wake(self.waiter)
         if len(self.buffer) > READ_AHEAD and not self.reading_paused:
@@ -148,20 +148,20 @@ class Connection(asyncio.Protocol):
         gone = ConnectionResetError("the client is gone")
         wake(self.waiter, gone)
         wake(self.drain_waiter, gone)
-        app, self.app = self.app, None
-        if app is not None:
-            app.closed = True
-            app.handler.connection_lost(exc)
+        lent, self.aiohttp = self.aiohttp, None
+        if lent is not None:
+            lent.closed = True
+            lent.handler.connection_lost(exc)
 
     def pause_writing(self) -> None:
         self.writing_paused = True
-        if self.app is not None:
-            self.app.handler.pause_writing()
+        if self.aiohttp is not None:
+            self.aiohttp.handler.pause_writing()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if self.app is not None:
-            self.app.handler.resume_writing()
+        if self.aiohttp is not None:
+            self.aiohttp.handler.resume_writing()
         wake(self.drain_waiter)
 
     # --- the server's shutdown ---
@@ -297,46 +297,46 @@ class Connection(asyncio.Protocol):
     def _lend(self, head_bytes: bytes, head: RequestHead) -> None:
         del self.buffer[: len(head_bytes)]
         self.keep_alive = head.keep_alive and not self.closing
-        if self.app is None:
-            self.app = self.server.lend(self)
-        self.lent = BodyFraming(head)
-        self.app.start(head.method == "HEAD")
-        self.app.handler.data_received(head_bytes)
+        if self.aiohttp is None:
+            self.aiohttp = self.server.lend(self)
+        self.lent_body = BodyFraming(head)
+        self.aiohttp.start(head.method == "HEAD")
+        self.aiohttp.handler.data_received(head_bytes)
         self._feed_app()
 
     def _feed_app(self) -> None:
         """The body of the lent request, as it arrives; the bytes after it wait."""
-        assert self.app is not None and self.lent is not None
+        assert self.aiohttp is not None and self.lent_body is not None
         try:
-            data = self.lent.take_raw(self.buffer)
+            data = self.lent_body.take_raw(self.buffer)
         except GatewayError:
             self.hang_up()  # aiohttp has the head; the rest is not a body: end it all
             return
         if data:
-            self.app.handler.data_received(data)
+            self.aiohttp.handler.data_received(data)
         self.consumed()
 
     def lent_answered(self) -> None:
         """aiohttp's answer is complete: the next request is the engine's again."""
-        lent, self.lent = self.lent, None
-        if lent is None:
+        body, self.lent_body = self.lent_body, None
+        if body is None:
             return
         self.active = self.loop.time()
         wake(self.settled)
-        if not lent.done:
+        if not body.done:
             self.keep_alive = False  # aiohttp answered without the whole body
             self._linger()
         else:
             self.loop.call_soon(self._advance)  # not from inside aiohttp's write
 
-    def lent_closed(self, app: Lent) -> None:
+    def lent_closed(self, lent: Lent) -> None:
         """aiohttp closed its side: mid-answer, the connection ends; between answers,
         only aiohttp's protocol does."""
-        if self.app is app:
-            self.app = None
-        self.loop.call_soon(app.handler.connection_lost, None)
-        if self.lent is not None:
-            self.lent = None
+        if self.aiohttp is lent:
+            self.aiohttp = None
+        self.loop.call_soon(lent.handler.connection_lost, None)
+        if self.lent_body is not None:
+            self.lent_body = None
             self.keep_alive = False
             self.hang_up()
 

@@ -21,6 +21,7 @@ from gateway.errors import OAuthError
 from gateway.oauth.authorize import Authorization, NotRedirectable, Pending, origin_of
 from gateway.oauth.params import query_params
 from gateway.store.records import Membership, OAuthClient
+from gateway.web.login import login_page
 from gateway.web.pages import error_page, render
 from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
 
@@ -69,33 +70,13 @@ class ConsentViews:
             return found_at(self.flow.error_location(redirect_uri, state, exc))
         session = await self.sessions.load(request)
         if "user_id" not in session:
-            response = self.login_form(request, session, next_url=str(request.rel_url))
+            response = login_page(
+                request, self.settings.oauth.paths.login, csrf_token(session), str(request.rel_url)
+            )
         else:
             response = await self.consent_form(request, session, client, pending)
         await self.sessions.save(request, response, session)
         return response
-
-    def login_form(
-        self,
-        request: web.Request,
-        session: Session,
-        *,
-        next_url: str,
-        error: str | None = None,
-        status: int = 200,
-    ) -> web.Response:
-        return render(
-            request,
-            "login.html",
-            {
-                "action": self.settings.oauth.paths.login,
-                "next": next_url,
-                "csrf_token": csrf_token(session),
-                "csrf_field": CSRF_FIELD,
-                "error": error,
-            },
-            status=status,
-        )
 
     async def consent_form(
         self, request: web.Request, session: Session, client: OAuthClient, pending: Pending

@@ -25,6 +25,25 @@ BAD_LOGIN = "The email or password is not right."
 SAFE_NEXT = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*$")
 
 
+def login_page(
+    request: web.Request,
+    action: str,
+    csrf: str,
+    next_url: str,
+    error: str | None = None,
+    status: int = 200,
+) -> web.Response:
+    """The login form, posting to ``action`` and going on to ``next_url``."""
+    context = {
+        "action": action,
+        "next": next_url,
+        "csrf_token": csrf,
+        "csrf_field": CSRF_FIELD,
+        "error": error,
+    }
+    return render(request, "login.html", context, status=status)
+
+
 class LoginViews:
     def __init__(
         self,
@@ -63,14 +82,7 @@ class LoginViews:
         error: str | None = None,
         status: int = 200,
     ) -> web.Response:
-        context = {
-            "action": self.paths.login,
-            "next": next_url,
-            "csrf_token": csrf,
-            "csrf_field": CSRF_FIELD,
-            "error": error,
-        }
-        return render(request, "login.html", context, status=status)
+        return login_page(request, self.paths.login, csrf, next_url, error, status)
 
     async def get(self, request: web.Request) -> web.Response:
         session = await self.sessions.load(request)
