@@ -258,6 +258,17 @@ class IdempotencyKeyReused(GatewayError):
     message = "This Idempotency-Key was already used for a different request."
 
 
+class IdempotentAnswerNotKept(GatewayError):
+    """A retry of a paid call whose answer could not be kept to replay."""
+
+    status = 422
+    code = "idempotency_answer_not_kept"
+    message = (
+        "The first call with this Idempotency-Key succeeded, but its answer was too large "
+        "to keep (or its body was not read whole); it is not sent again."
+    )
+
+
 class IdempotencyKeyInUse(GatewayError):
     status = 409
     code = "idempotency_key_in_use"

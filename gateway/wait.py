@@ -13,20 +13,21 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
 
 
-class Wait(Generic[T]):
+class Wait(Generic[T_co]):
     __slots__ = ("pending",)
 
-    def __init__(self, pending: Awaitable[T]) -> None:
+    def __init__(self, pending: Awaitable[T_co]) -> None:
         self.pending = pending
 
-    def then(self, step: Callable[[T], U | Wait[U]]) -> Wait[U]:
+    def then(self, step: Callable[[T_co], U | Wait[U]]) -> Wait[U]:
         """The wait for this one's value, passed through ``step``."""
         return Wait(_chain(self.pending, step))
 
-    def __await__(self) -> Generator[Any, None, T]:
+    def __await__(self) -> Generator[Any, None, T_co]:
         return self.pending.__await__()
 
 

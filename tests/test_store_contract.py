@@ -33,6 +33,7 @@ from gateway.store.records import (
     AuthCode,
     Debit,
     ErrorRow,
+    KeptAnswer,
     OAuthClient,
     OAuthToken,
     Org,
@@ -294,7 +295,7 @@ async def test_calls_after_close_raise_store_unavailable(store: Store) -> None:
         lambda: store.record_last_used({"key_a": T0}, {"key_a": 1}),
         lambda: store.consume_code(digest("code"), T0),
         lambda: debit(store, org, "key_a"),
-        lambda: store.wallet_settle(1),
+        lambda: store.wallet_settle(1, KEPT, T0),
     ]
     for call in calls:
         with pytest.raises(StoreUnavailable):
@@ -875,6 +876,36 @@ async def debit(
     )
 
 
+KEPT = KeptAnswer(
+    body_digest="d" * 64,
+    status=201,
+    reason="Created",
+    headers=[("Content-Type", "text/csv"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")],
+    body=b"\x00\xffid,name\r\n",  # any bytes
+)
+
+
+async def test_a_kept_answer_is_returned_as_it_was_kept(store: Store) -> None:
+    org = await new_org(store)
+    key = await new_key(store, org, "key_a")
+    await store.wallet_credit(org.id, 20, None, T0)
+    for n, kept in enumerate([KEPT, KeptAnswer(None, 200, "", [], None)]):
+        first = await debit(store, org, key.id, 1, f"idem-{n}")
+        assert first.seq is not None
+        await store.wallet_settle(first.seq, kept, T0)
+        assert await debit(store, org, key.id, 1, f"idem-{n}", at=T0 + 1) == Debit(None, kept=kept)
+    # Copies older than the window are dropped as others are kept; a debit whose copy
+    # is gone (or that was settled before answers were kept) has nothing to replay.
+    old = await debit(store, org, key.id, 1, "idem-old", at=T0 + 10)
+    later = await debit(store, org, key.id, 1, "idem-later", at=T0 + 10)
+    assert old.seq is not None and later.seq is not None
+    await store.wallet_settle(old.seq, KEPT, T0)
+    await store.wallet_settle(later.seq, KEPT, T0 + IDEMPOTENCY_WINDOW + 1)
+    gone = KeptAnswer(body_digest=None, status=0, reason="", headers=[], body=None)
+    retry = await debit(store, org, key.id, 1, "idem-old", at=T0 + IDEMPOTENCY_WINDOW + 5)
+    assert retry == Debit(None, kept=gone)
+
+
 async def charged(store: Store, org: Org, credential_id: str, cost: int = 1) -> int:
     result = await debit(store, org, credential_id, cost)
     assert result.refused is None and result.seq is not None, result
@@ -929,8 +960,8 @@ async def test_retry_of_a_settled_call_is_not_charged_again(store: Store) -> Non
     assert first.seq is not None and first.refused is None
     in_flight = Debit(seq=None, refused="idempotency_in_progress")
     assert await debit(store, org, key.id, 3, "idem-1", at=T0 + 1) == in_flight
-    await store.wallet_settle(first.seq)
-    assert await debit(store, org, key.id, 3, "idem-1", at=T0 + 2) == Debit(seq=None)
+    await store.wallet_settle(first.seq, KEPT, T0 + 1)
+    assert await debit(store, org, key.id, 3, "idem-1", at=T0 + 2) == Debit(seq=None, kept=KEPT)
     reused = await debit(store, org, key.id, 3, "idem-1", fingerprint="other", at=T0 + 3)
     assert reused == Debit(seq=None, refused="idempotency_mismatch")
     assert await store.wallet_balance(org.id) == 17
@@ -948,9 +979,9 @@ async def test_idempotency_key_is_forgotten_after_its_window(store: Store) -> No
     await store.wallet_credit(org.id, 20, None, T0)
     first = await debit(store, org, key.id, 3, "idem-1")
     assert first.seq is not None
-    await store.wallet_settle(first.seq)
+    await store.wallet_settle(first.seq, KEPT, T0)
     assert await debit(store, org, key.id, 3, "idem-1", at=T0 + IDEMPOTENCY_WINDOW - 1) == (
-        Debit(seq=None)
+        Debit(seq=None, kept=KEPT)
     )
     later = await debit(store, org, key.id, 3, "idem-1", at=T0 + IDEMPOTENCY_WINDOW + 1)
     assert later.seq is not None and later.refused is None and later.seq != first.seq

@@ -22,6 +22,7 @@ from aiohttp.typedefs import Handler
 from cli_runner import assert_refused, cli_json, run_cli, write_config
 from conftest import AiohttpServer, Gateway
 
+from gateway.pipeline.idempotency import KEPT_BODY_MAX
 from gateway.store import Org
 from upstream_example import create_app as create_upstream
 
@@ -37,6 +38,8 @@ PAID_ROUTES: list[dict[str, Any]] = [
      "strip_prefix": "/paiddown"},
     {"path": "/paidslow/slow", "scopes": ["contacts:read"], "upstream": "slow", "cost": COST,
      "strip_prefix": "/paidslow"},
+    {"path": "/paidbytes/bytes/{n}", "scopes": ["contacts:read"], "upstream": "main",
+     "cost": COST, "strip_prefix": "/paidbytes"},
 ]  # fmt: skip
 
 
@@ -263,42 +266,122 @@ async def test_failed_call_is_refunded(gw: Gateway, ledger: Ledger, path: str, s
 # --- Idempotency-Key ------------------------------------------------------------------
 
 
-async def test_idempotency_key_retry_is_charged_once(
+async def post(gw: Gateway, key: str, path: str, body: bytes | Any, idem: str) -> ClientResponse:
+    resp = await gw.client.post(
+        path, data=body, headers={"X-API-Key": key, "Idempotency-Key": idem}
+    )
+    await resp.read()
+    return resp
+
+
+async def test_a_retry_gets_the_first_answer_replayed_without_reaching_the_upstream(
     gw: Gateway, ledger: Ledger, upstream_seen: list[str]
 ) -> None:
     key = await gw.mint(["contacts:read"])
     await ledger.credit(100)
-    first = {"Idempotency-Key": "order-1"}
+    csv = b"id,name\r\n1,Ada\r\n"
 
-    for _ in range(3):
-        resp = await call(gw, key.secret, "/paid/echo/order", first)
-        assert resp.status == 200, await resp.text()
+    first = await post(gw, key.secret, "/paid/echo/import", csv, "order-1")
+    assert first.status == 200, await first.text()
+    assert "Idempotent-Replayed" not in first.headers
+    for _ in range(2):
+        retry = await post(gw, key.secret, "/paid/echo/import", csv, "order-1")
+        assert retry.status == 200
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        assert await retry.read() == await first.read()
+        assert retry.headers["Content-Type"] == first.headers["Content-Type"]
+        assert retry.headers["X-Request-Id"] != first.headers["X-Request-Id"]
+
+    # A streamed (chunked) body with the same bytes is the same request.
+    async def chunks() -> Any:
+        yield csv[:5]
+        yield csv[5:]
+
+    streamed = await post(gw, key.secret, "/paid/echo/import", chunks(), "order-1")
+    assert streamed.status == 200 and streamed.headers["Idempotent-Replayed"] == "true"
+    assert upstream_seen == ["/echo/import"]
     assert await ledger.balance() == 100 - COST
     assert [k for k, _, _ in await ledger.kinds()] == ["credit", "debit"]
 
     # Another key (the idempotency key, not the API key) is another call.
-    resp = await call(gw, key.secret, "/paid/echo/order", {"Idempotency-Key": "order-2"})
-    assert resp.status == 200
+    resp = await post(gw, key.secret, "/paid/echo/import", csv, "order-2")
+    assert resp.status == 200 and "Idempotent-Replayed" not in resp.headers
     assert await ledger.balance() == 100 - 2 * COST
 
-    # A call that failed was refunded, so its retry is charged (once).
-    third = {"Idempotency-Key": "order-3"}
-    resp = await call(gw, key.secret, "/paidfail/status/503", third)
+    # A call that failed was refunded, so its retry is forwarded and charged (once).
+    third = {"X-API-Key": key.secret, "Idempotency-Key": "order-3"}
+    resp = await gw.client.get("/paidfail/status/503", headers=third)
     assert resp.status == 503
     assert await ledger.balance() == 100 - 2 * COST
     for _ in range(2):
-        resp = await call(gw, key.secret, "/paid/echo/order", third)
+        resp = await gw.client.get("/paid/echo/order", headers=third)
         assert resp.status == 200
     assert await ledger.balance() == 100 - 3 * COST
+    assert upstream_seen == ["/echo/import", "/echo/import", "/status/503", "/echo/order"]
 
     # An over-long key is refused before anything is charged or forwarded.
-    seen = len(upstream_seen)
     resp = await call(gw, key.secret, "/paid/echo/order", {"Idempotency-Key": "k" * 201})
     assert resp.status == 400
     assert (await resp.json())["error"] == "bad_request"
-    assert len(upstream_seen) == seen
+    assert len(upstream_seen) == 4
     assert await ledger.balance() == 100 - 3 * COST
     ledger.audit()
+
+
+async def test_a_reused_idempotency_key_with_another_body_is_refused_unforwarded(
+    gw: Gateway, ledger: Ledger, upstream_seen: list[str]
+) -> None:
+    """Six different files sent with one key: one import, one debit, five 422s."""
+    key = await gw.mint(["contacts:read"])
+    await ledger.credit(100)
+    files = [f"id,name\r\n{n},Customer {n}\r\n".encode() for n in range(6)]
+    responses = [await post(gw, key.secret, "/paid/echo/import", f, "batch-7") for f in files]
+
+    assert responses[0].status == 200
+    for resp in responses[1:]:
+        assert resp.status == 422
+        assert await resp.json() == {
+            "error": "idempotency_key_reused",
+            "message": "This Idempotency-Key was already used for a different request.",
+        }
+    assert upstream_seen == ["/echo/import"]
+    assert await ledger.balance() == 100 - COST
+    # The same key on another path or method is refused before the body is read.
+    resp = await post(gw, key.secret, "/paid/echo/other", files[0], "batch-7")
+    assert resp.status == 422
+    assert upstream_seen == ["/echo/import"]
+    ledger.audit()
+
+
+async def test_a_retry_while_the_first_call_is_in_flight_is_409(
+    gw: Gateway, ledger: Ledger, upstream_seen: list[str]
+) -> None:
+    key = await gw.mint(["contacts:read"])
+    await ledger.credit(100)
+    slow = {"Idempotency-Key": "slow-1"}
+    first = asyncio.create_task(call(gw, key.secret, "/paidslow/slow?delay=0.45", slow))
+    await asyncio.sleep(0.2)  # the upstream answers after 0.45 s (its timeout is 0.5 s)
+    retry = await call(gw, key.secret, "/paidslow/slow?delay=0.45", slow)
+    assert retry.status == 409
+    assert (await retry.json())["error"] == "idempotency_key_in_use"
+    assert (await first).status == 200
+    assert upstream_seen == ["/slow"]
+    assert await ledger.balance() == 100 - COST
+
+
+async def test_an_answer_too_large_to_keep_is_not_sent_again(
+    gw: Gateway, ledger: Ledger, upstream_seen: list[str]
+) -> None:
+    key = await gw.mint(["contacts:read"])
+    await ledger.credit(100)
+    big = {"Idempotency-Key": "big-1"}
+    first = await call(gw, key.secret, f"/paidbytes/bytes/{KEPT_BODY_MAX + 1}", big)
+    assert first.status == 200
+    retry = await call(gw, key.secret, f"/paidbytes/bytes/{KEPT_BODY_MAX + 1}", big)
+    assert retry.status == 422
+    assert (await retry.json())["error"] == "idempotency_answer_not_kept"
+    assert upstream_seen == [f"/bytes/{KEPT_BODY_MAX + 1}"]
+    assert await ledger.balance() == 100 - COST
 
 
 async def test_idempotency_key_does_not_make_other_calls_free(

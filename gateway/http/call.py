@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from multidict import CIMultiDict
@@ -21,9 +21,12 @@ from gateway.exchange import Exchange, finish, new_request_id
 from gateway.http.framing import Headers, RequestHead
 from gateway.http.streams import Answer, RequestBody
 from gateway.pipeline import Admission
+from gateway.pipeline.idempotency import Keeper, body_digest, replay
 from gateway.pipeline.paths import NormalPath
+from gateway.pipeline.proxy import Answer as AnswerSink
 from gateway.pipeline.proxy import BodyTooLarge
 from gateway.pipeline.relay import Relay
+from gateway.store.records import KeptAnswer
 from gateway.wait import Wait
 
 if TYPE_CHECKING:
@@ -51,6 +54,7 @@ class Call:
         "head",
         "headers",
         "injected",
+        "keeper",
         "pipeline",
         "relay",
         "task",
@@ -70,6 +74,7 @@ class Call:
         self.admission: Admission | None = None
         self.injected: Headers = []
         self.debit: int | None = None
+        self.keeper: Keeper | None = None  # a paid call's answer kept for its retries
         self.relay: Relay | None = None
         self.continued = False  # 100 Continue sent
 
@@ -141,31 +146,49 @@ class Call:
     def _charge(self, injected: Headers) -> None:
         assert self.admission is not None
         self.injected = injected
-        charged: int | Wait[int | None] | None = self.pipeline.charge(
+        charged: int | KeptAnswer | Wait[int | KeptAnswer | None] | None = self.pipeline.charge(
             self.admission, self.head.method, self.headers.get("Idempotency-Key")
         )
         self._then(charged, self._forward)
 
-    def _forward(self, debit: int | None) -> None:
-        assert self.admission is not None
-        self.debit = debit
-        head, admission = self.head, self.admission
-        if head.expect is not None and head.version == "1.1":
+    def _continue(self) -> None:
+        if self.head.expect is not None and self.head.version == "1.1":
             self.conn.send(CONTINUE)  # authorized: now the client may send its body
             self.continued = True
+
+    def _forward(self, charged: int | KeptAnswer | None) -> None:
+        assert self.admission is not None
+        self._continue()
+        if isinstance(charged, KeptAnswer):  # a paid call's retry: answered from the copy
+            read = Wait(body_digest(self.body))
+            self.task = self.conn.loop.create_task(
+                self._resume(read, lambda digest: self._replay(charged, digest))
+            )
+            return
+        head, admission = self.head, self.admission
+        body: bytes | AsyncIterator[bytes] | None = self.body
+        answer: AnswerSink = self.answer
+        if charged is not None and "Idempotency-Key" in self.headers:
+            self.keeper = keeper = Keeper(answer, body)
+            body, answer = keeper.body, keeper
+        self.debit = charged
         self.relay = self.pipeline.forwarder.forward(
             head.method, admission.route, admission.path, self.headers, self.injected,
-            self.body, head.chunked, self.exchange, self.answer, self._forwarded,
+            body, head.chunked, self.exchange, answer, self._forwarded,
         )  # fmt: skip
+
+    def _replay(self, kept: KeptAnswer, digest: str) -> None:
+        headers, body = replay(kept, digest, self.exchange.request_id)
+        self.answer.whole(kept.status, kept.reason, headers, body)
+        self._done(None)
 
     def _forwarded(self, error: GatewayError | None) -> None:
         if self.debit is None:
             self._done(error)
             return
         succeeded = error is None and not self.exchange.aborted and self.answer.status < 400
-        settled = self.pipeline.settle(
-            self.debit, succeeded, self.headers.get("Idempotency-Key"), self.exchange
-        )
+        kept = self.keeper.kept() if self.keeper is not None else None
+        settled = self.pipeline.settle(self.debit, succeeded, kept, self.exchange)
         self.task = self.conn.loop.create_task(
             self._resume(Wait(settled), lambda _: self._done(error))
         )

@@ -6,9 +6,11 @@ checks the key's caps (``max_paid_requests``, ``max_spend``) and never lets the
 balance go below zero; an unfunded call gets 402 and is not forwarded. If the
 call does not succeed (the upstream answers 4xx/5xx, or cannot be reached) the
 cost is refunded. A client retrying with the same ``Idempotency-Key`` header is
-charged once. Each charge is written before the request goes upstream, so a
-shutdown cannot lose one. This is the one database write on the request path,
-and only on paid routes.
+charged once: the retry is answered with the first call's answer, kept in
+the database, and does not reach the upstream (``gateway.pipeline.idempotency``).
+Each charge is written before the request goes upstream, so a
+shutdown cannot lose one. The charge and its settling are the only database
+writes on the request path, and only on paid routes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from gateway.errors import (
     PaymentRequired,
 )
 from gateway.store import Store
+from gateway.store.records import KeptAnswer
 
 IDEMPOTENCY_KEY_MAX = 200
 
@@ -52,8 +55,9 @@ class Wallet:
         request_id: str,
         idempotency_key: str | None,
         request_fingerprint: str,
-    ) -> int | None:
-        """Take the route's cost; returns the debit to refund if the call fails."""
+    ) -> int | KeptAnswer:
+        """Take the route's cost; returns the debit to settle or refund once the call
+        is over, or for the retry of a call that succeeded, its kept answer."""
         if idempotency_key is not None and not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
             raise BadRequest(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters.")
         debit = await self.store.wallet_debit(
@@ -69,12 +73,16 @@ class Wallet:
         if debit.refused is not None:
             refusal = REFUSALS.get(debit.refused)
             raise refusal() if refusal is not None else PaymentRequired(debit.refused)
+        if debit.kept is not None:
+            return debit.kept
+        assert debit.seq is not None
         return debit.seq
 
-    async def settle(self, debit_seq: int, idempotency_key: str | None) -> None:
-        """Only a call that carried an Idempotency-Key needs its success recorded."""
-        if idempotency_key is not None:
-            await self.store.wallet_settle(debit_seq)
+    async def settle(self, debit_seq: int, kept: KeptAnswer | None) -> None:
+        """Only a call that carried an Idempotency-Key needs its success recorded,
+        with its answer."""
+        if kept is not None:
+            await self.store.wallet_settle(debit_seq, kept, time.time())
 
     async def refund(self, debit_seq: int) -> None:
         await self.store.wallet_refund(debit_seq, time.time())

@@ -26,6 +26,7 @@ from gateway.pipeline.headers import ForwardedFor
 from gateway.pipeline.paths import NormalPath, refuse_params
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import CompiledRoute, Match, RouteTable
+from gateway.store.records import KeptAnswer
 from gateway.wait import Wait
 
 Headers = list[tuple[str, str]]
@@ -132,9 +133,10 @@ class Pipeline:
 
     def charge(
         self, admission: Admission, method: str, idempotency_key: str | None
-    ) -> Wait[int | None] | None:
+    ) -> Wait[int | KeptAnswer] | None:
         """A metered route's cost taken from the wallet (402); the debit to settle or
-        refund once the upstream has answered. None on other routes."""
+        refund once the upstream has answered, or a paid retry's kept answer. None on
+        other routes."""
         route, principal, path = admission.route, admission.principal, admission.path
         if route.cost is None or principal is None:
             return None
@@ -145,12 +147,12 @@ class Pipeline:
         ))  # fmt: skip
 
     async def settle(
-        self, debit: int, succeeded: bool, idempotency_key: str | None, exchange: Exchange
+        self, debit: int, succeeded: bool, kept: KeptAnswer | None, exchange: Exchange
     ) -> None:
         """A charged call is paid only when the upstream answered with success and the
         client got the answer; otherwise it is refunded."""
         if succeeded:
-            await self.wallet.settle(debit, idempotency_key)
+            await self.wallet.settle(debit, kept)
             exchange.paid = True
         else:
             await self.wallet.refund(debit)

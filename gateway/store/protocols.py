@@ -14,6 +14,7 @@ from gateway.store.records import (
     Debit,
     ErrorRow,
     Grant,
+    KeptAnswer,
     KeyWithDigest,
     Membership,
     OAuthClient,
@@ -101,11 +102,12 @@ class WalletStore(Protocol):
     ) -> Debit:
         """Atomically: check the key's caps, take ``cost`` from the wallet (never below
         zero) and record it. A retry with the same idempotency key and fingerprint of a
-        call that succeeded (was settled) is not charged again."""
+        call that succeeded (was settled) is not charged again: its ``Debit`` carries
+        the answer kept for it."""
         ...
 
-    async def wallet_settle(self, debit_seq: int) -> None:
-        """Mark a debit's call as succeeded, so a retry of it is free."""
+    async def wallet_settle(self, debit_seq: int, kept: KeptAnswer, at: float) -> None:
+        """Mark a debit's call as succeeded and keep its answer for its retries."""
         ...
 
     async def wallet_refund(self, debit_seq: int, at: float) -> None: ...

@@ -98,10 +98,23 @@ class WalletEntry:
 class Debit:
     """The outcome of charging a paid call: a debit to refund on failure, or why not."""
 
-    seq: int | None  # the debit row; None for a retry already paid for
+    seq: int | None  # the debit row; None for a retry already paid for, or a refusal
     # "insufficient_funds", "max_paid_requests", "max_spend", "idempotency_mismatch",
     # "idempotency_in_progress"
     refused: str | None = None
+    kept: KeptAnswer | None = None  # a retry's: the first call's answer
+
+
+@dataclass(frozen=True, slots=True)
+class KeptAnswer:
+    """The answer to a paid call made with an Idempotency-Key, kept to be replayed to
+    its retries."""
+
+    body_digest: str | None  # SHA-256 of the request body; None if it was not read whole
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes | None  # None: too large to keep
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from gateway.store.records import Conflict, Debit, WalletEntry
+import base64
+import json
+
+from gateway.store.records import Conflict, Debit, KeptAnswer, WalletEntry
 from gateway.store.sql import SqlBase
 
 ENTRY_COLUMNS = (
@@ -56,10 +59,12 @@ class WalletTables(SqlBase):
     ) -> Debit:
         try:
             async with self.transaction():
-                if idempotency_key is not None and await self._already_paid(
-                    org_id, credential_id, idempotency_key, fingerprint, at
-                ):
-                    return Debit(seq=None)
+                if idempotency_key is not None:
+                    paid = await self._already_paid(
+                        org_id, credential_id, idempotency_key, fingerprint, at
+                    )
+                    if paid is not None:
+                        return Debit(seq=None, kept=await self._kept_answer(paid))
                 await self._take_from_key(credential_id, cost)
                 taken = await self._write(
                     "UPDATE wallets SET balance = balance - ? WHERE org_id = ? AND balance >= ?",
@@ -85,30 +90,60 @@ class WalletTables(SqlBase):
 
     async def _already_paid(
         self, org_id: str, credential_id: str, key: str, fingerprint: str | None, at: float
-    ) -> bool:
-        """True for a retry of a call that succeeded; refuses a key reused for another
-        request, or while the first call is still in flight."""
+    ) -> int | None:
+        """The debit of the call that succeeded, for its retry; refuses a key reused for
+        another request, or while the first call is still in flight."""
         prior = await self._rows(
             "SELECT seq, fingerprint, settled, at FROM wallet_transactions WHERE org_id = ? "
             "AND credential_id = ? AND idempotency_key = ? AND kind = 'debit'",
             (org_id, credential_id, key),
         )
         if not prior:
-            return False
+            return None
         seq, first_fingerprint, settled, first_at = prior[0]
         if first_at < at - IDEMPOTENCY_WINDOW:
             await self._write(
                 "UPDATE wallet_transactions SET idempotency_key = NULL WHERE seq = ?", (seq,)
             )
-            return False
+            return None
         if first_fingerprint != fingerprint:
             raise DebitRefused("idempotency_mismatch")
         if settled != SUCCEEDED:
             raise DebitRefused("idempotency_in_progress")
-        return True
+        return int(seq)
 
-    async def wallet_settle(self, debit_seq: int) -> None:
-        await self._write("UPDATE wallet_transactions SET settled = 1 WHERE seq = ?", (debit_seq,))
+    async def _kept_answer(self, debit_seq: int) -> KeptAnswer:
+        rows = await self._rows(
+            "SELECT body_digest, status, reason, headers, body FROM kept_answers "
+            "WHERE debit_seq = ?",
+            (debit_seq,),
+        )
+        if not rows:  # settled before answers were kept: nothing to replay
+            return KeptAnswer(body_digest=None, status=0, reason="", headers=[], body=None)
+        body_digest, status, reason, headers, body = rows[0]
+        return KeptAnswer(
+            body_digest=body_digest,
+            status=int(status),
+            reason=reason,
+            headers=[(str(n), str(v)) for n, v in json.loads(headers)],
+            body=base64.b64decode(body) if body is not None else None,
+        )
+
+    async def wallet_settle(self, debit_seq: int, kept: KeptAnswer, at: float) -> None:
+        """Mark the call succeeded and keep its answer; answers past the idempotency
+        window are dropped on the way."""
+        body = base64.b64encode(kept.body).decode("ascii") if kept.body is not None else None
+        async with self.transaction():
+            await self._write(
+                "UPDATE wallet_transactions SET settled = 1 WHERE seq = ?", (debit_seq,)
+            )
+            await self._write("DELETE FROM kept_answers WHERE at < ?", (at - IDEMPOTENCY_WINDOW,))
+            await self._write(
+                "INSERT INTO kept_answers (debit_seq, body_digest, status, reason, headers, "
+                "body, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (debit_seq, kept.body_digest, kept.status, kept.reason,
+                 json.dumps(kept.headers), body, at),
+            )  # fmt: skip
 
     async def _take_from_key(self, credential_id: str, cost: int) -> None:
         """Count the paid call against the key's caps (keys only; tokens have none).
