@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
@@ -22,11 +23,12 @@ from gateway.http.server import claimed_segments
 from gateway.logs import AccessLog
 from gateway.manage import MANAGEMENT, add_management_routes, management_api
 from gateway.manage.auth import ManagementAuth
-from gateway.metering.counters import Counters, MemoryCounters, RedisCounters
+from gateway.metering.counters import Counters, RedisCounters
 from gateway.metering.limits import Limiter
 from gateway.metering.usage import UsageBook
 from gateway.metering.wallet import Wallet
 from gateway.metrics import Metrics
+from gateway.node.shared import NodeMemory
 from gateway.oauth.authorize import Authorization
 from gateway.oauth.introspection import IntrospectionEndpoint
 from gateway.oauth.jwt_tokens import JWKS_PATH, JWT_PREFIX, JwtCodec, load_keys
@@ -57,6 +59,9 @@ USAGE: Final = web.AppKey("usage", UsageBook)
 TOKENS: Final = web.AppKey("tokens", TokenService)
 ACCESS_LOG: Final = web.AppKey("access_log", AccessLog)
 PUBLIC_APP: Final = web.AppKey("public_app", web.Application)
+WATCHER: Final = web.AppKey("revocation_watcher", RevocationWatcher)
+NODE_MEMORY: Final = web.AppKey("node_memory", NodeMemory)  # the supervisor's; else private
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 UPSTREAM_CONNECTIONS = 256
 BODY_LIMIT = 64 * 1024  # for the gateway's own endpoints; proxied bodies are streamed
@@ -100,8 +105,9 @@ def oauth_server(
     tokens: TokenService,
     sessions: Sessions,
     forwarded_for: ForwardedFor,
+    counters: Counters,
 ) -> OAuthServer:
-    sign_in = SignIn(store, settings.oauth.login_throttle, settings.redis)
+    sign_in = SignIn(store, settings.oauth.login_throttle, counters)
     return OAuthServer(
         authorize=ConsentViews(Authorization(store, settings), settings, sessions),
         token=TokenEndpoint(store, tokens, sign_in, forwarded_for),
@@ -122,7 +128,10 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     usage = app[USAGE]
     store = open_store(settings)
-    cache = CredentialCache(settings.cache.credential_ttl, settings.cache.max_entries)
+    memory = app.get(NODE_MEMORY) or NodeMemory.private(settings.limits.node_counters)
+    cache = CredentialCache(
+        settings.cache.credential_ttl, settings.cache.max_entries, memory.revocations
+    )
     codec = JwtCodec(settings, load_keys(settings)) if settings.tokens.format == "jwt" else None
     tokens = TokenService(store, settings.oauth, codec)
     app[TOKENS] = tokens
@@ -139,12 +148,14 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         UPSTREAM_CONNECTIONS,
         session_cookie=settings.session.cookie_name,
     )
-    watcher = RevocationWatcher(store, cache, settings.cache.poll_interval)
+    app[WATCHER] = watcher = RevocationWatcher(
+        store, memory.revocations, settings.cache.poll_interval
+    )
     sessions = Sessions(settings, store)
     counters: Counters = (
         RedisCounters(settings.redis.url, settings.redis.timeout)
         if settings.redis.url
-        else MemoryCounters()
+        else memory.counters
     )
     limiter = Limiter(
         settings.limits,
@@ -155,7 +166,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     forwarded_for = ForwardedFor(settings.proxy.trusted_proxies, configured_host(settings))
     app[STORE] = store
     app[CACHE] = cache
-    app[OAUTH] = oauth_server(settings, store, tokens, sessions, forwarded_for)
+    app[OAUTH] = oauth_server(settings, store, tokens, sessions, forwarded_for, counters)
     app[PIPELINE] = Pipeline(
         RouteTable(settings.routes, case_insensitive(settings)),
         authenticator,
@@ -180,7 +191,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         await forwarder.start()
         try:
             async with (
-                background(watcher.run()),
+                background(watcher.run(cache)),
                 background(usage.run(store, settings.usage.flush_interval)),
                 background(app[ACCESS_LOG].run()),
             ):
@@ -191,6 +202,8 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             await counters.close()
     finally:
         await store.close()
+        if NODE_MEMORY not in app:
+            memory.close()  # its own, private one
 
 
 async def jwks(request: web.Request) -> web.Response:
@@ -232,14 +245,30 @@ def add_oauth_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get(JWKS_PATH, jwks)
 
 
-def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
+@web.middleware
+async def publish_changes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A call that may have revoked or changed credentials answers only once the node
+    has been told: then no worker accepts what it revoked, not even on its next
+    request (``RevocationWatcher``)."""
+    try:
+        return await handler(request)
+    finally:
+        if request.method not in SAFE_METHODS:
+            with contextlib.suppress(StoreUnavailable):  # the watcher clears the cache
+                await request.app[WATCHER].publish_changes()
+
+
+def create_app(
+    settings: Settings, metrics: Metrics | None = None, memory: NodeMemory | None = None
+) -> web.Application:
     """The gateway's own endpoints on the public listener (OAuth, management API,
-    dashboard); the proxy engine serves every other path (``engine``)."""
+    dashboard); the proxy engine serves every other path (``engine``). ``memory``:
+    the node's, in a worker; an app of its own has a private one."""
     metrics = metrics or Metrics()
     usage = UsageBook()
     access_log = AccessLog(settings.logging.access_log)
     app = web.Application(
-        middlewares=[observe(metrics, usage, access_log)],
+        middlewares=[observe(metrics, usage, access_log), publish_changes],
         handler_args={"max_field_size": 16384},
         client_max_size=BODY_LIMIT,
     )
@@ -247,6 +276,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     app[METRICS] = metrics
     app[USAGE] = usage
     app[ACCESS_LOG] = access_log
+    if memory is not None:
+        app[NODE_MEMORY] = memory
     app.cleanup_ctx.append(resources)
     setup_templates(app)
     add_oauth_routes(app, settings)

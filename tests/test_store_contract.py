@@ -236,13 +236,12 @@ async def api_key(store: Store, key_id: str) -> ApiKey:
 
 
 async def events_after(store: Store, seq: int) -> list[str]:
-    _, changed = await store.credential_events_since(seq)
-    return changed
+    return [credential_id for _, credential_id in await store.credential_events_since(seq)]
 
 
 async def newest_event(store: Store) -> int:
-    newest, _ = await store.credential_events_since(0)
-    return newest
+    events = await store.credential_events_since(0)
+    return events[-1][0] if events else 0
 
 
 def free_port() -> int:
@@ -486,16 +485,23 @@ async def test_credential_events_come_back_in_order(store: Store) -> None:
     org = await new_org(store)
     keys = [await new_key(store, org, f"key_{c}") for c in "abcd"]
     start = await newest_event(store)
-    assert await store.credential_events_since(start) == (start, [])
+    assert await store.credential_events_since(start) == []
     await store.update_api_key(replace(keys[2], name="x"), T0)
     await store.revoke_api_key(keys[0].id, T0)
     await store.rotate_api_key(keys[3].id, digest("new"), "gwk_new", T0 + 1, T0)
     await store.delete_api_key(keys[1].id, T0)
     await store.revoke_api_key(keys[3].id, T0)
-    newest, changed = await store.credential_events_since(start)
-    assert changed == ["key_c", "key_a", "key_d", "key_b", "key_d"]
-    assert newest > start
-    assert await store.credential_events_since(newest) == (newest, [])
+    events = await store.credential_events_since(start)
+    assert [credential_id for _, credential_id in events] == [
+        "key_c",
+        "key_a",
+        "key_d",
+        "key_b",
+        "key_d",
+    ]
+    seqs = [seq for seq, _ in events]
+    assert seqs == sorted(set(seqs)) and seqs[0] > start
+    assert await store.credential_events_since(seqs[-1]) == []
 
 
 async def test_last_used_never_moves_back_and_counts_add_up(store: Store) -> None:

@@ -1,11 +1,12 @@
 """Signing in with a password: the one gate every password check goes through (the
 login page, and the legacy ``auth_string`` of the client-credentials grant).
 
-Each attempt is counted against a moving window per account and one per client
-address *before* the password is verified, in one atomic step of the `limits`
-library (in process memory, or in Redis with ``redis.url`` so that every node
-sees the same attempts). Counting after the slow Argon2 check let parallel
-guesses through before the first failure was recorded. A successful sign-in
+Each attempt is counted against a sliding window per account and one per client
+address *before* the password is verified, in one atomic step: in the node's
+shared memory, so that every worker sees the same attempts, or in Redis with
+``redis.url`` so that every node does (``gateway.metering.counters``).
+Counting after the slow Argon2 check let parallel guesses through before the
+first failure was recorded. A successful sign-in
 clears its account's window (not its address's: an attacker could otherwise
 reset it by signing in to an account of their own), so the per-account limit
 reads as "failures since the last success"; the per-address window counts every
@@ -18,38 +19,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
-import time
 
-from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits import parse
 
 from gateway.accounts import users
-from gateway.config import RedisSettings, Throttle
+from gateway.config import Throttle
 from gateway.errors import SignInThrottled, SignInUnavailable
+from gateway.metering.counters import Counters
 from gateway.metering.limits import COUNTER_FAILURES
 from gateway.store import Store
 from gateway.store.records import User
+from gateway.wait import resolved
+
+
+def window(text: str) -> tuple[int, int]:
+    """ "5/15 minutes" -> (5, 900): attempts and seconds."""
+    item = parse(text)
+    return item.amount, item.get_expiry()
 
 
 class SignIn:
-    def __init__(self, store: Store, settings: Throttle, redis: RedisSettings) -> None:
+    def __init__(self, store: Store, settings: Throttle, counters: Counters) -> None:
         self.store = store
-        self.per_account = parse(settings.per_account)
-        self.per_ip = parse(settings.per_ip)
-        storage: Storage = MemoryStorage()
-        if redis.url is not None:
-            storage = RedisStorage(
-                "async+" + redis.url,
-                implementation="redispy",
-                key_prefix="gateway:login",
-                wrap_exceptions=True,
-                socket_timeout=redis.timeout,
-                socket_connect_timeout=redis.timeout,
-            )
-        self.limiter = MovingWindowRateLimiter(storage)
+        self.per_account = window(settings.per_account)
+        self.per_ip = window(settings.per_ip)
+        self.counters = counters
         self.verifying = asyncio.Semaphore(os.cpu_count() or 1)
 
     async def check(self, email: str, password: str, ip: str) -> User | None:
@@ -57,9 +52,13 @@ class SignIn:
         is full, SignInUnavailable (503) when the counters cannot be reached."""
         email = email.strip().lower()
         try:
-            for item, key in ((self.per_account, ("acct", email)), (self.per_ip, ("ip", ip))):
-                if not await self.limiter.hit(item, *key):
-                    raise SignInThrottled(await self._wait(item, key))
+            for (limit, period), kind, key in (
+                (self.per_account, "login-acct", email),
+                (self.per_ip, "login-ip", ip),
+            ):
+                wait = await resolved(self.counters.attempt(limit, period, kind, key))
+                if wait is not None:
+                    raise SignInThrottled(wait)
         except COUNTER_FAILURES:
             raise SignInUnavailable() from None
         async with self.verifying:
@@ -67,9 +66,5 @@ class SignIn:
         if user is not None:
             # If the counters are gone, the window ends on its own; the sign-in stands.
             with contextlib.suppress(*COUNTER_FAILURES):
-                await self.limiter.clear(self.per_account, "acct", email)
+                await resolved(self.counters.clear(*self.per_account, "login-acct", email))
         return user
-
-    async def _wait(self, item: RateLimitItem, key: tuple[str, str]) -> int:
-        stats = await self.limiter.get_window_stats(item, *key)
-        return max(1, math.ceil(stats.reset_time - time.time()))

@@ -150,6 +150,11 @@ class Limits(Strict):
 
     per_credential: int | None = Field(10_000, gt=0, description="requests per minute")
     per_org: int | None = Field(10_000, gt=0, description="requests per minute")
+    node_counters: int = Field(
+        65_536,
+        ge=1024,
+        description="slots of the counters table a node's workers share (40 bytes each)",
+    )
 
 
 class RedisSettings(Strict):

@@ -1,12 +1,13 @@
-"""Where requests are counted: in this process (``MemoryCounters``), or in Redis
-shared by every gateway node (``RedisCounters``).
+"""Where requests are counted: in the node's shared memory
+(``gateway.node.shared.NodeCounters``: exact across the node's workers), or in
+Redis shared by every node (``RedisCounters``).
 
-
-Rate limits use the `limits` library's fixed windows on Redis. Quotas use one
-Lua script, so a check and its increment are atomic across nodes. If Redis
-restarts, what is lost is at most the current one-minute window of each rate
-limit; a quota counter is seeded again from the database's request count,
-which lags by at most ``usage.flush_interval`` seconds of traffic.
+Rate limits use the `limits` library's fixed windows on Redis, and its moving
+windows for the login throttle. Quotas use one Lua script, so a check and its
+increment are atomic across nodes. If Redis restarts, what is lost is at most
+the current one-minute window of each rate limit; a quota counter is seeded
+again from the database's request count, which lags by at most
+``usage.flush_interval`` seconds of traffic.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import math
 import time
 from typing import Protocol
 
-from limits import RateLimitItem, RateLimitItemPerMinute
+from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
-from limits.aio.strategies import FixedWindowRateLimiter
+from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from redis.asyncio import Redis
 
 from gateway.wait import Wait
 
-MAX_WINDOWS = 100_000  # counters kept in process before stale windows are dropped
 QUOTA_TTL = 30 * 86400  # an idle quota counter is forgotten (and reseeded) after this
 # KEYS[1] = counter; ARGV = seed from the database, limit, ttl. Returns 1 if taken, 0 if full.
 TAKE = """
@@ -51,45 +51,18 @@ class Counters(Protocol):
         """Count one request against a total quota; False once ``limit`` is reached."""
         ...
 
+    def attempt(
+        self, limit: int, period: int, kind: str, key: str
+    ) -> int | Wait[int | None] | None:
+        """Count one attempt in a window of ``period`` seconds that slides (the login
+        throttle); None if allowed, else seconds to wait."""
+        ...
+
+    def clear(self, limit: int, period: int, kind: str, key: str) -> Wait[None] | None:
+        """Forget the attempts counted for (kind, key) in that window."""
+        ...
+
     async def close(self) -> None: ...
-
-
-class MemoryCounters:
-    """Fixed one-minute windows in a dict: exact for one process (several workers
-    each count their own share). Written here rather than with the `limits`
-    library's MemoryStorage, which starts a timer thread per new counter: the
-    profile of the request path showed it."""
-
-    def __init__(self) -> None:
-        self.windows: dict[tuple[str, str], list[int]] = {}  # (kind, key) -> [window, count]
-        self.used: dict[str, int] = {}
-
-    def hit(self, per_minute: int, kind: str, key: str) -> int | None:
-        now = time.time()
-        window = int(now // 60)
-        slot = self.windows.get((kind, key))
-        if slot is None or slot[0] != window:
-            if len(self.windows) > MAX_WINDOWS:
-                self._forget_before(window)
-            slot = self.windows[(kind, key)] = [window, 0]
-        if slot[1] >= per_minute:
-            return max(1, math.ceil((window + 1) * 60 - now))
-        slot[1] += 1
-        return None
-
-    def _forget_before(self, window: int) -> None:
-        for k in [k for k, slot in self.windows.items() if slot[0] < window]:
-            del self.windows[k]
-
-    def take(self, credential_id: str, limit: int, already_used: int) -> bool:
-        used = max(self.used.get(credential_id, 0), already_used)
-        if used >= limit:
-            return False
-        self.used[credential_id] = used + 1
-        return True
-
-    async def close(self) -> None:
-        return None
 
 
 class RedisCounters:
@@ -106,6 +79,7 @@ class RedisCounters:
             **options,
         )
         self.windows = FixedWindowRateLimiter(self.storage)
+        self.sliding = MovingWindowRateLimiter(self.storage)
         self._take = self.redis.register_script(TAKE)
         self._items: dict[int, RateLimitItem] = {}
 
@@ -132,6 +106,18 @@ class RedisCounters:
         key = f"{self.prefix}:quota:{credential_id}"
         taken = await self._take(keys=[key], args=[already_used, limit, QUOTA_TTL])
         return bool(taken)
+
+    def attempt(self, limit: int, period: int, kind: str, key: str) -> Wait[int | None]:
+        return Wait(self._attempt(RateLimitItemPerSecond(limit, period), kind, key))
+
+    async def _attempt(self, item: RateLimitItem, kind: str, key: str) -> int | None:
+        if await self.sliding.hit(item, kind, key):
+            return None
+        stats = await self.sliding.get_window_stats(item, kind, key)
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    def clear(self, limit: int, period: int, kind: str, key: str) -> Wait[None]:
+        return Wait(self.sliding.clear(RateLimitItemPerSecond(limit, period), kind, key))
 
     async def close(self) -> None:
         await self.redis.aclose()

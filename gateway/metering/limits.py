@@ -5,8 +5,8 @@ rate limits of the credential and of its organization (429 with Retry-After and
 RateLimit-* headers), then the credential's total quota (429). Config defaults
 apply to every credential and organization; a key's own limits only tighten them.
 
-Counting happens in this process or, with ``redis.url``, in Redis shared by
-every node (``gateway.metering.counters``).
+Counting happens in the node's shared memory (exact across its workers) or, with
+``redis.url``, in Redis shared by every node (``gateway.metering.counters``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from gateway.config import Limits as LimitSettings
 from gateway.errors import AddressNotAllowed, LimitsUnavailable, QuotaExceeded, RateLimited
-from gateway.metering.counters import Counters, MemoryCounters
+from gateway.metering.counters import Counters
 from gateway.wait import Wait
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -65,12 +65,12 @@ class Limiter:
     def __init__(
         self,
         settings: LimitSettings,
-        counters: Counters | None = None,
+        counters: Counters,
         *,
         fail_open: bool = False,
         on_failure: Callable[[str], None] = lambda outcome: None,
     ) -> None:
-        self.counters = counters or MemoryCounters()
+        self.counters = counters
         self.per_credential = settings.per_credential
         self.per_org = settings.per_org
         self.fail_open = fail_open

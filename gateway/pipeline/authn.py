@@ -22,6 +22,7 @@ from multidict import MultiMapping
 from gateway import crypto
 from gateway.errors import BadRequest, ServiceUnavailable, Unauthorized
 from gateway.metering.limits import KeyLimits
+from gateway.node.shared import Revocations
 from gateway.store import Store, StoreUnavailable
 from gateway.wait import Wait
 
@@ -95,18 +96,33 @@ def bearer_token(value: str) -> str | None:
 
 
 class CredentialCache:
-    """digest -> Principal, bounded in size and age; evictable by credential id."""
+    """digest -> Principal, bounded in size and age; evictable by credential id. Before
+    each lookup it catches up with the node's revocations (one shared-memory read
+    when there is nothing new)."""
 
-    def __init__(self, ttl: float, max_entries: int) -> None:
+    def __init__(self, ttl: float, max_entries: int, revocations: Revocations) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
+        self.revocations = revocations
+        self.seen = revocations.seq()
         self._entries: dict[str, tuple[Principal, float]] = {}
         self._by_id: dict[str, set[str]] = {}
         # Bumped by every eviction: a lookup that started before one must not cache what
         # it read, which may be the credential just revoked.
         self.evictions = 0
 
+    def catch_up(self) -> None:
+        if self.revocations.seq() == self.seen:
+            return
+        self.seen, changed = self.revocations.since(self.seen)
+        if changed is None:
+            self.clear()
+            return
+        for credential_id in changed:
+            self.evict(credential_id)
+
     def get(self, digest: str, now: float) -> Principal | None:
+        self.catch_up()
         entry = self._entries.get(digest)
         if entry is None:
             return None
@@ -240,34 +256,40 @@ class Authenticator:
 
 
 class RevocationWatcher:
-    """Polls the store's credential events and evicts changed credentials."""
+    """Reads the store's credential events and publishes the changed credentials to
+    the node (``Revocations``), whose workers evict them: right after a call of this
+    worker that may have changed one (``publish_changes``), and every ``interval``
+    for changes made elsewhere (another node, the CLI)."""
 
-    def __init__(self, store: Store, cache: CredentialCache, interval: float) -> None:
+    def __init__(self, store: Store, revocations: Revocations, interval: float) -> None:
         self.store = store
-        self.cache = cache
+        self.revocations = revocations
         self.interval = interval
         self._seq = 0
+        self._published: set[int] = set()  # event seqs within the overlap, already out
 
     async def start(self) -> None:
-        self._seq, _ = await self.store.credential_events_since(0)
+        events = await self.store.credential_events_since(0)
+        self._seq = events[-1][0] if events else 0
 
-    async def poll_once(self) -> None:
+    async def publish_changes(self) -> None:
         # Re-read a window of recent events: on PostgreSQL a transaction that took a lower
         # sequence number can commit after one that took a higher number.
         since = max(0, self._seq - EVENT_OVERLAP)
-        seq, changed = await self.store.credential_events_since(since)
-        self._seq = max(self._seq, seq)
-        for credential_id in changed:
-            self.cache.evict(credential_id)
+        events = await self.store.credential_events_since(since)
+        self.revocations.publish(c for seq, c in events if seq not in self._published)
+        if events:
+            self._seq = max(self._seq, events[-1][0])
+        self._published = {seq for seq, _ in events if seq > self._seq - EVENT_OVERLAP}
 
-    async def run(self) -> None:
+    async def run(self, cache: CredentialCache) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await self.poll_once()
+                await self.publish_changes()
             except StoreUnavailable:
                 # Cannot see revocations: drop the cache so nothing stale is trusted.
-                self.cache.clear()
+                cache.clear()
             except Exception:
                 log.exception("revocation watcher failed; clearing the credential cache")
-                self.cache.clear()
+                cache.clear()

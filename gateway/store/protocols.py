@@ -56,8 +56,8 @@ class KeyStore(Protocol):
     ) -> None: ...
     async def delete_api_key(self, key_id: str, at: float) -> bool: ...
 
-    async def credential_events_since(self, seq: int) -> tuple[int, list[str]]:
-        """Credential ids changed after ``seq``, and the newest seq seen."""
+    async def credential_events_since(self, seq: int) -> list[tuple[int, str]]:
+        """(event seq, credential id) of every change after ``seq``, oldest first."""
         ...
 
     # --- wallets (metered routes) ---

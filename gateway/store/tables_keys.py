@@ -166,10 +166,8 @@ class KeyTables(SqlBase):
                 await self.record_events([key_id], at)
         return bool(deleted)
 
-    async def credential_events_since(self, seq: int) -> tuple[int, list[str]]:
+    async def credential_events_since(self, seq: int) -> list[tuple[int, str]]:
         rows = await self._rows(
             "SELECT seq, credential_id FROM credential_events WHERE seq > ? ORDER BY seq", (seq,)
         )
-        if not rows:
-            return seq, []
-        return rows[-1][0], [r[1] for r in rows]
+        return [(int(r[0]), str(r[1])) for r in rows]

@@ -1,0 +1,1 @@
+"""One node: a supervisor, its workers, and the memory they share."""
