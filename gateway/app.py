@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from gateway import crypto
 from gateway.accounts.sign_in import SignIn
 from gateway.config import Settings, case_insensitive
-from gateway.errors import NoRoute, ServiceUnavailable
+from gateway.errors import NoRoute
 from gateway.http.engine import ENGINE, Engine
 from gateway.http.server import claimed_segments
 from gateway.logs import AccessLog
@@ -28,6 +28,7 @@ from gateway.metering.limits import Limiter
 from gateway.metering.usage import UsageBook
 from gateway.metering.wallet import Wallet
 from gateway.metrics import Metrics
+from gateway.node.segment import node_name
 from gateway.node.shared import NodeMemory
 from gateway.oauth.authorize import Authorization
 from gateway.oauth.introspection import IntrospectionEndpoint
@@ -46,7 +47,7 @@ from gateway.web.consent import ConsentViews
 from gateway.web.dashboard import DASHBOARD, Dashboard, add_dashboard_routes
 from gateway.web.endpoints import View, add_endpoint
 from gateway.web.login import LoginViews
-from gateway.web.middleware import observe, render
+from gateway.web.middleware import observe
 from gateway.web.pages import setup_templates
 from gateway.web.session import Sessions
 
@@ -58,9 +59,9 @@ CACHE: Final = web.AppKey("credential_cache", CredentialCache)
 USAGE: Final = web.AppKey("usage", UsageBook)
 TOKENS: Final = web.AppKey("tokens", TokenService)
 ACCESS_LOG: Final = web.AppKey("access_log", AccessLog)
-PUBLIC_APP: Final = web.AppKey("public_app", web.Application)
 WATCHER: Final = web.AppKey("revocation_watcher", RevocationWatcher)
 NODE_MEMORY: Final = web.AppKey("node_memory", NodeMemory)  # the supervisor's; else private
+WORKER: Final = web.AppKey("worker", int)  # this worker's number in its node
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 UPSTREAM_CONNECTIONS = 256
@@ -174,7 +175,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         forwarded_for,
         limiter,
         usage,
-        Wallet(store),
+        Wallet(store, f"{node_name(settings)}/{app[WORKER]}/{os.getpid()}"),
     )
     own = [resource.canonical for resource in app.router.resources()]
     app[ENGINE] = Engine(app[PIPELINE], metrics, usage, app[ACCESS_LOG], claimed_segments(own),
@@ -259,11 +260,14 @@ async def publish_changes(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def create_app(
-    settings: Settings, metrics: Metrics | None = None, memory: NodeMemory | None = None
+    settings: Settings,
+    metrics: Metrics | None = None,
+    memory: NodeMemory | None = None,
+    worker: int = 0,
 ) -> web.Application:
     """The gateway's own endpoints on the public listener (OAuth, management API,
     dashboard); the proxy engine serves every other path (``engine``). ``memory``:
-    the node's, in a worker; an app of its own has a private one."""
+    the node's, in worker number ``worker``; an app of its own has a private one."""
     metrics = metrics or Metrics()
     usage = UsageBook()
     access_log = AccessLog(settings.logging.access_log)
@@ -276,6 +280,7 @@ def create_app(
     app[METRICS] = metrics
     app[USAGE] = usage
     app[ACCESS_LOG] = access_log
+    app[WORKER] = worker
     if memory is not None:
         app[NODE_MEMORY] = memory
     app.cleanup_ctx.append(resources)
@@ -286,30 +291,21 @@ def create_app(
     return app
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+class AppStatus:
+    """The admin listener's view of an app served on its own (``NodeStatus``)."""
 
+    def __init__(self, public: web.Application) -> None:
+        self.public = public
 
-async def readyz(request: web.Request) -> web.Response:
-    public = request.app[PUBLIC_APP]
-    try:
-        await public[STORE].ping()
-    except (KeyError, StoreUnavailable):
-        return render(ServiceUnavailable("The database is not reachable."), "-")
-    return web.json_response({"status": "ready"})
+    async def metrics(self) -> Metrics:
+        return self.public[METRICS]
 
+    async def unready(self) -> str | None:
+        try:
+            await self.public[STORE].ping()
+        except (KeyError, StoreUnavailable):
+            return "The database is not reachable."
+        return None
 
-async def metrics_view(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def create_admin_app(public: web.Application) -> web.Application:
-    """The admin listener: /metrics, /healthz, /readyz; never on the public port."""
-    admin = web.Application()
-    admin[PUBLIC_APP] = public
-    admin[METRICS] = public[METRICS]
-    admin.router.add_get("/healthz", healthz)
-    admin.router.add_get("/readyz", readyz)
-    admin.router.add_get("/metrics", metrics_view)
-    return admin
+    def workers(self) -> tuple[int, int]:
+        return 1, 1

@@ -3,15 +3,18 @@ methods from a fixed list, statuses are classes, reasons are error codes.
 
 The request path counts into plain dicts and lists (``Tally``, ``Timings``) and
 the registry reads them when scraped (``Collector``). Each worker runs one event
-loop and is scraped from that loop, so nothing needs a lock; prometheus_client's
-own Counter and Histogram take one per update, which the profile of the request
-path showed as a tenth of its time.
+loop and is asked for its ``snapshot`` from that loop, so nothing needs a lock;
+prometheus_client's own Counter and Histogram take one per update, which the
+profile of the request path showed as a tenth of its time. The node's admin
+listener adds the workers' snapshots into one ``Metrics`` (``absorb``) and serves
+that: one set of series per node.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -87,6 +90,18 @@ class Timings:
         return family
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    tallies: list[dict[tuple[str, ...], int]]
+    timings: list[dict[str, tuple[list[int], float]]]  # label -> (bucket counts, sum)
+    active: int
+    cache_entries: int
+
+    def without_gauges(self) -> Snapshot:
+        """What a worker that is gone still adds to the node's counters."""
+        return Snapshot(self.tallies, self.timings, 0, 0)
+
+
 class Scrape(Collector):
     """Hands the registry what ``Metrics`` counted, when it is scraped."""
 
@@ -95,7 +110,7 @@ class Scrape(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         m = self.metrics
-        for tally in (m.requests, m.auth_failures, m.upstream_errors, m.limit_backend_failures):
+        for tally in m.tallies():
             yield tally.family()
         yield m.overhead.family()
         yield m.upstream_latency.family()
@@ -143,6 +158,38 @@ class Metrics:
         self.cache_size: Callable[[], int] = lambda: 0  # set by the credential cache's owner
         self.registry = CollectorRegistry()
         self.registry.register(Scrape(self))
+
+    def tallies(self) -> tuple[Tally, ...]:
+        return (self.requests, self.auth_failures, self.upstream_errors,
+                self.limit_backend_failures)  # fmt: skip
+
+    def snapshot(self) -> Snapshot:
+        """Everything counted so far, as plain data (sent to the node's supervisor)."""
+        return Snapshot(
+            tallies=[dict(t.counts) for t in self.tallies()],
+            timings=[{label: (list(series.counts), series.total)
+                      for label, series in t.series.items()}
+                     for t in (self.overhead, self.upstream_latency)],
+            active=self.active,
+            cache_entries=self.cache_size(),
+        )  # fmt: skip
+
+    def absorb(self, snapshot: Snapshot) -> None:
+        """Add another process's snapshot to these metrics."""
+        for tally, tallied in zip(self.tallies(), snapshot.tallies, strict=True):
+            for values, count in tallied.items():
+                tally.counts[values] = tally.counts.get(values, 0) + count
+        for timings, timed in zip((self.overhead, self.upstream_latency), snapshot.timings,
+                                  strict=True):  # fmt: skip
+            for label, (buckets, total) in timed.items():
+                mine = timings.series.get(label)
+                if mine is None:
+                    mine = timings.series[label] = Series(len(timings.bounds) + 1)
+                mine.counts = [a + b for a, b in zip(mine.counts, buckets, strict=True)]
+                mine.total += total
+        self.active += snapshot.active
+        entries = self.cache_size() + snapshot.cache_entries
+        self.cache_size = lambda: entries
 
     def count_request(self, route: str, method: str, status: str, auth: str) -> None:
         self.requests.inc(route, method, status, auth)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from aiohttp import web
@@ -21,9 +21,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 
 from gateway.accounts import api_keys, users
-from gateway.app import CACHE, STORE, create_admin_app, create_app
+from gateway.app import CACHE, STORE, AppStatus, create_app
 from gateway.config import Settings, settings_from_dict
 from gateway.http.server import GatewayRunner
+from gateway.node.admin import create_admin_app
 from gateway.oauth.clients import RegisteredClient, register_client
 from gateway.store import Org, Store
 from gateway.store.records import User
@@ -255,5 +256,20 @@ async def gw(
     settings = settings_from_dict(config, base_dir=tmp_path)
     app = create_app(settings)
     client = await aiohttp_client(GatewayTestServer(app))
-    admin = await aiohttp_client(create_admin_app(app))
+    admin = await aiohttp_client(create_admin_app(AppStatus(app)))
     yield Gateway(client, app, settings, settings.sqlite_path, admin)
+
+
+class Spawned(Protocol):
+    def kill(self) -> None:
+        """Stop it and everything below it, whatever state it is in."""
+
+
+@pytest.fixture
+def spawned() -> Iterator[list[Spawned]]:
+    """Processes (``nodes.Node``) a test starts for itself; all stopped at teardown,
+    even on failure."""
+    nodes: list[Spawned] = []
+    yield nodes
+    for node in reversed(nodes):
+        node.kill()

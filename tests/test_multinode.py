@@ -17,14 +17,8 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
-import socket
-import sqlite3
-import subprocess
-import sys
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,12 +28,22 @@ import aiohttp
 import asyncpg
 import pytest
 import pytest_asyncio
-import yaml
 from cli_runner import cli_json
-from conftest import base_config, free_port
-from multidict import CIMultiDictProxy
-from processes import clean_env, stop, wait_until_answers
-from prometheus_client.parser import text_string_to_metric_families
+from conftest import free_port
+from nodes import (
+    Node,
+    Reply,
+    cli_key,
+    merge,
+    metric,
+    node_config,
+    outcomes,
+    scrape,
+    send,
+    served_upstream,
+    spread,
+    write_node,
+)
 from redis.asyncio import Redis
 
 from gateway.config import ADMIN_SCOPE
@@ -86,165 +90,11 @@ def with_redis_db(url: str, db: int) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
 
 
-# --- processes --------------------------------------------------------------------
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (Linux /proc)."""
-    found: set[int] = set()
-    pending = [pid]
-    while pending:
-        parent = pending.pop()
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{parent}/task").iterdir():
-                for child in (task / "children").read_text().split():
-                    if int(child) not in found:
-                        found.add(int(child))
-                        pending.append(int(child))
-    return found
-
-
-def command_line(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-@dataclass
-class Node:
-    """One ``gateway serve`` process (maybe a supervisor of workers) and its config."""
-
-    name: str
-    config_path: Path
-    log_path: Path
-    public: str
-    admin: str
-    workers: int = 1
-    proc: subprocess.Popen[bytes] | None = None
-
-    def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "gateway", "--config", str(self.config_path), "serve"]
-        return [*argv, "--workers", str(self.workers)] if self.workers > 1 else argv
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv(),
-                cwd=self.config_path.parent,
-                env=clean_env(),
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        return self.proc
-
-    async def start(self) -> None:
-        """Spawn and wait (bounded) until the admin listener answers /healthz."""
-        proc = self.spawn()
-        await wait_until_answers(f"{self.admin}/healthz", proc, self.log_path)
-
-    async def terminate(self) -> int:
-        """SIGTERM and wait (bounded, without blocking the loop) for the exit code."""
-        proc = self.proc
-        assert proc is not None, f"node {self.name} was never started"
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait(timeout=STOP_TIMEOUT)
-                raise AssertionError(f"node {self.name}: no exit within {STOP_TIMEOUT} s")
-            await asyncio.sleep(0.05)
-        return proc.returncode
-
-    def kill(self) -> None:
-        """Teardown: SIGTERM, then SIGKILL after a grace period, workers included."""
-        if self.proc is None:
-            return
-        below = descendants(self.proc.pid)
-        stop(self.proc)
-        for pid in below:
-            if running(pid):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-
-def node_config(upstream_url: str, public_port: int, admin_port: int) -> dict[str, Any]:
-    config = base_config(upstream_url, Path("unused.db"))
-    config["workers"] = 1  # one process per node; exact per-node metrics, one admin port
-    config["listen"]["port"] = public_port
-    config["admin"]["port"] = admin_port
-    config["cache"] = {"credential_ttl": 30, "poll_interval": 0.2}
-    config["usage"] = {"flush_interval": 3600}  # only the shutdown flush writes usage
-    config["logging"] = {"level": "WARNING"}
-    return config
-
-
-def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def write_node(directory: Path, name: str, config: dict[str, Any], workers: int = 1) -> Node:
-    directory.mkdir(parents=True, exist_ok=True)
-    config_path = directory / f"{name}.yaml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return Node(
-        name=name,
-        config_path=config_path,
-        log_path=directory / f"{name}.stderr",
-        public=f"http://127.0.0.1:{config['listen']['port']}",
-        admin=f"http://127.0.0.1:{config['admin']['port']}",
-        workers=workers,
-    )
-
-
-@pytest.fixture
-def spawned() -> Iterator[list[Node]]:
-    """Nodes a test starts for itself; all stopped at teardown, even on failure."""
-    nodes: list[Node] = []
-    yield nodes
-    for node in reversed(nodes):
-        node.kill()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def upstream_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """One upstream_example process for the whole module."""
-    directory = tmp_path_factory.mktemp("upstream")
-    port = free_port()
-    log_path = directory / "upstream.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "upstream_example", "--port", str(port)],
-            cwd=directory,
-            env=clean_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        await wait_until_answers(f"{url}/status", proc, log_path)
+    async with served_upstream(tmp_path_factory.mktemp("upstream")) as url:
         yield url
-    finally:
-        stop(proc)
 
 
 # --- the cluster: nodes A and B on one schema and one Redis database ----------------
@@ -341,15 +191,6 @@ async def cluster(
         )
 
 
-async def cli_key(config_path: Path, name: str, scopes: str) -> str:
-    """A new key of org acme, minted with ``gateway key create``: its secret."""
-    created = await cli_json(
-        config_path, "key", "create", "--org", "acme", "--name", name, "--scopes", scopes
-    )
-    secret: str = created["key"]
-    return secret
-
-
 async def drop_schema(postgres_url: str, schema: str) -> None:
     conn = await asyncpg.connect(postgres_url, timeout=5)
     try:
@@ -359,70 +200,6 @@ async def drop_schema(postgres_url: str, schema: str) -> None:
 
 
 # --- talking to nodes ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: Any
-    headers: CIMultiDictProxy[str]
-    seconds: float
-
-    @property
-    def error(self) -> str | None:
-        if isinstance(self.body, dict) and isinstance(self.body.get("error"), str):
-            return str(self.body["error"])
-        return None
-
-
-async def send(
-    http: aiohttp.ClientSession,
-    url: str,
-    key: str | None = None,
-    method: str = "GET",
-    headers: dict[str, str] | None = None,
-) -> Reply:
-    sent = dict(headers or {})
-    if key is not None:
-        sent["X-API-Key"] = key
-    started = time.monotonic()
-    async with http.request(method, url, headers=sent) as response:
-        raw = await response.read()
-        body = await response.json() if response.content_type == "application/json" else raw
-        return Reply(response.status, body, response.headers, time.monotonic() - started)
-
-
-async def spread(
-    http: aiohttp.ClientSession, urls: list[str], key: str, concurrency: int
-) -> list[Reply]:
-    """GET every url with ``key``, at most ``concurrency`` at a time."""
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(url: str) -> Reply:
-        async with gate:
-            return await send(http, url, key)
-
-    return list(await asyncio.gather(*(one(u) for u in urls)))
-
-
-def outcomes(replies: list[Reply]) -> Counter[tuple[int, str | None]]:
-    return Counter((r.status, r.error) for r in replies)
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples of ``name`` whose labels include ``labels``."""
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
-
-
-async def scrape(http: aiohttp.ClientSession, admin: str) -> str:
-    async with http.get(f"{admin}/metrics") as response:
-        assert response.status == 200
-        return await response.text()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -686,57 +463,3 @@ async def test_usage_counted_on_both_nodes_survives_a_clean_shutdown(
 
 
 # --- 8: one node, several worker processes ------------------------------------------------
-
-
-def free_port_pair() -> int:
-    """A loopback port p such that p and p + 1 are both free."""
-    for _ in range(100):
-        with socket.socket() as first, socket.socket() as second:
-            first.bind(("127.0.0.1", 0))
-            port = int(first.getsockname()[1])
-            try:
-                second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no two consecutive free ports")
-
-
-async def test_workers_share_one_port_and_stop_together(
-    upstream_url: str, tmp_path: Path, http: aiohttp.ClientSession, spawned: list[Node]
-) -> None:
-    admin_port = free_port_pair()
-    config = node_config(upstream_url, free_port(), admin_port)
-    config["database"] = {"url": f"sqlite:///{tmp_path / 'workers.db'}"}
-    node = write_node(tmp_path, "workers", config, workers=2)
-    spawned.append(node)
-    await cli_json(node.config_path, "org", "create", "acme")
-    key = await cli_key(node.config_path, "workers", "contacts:read")
-    await node.start()
-    admins = [node.admin, f"http://127.0.0.1:{admin_port + 1}"]
-    assert node.proc is not None
-    await wait_until_answers(f"{admins[1]}/healthz", node.proc, node.log_path)
-    with sqlite3.connect(tmp_path / "workers.db") as db:
-        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-
-    fresh = aiohttp.TCPConnector(force_close=True)  # a new connection per request
-    async with aiohttp.ClientSession(connector=fresh, timeout=REQUEST_TIMEOUT) as each:
-        replies = [await send(each, f"{node.public}/contacts", key) for _ in range(40)]
-    assert outcomes(replies) == {(200, None): 40}
-    served = [
-        metric(await scrape(http, admin), "gateway_requests_total", route="/contacts")
-        for admin in admins
-    ]
-    assert sum(served) == 40, served
-    assert all(n > 0 for n in served), f"one worker served everything: {served}"
-
-    below = descendants(node.proc.pid)  # the workers and multiprocessing's resource tracker
-    workers = {pid for pid in below if "spawn_main" in command_line(pid)}
-    assert len(workers) == 2, {pid: command_line(pid) for pid in below}
-    assert await node.terminate() == 0, node.log()
-    assert not [pid for pid in workers if running(pid)], "a worker outlived the supervisor"
-    deadline = time.monotonic() + 2  # the tracker leaves once it reads EOF from the supervisor
-    while left := [pid for pid in below if running(pid)]:
-        assert time.monotonic() < deadline, {pid: command_line(pid) for pid in left}
-        await asyncio.sleep(0.05)
-    assert "Traceback" not in node.log(), node.log()

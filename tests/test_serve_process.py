@@ -200,7 +200,7 @@ async def test_admin_listener_serves_probes_and_metrics(served: Served) -> None:
 
         async with http.get(f"{served.admin}/healthz") as response:
             assert response.status == 200
-            assert await response.json() == {"status": "ok"}
+            assert await response.json() == {"status": "ok", "workers": {"up": 1, "configured": 1}}
         async with http.get(f"{served.admin}/readyz") as response:
             assert response.status == 200
             assert await response.json() == {"status": "ready"}

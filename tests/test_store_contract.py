@@ -867,6 +867,7 @@ async def debit(
     *,
     request_id: str = "req",
     fingerprint: str = FINGERPRINT,
+    holder: str = "node-a/0/100",
     at: float = T0,
 ) -> Debit:
     """Charge as the gateway does: a fingerprint only with an idempotency key."""
@@ -878,6 +879,7 @@ async def debit(
         route="paid",
         idempotency_key=idempotency_key,
         fingerprint=fingerprint if idempotency_key is not None else None,
+        holder=holder,
         at=at,
     )
 
@@ -1016,6 +1018,32 @@ async def test_concurrent_retries_with_one_idempotency_key_are_charged_once(
         assert [r for r in results if r is not paid[0]] == [in_flight] * (retries - 1)
         assert await store.wallet_balance(org.id) == 100 - n * cost
         assert await paid_and_spent(store, key.id) == (n, n * cost)
+
+
+async def test_the_pending_debits_of_a_process_that_is_gone_are_refunded(store: Store) -> None:
+    org = await new_org(store)
+    key = await new_key(store, org, "key_a")
+    await store.wallet_credit(org.id, 100, None, T0)
+    held = {
+        holder: [await charged_by(store, org, key.id, holder) for _ in range(2)]
+        for holder in ("node-a/0/100", "node-a/1/101", "node-ab/0/102", "node-b/0/103")
+    }
+    await store.wallet_settle(held["node-a/1/101"][0], KEPT, T0)  # settled: stays paid
+    assert await store.wallet_balance(org.id) == 92
+    assert await store.wallet_release("node-a/0/100", T0 + 1) == 2
+    assert await store.wallet_balance(org.id) == 94
+    assert await store.wallet_release("node-a/", T0 + 2) == 1  # not node-ab's
+    assert await store.wallet_release("node-a/", T0 + 3) == 0
+    assert await store.wallet_balance(org.id) == 95
+    kinds = [e.kind for e in await store.wallet_entries(org.id, None, 100)]
+    assert kinds.count("refund") == 3 and kinds.count("debit") == 8
+    assert await paid_and_spent(store, key.id) == (5, 5)
+
+
+async def charged_by(store: Store, org: Org, credential_id: str, holder: str) -> int:
+    result = await debit(store, org, credential_id, 1, holder=holder)
+    assert result.seq is not None, result
+    return result.seq
 
 
 async def test_refund_restores_balance_caps_and_idempotency_key(store: Store) -> None:

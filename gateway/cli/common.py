@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from gateway.config import Settings
+from gateway.node.shared import tell_node
 from gateway.store import Store, StoreUnavailable, open_store
 
 EXIT_USAGE = 2
@@ -31,14 +32,19 @@ def emit(args: argparse.Namespace, data: dict[str, Any], lines: Sequence[str]) -
 
 
 def with_store(command: StoreCommand) -> Command:
-    """Run an async command against the connected, migrated store."""
+    """Run an async command against the connected, migrated store; what it revoked or
+    changed is published to the node serving this config on this machine, so that no
+    worker accepts it once the command has returned."""
 
     async def run(settings: Settings, args: argparse.Namespace) -> None:
         store = open_store(settings)
         try:
             await store.connect()
             await store.migrate()
+            before = await store.newest_credential_event()
             await command(store, settings, args)
+            changed = await store.credential_events_since(before)
+            tell_node(settings, [credential_id for _, credential_id in changed])
         except StoreUnavailable as exc:
             raise CliError(f"the database is unavailable: {exc}") from None
         finally:

@@ -43,8 +43,12 @@ def fingerprint(method: str, path: str) -> str:
 
 
 class Wallet:
-    def __init__(self, store: Store) -> None:
+    """``holder`` names this process on its debits: if it dies before a call is
+    settled, its supervisor refunds what it held (``Store.wallet_release``)."""
+
+    def __init__(self, store: Store, holder: str) -> None:
         self.store = store
+        self.holder = holder
 
     async def charge(
         self,
@@ -68,6 +72,7 @@ class Wallet:
             route=route,
             idempotency_key=idempotency_key,
             fingerprint=request_fingerprint if idempotency_key is not None else None,
+            holder=self.holder,
             at=time.time(),
         )
         if debit.refused is not None:

@@ -38,11 +38,15 @@ def memory_folder() -> Path:
     return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
 
 
+def node_name(settings: Settings) -> str:
+    """What tells this node from others sharing its database: its listener."""
+    listen = f"{settings.listen.host}:{settings.listen.port}"
+    return hashlib.sha256(f"{settings.database.url}|{listen}".encode()).hexdigest()[:16]
+
+
 def segment_path(settings: Settings) -> Path:
     """Where a node with these settings keeps its shared memory."""
-    listen = f"{settings.listen.host}:{settings.listen.port}"
-    name = hashlib.sha256(f"{settings.database.url}|{listen}".encode()).hexdigest()[:16]
-    return memory_folder() / f"gateway-node-{name}"
+    return memory_folder() / f"gateway-node-{node_name(settings)}"
 
 
 def private_path() -> Path:

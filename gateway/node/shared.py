@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from gateway.node.segment import HEADER, Segment, private_path
+from gateway.config import Settings
+from gateway.node.segment import HEADER, Segment, private_path, segment_path
 
 RING_SLOTS = 4096
 RING_SLOT = 64  # a length byte, then the id
@@ -227,3 +228,18 @@ class NodeMemory:
 
     def close(self) -> None:
         self.segment.close()
+
+
+def tell_node(settings: Settings, credential_ids: list[str]) -> None:
+    """Publish changed credentials to the node served with these settings on this
+    machine, if there is one (the CLI, after it revoked or changed them)."""
+    if not credential_ids:
+        return
+    try:
+        memory = NodeMemory.attach(segment_path(settings), settings.limits.node_counters)
+    except (OSError, ValueError):
+        return  # no node here (or another layout): it will poll the database
+    try:
+        memory.revocations.publish(credential_ids)
+    finally:
+        memory.close()

@@ -269,8 +269,7 @@ class RevocationWatcher:
         self._published: set[int] = set()  # event seqs within the overlap, already out
 
     async def start(self) -> None:
-        events = await self.store.credential_events_since(0)
-        self._seq = events[-1][0] if events else 0
+        self._seq = await self.store.newest_credential_event()
 
     async def publish_changes(self) -> None:
         # Re-read a window of recent events: on PostgreSQL a transaction that took a lower

@@ -56,6 +56,10 @@ class KeyStore(Protocol):
     ) -> None: ...
     async def delete_api_key(self, key_id: str, at: float) -> bool: ...
 
+    async def newest_credential_event(self) -> int:
+        """The seq of the newest credential event (0 if none)."""
+        ...
+
     async def credential_events_since(self, seq: int) -> list[tuple[int, str]]:
         """(event seq, credential id) of every change after ``seq``, oldest first."""
         ...
@@ -98,6 +102,7 @@ class WalletStore(Protocol):
         route: str,
         idempotency_key: str | None,
         fingerprint: str | None,
+        holder: str,
         at: float,
     ) -> Debit:
         """Atomically: check the key's caps, take ``cost`` from the wallet (never below
@@ -111,6 +116,11 @@ class WalletStore(Protocol):
         ...
 
     async def wallet_refund(self, debit_seq: int, at: float) -> None: ...
+    async def wallet_release(self, holder: str, at: float) -> int:
+        """Refund the pending debits of a process that is gone (``holder``, or every
+        holder under a prefix ending in "/"); how many."""
+        ...
+
     async def wallet_entries(
         self, org_id: str, before_seq: int | None, limit: int
     ) -> list[WalletEntry]: ...

@@ -166,6 +166,10 @@ class KeyTables(SqlBase):
                 await self.record_events([key_id], at)
         return bool(deleted)
 
+    async def newest_credential_event(self) -> int:
+        rows = await self._rows("SELECT MAX(seq) FROM credential_events", ())
+        return int(rows[0][0] or 0) if rows else 0
+
     async def credential_events_since(self, seq: int) -> list[tuple[int, str]]:
         rows = await self._rows(
             "SELECT seq, credential_id FROM credential_events WHERE seq > ? ORDER BY seq", (seq,)

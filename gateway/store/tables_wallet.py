@@ -55,6 +55,7 @@ class WalletTables(SqlBase):
         route: str,
         idempotency_key: str | None,
         fingerprint: str | None,
+        holder: str,
         at: float,
     ) -> Debit:
         try:
@@ -76,10 +77,10 @@ class WalletTables(SqlBase):
                 try:
                     rows = await self._rows(
                         "INSERT INTO wallet_transactions (org_id, amount, balance_after, kind, "
-                        "request_id, credential_id, route, idempotency_key, fingerprint, at) "
-                        "VALUES (?, ?, ?, 'debit', ?, ?, ?, ?, ?, ?) RETURNING seq",
+                        "request_id, credential_id, route, idempotency_key, fingerprint, "
+                        "holder, at) VALUES (?, ?, ?, 'debit', ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
                         (org_id, -cost, balance, request_id, credential_id, route,
-                         idempotency_key, fingerprint, at),
+                         idempotency_key, fingerprint, holder, at),
                     )  # fmt: skip
                 except Conflict:
                     # Another node charged the same idempotency key a moment ago.
@@ -202,6 +203,26 @@ class WalletTables(SqlBase):
                 "VALUES (?, ?, ?, 'refund', ?, ?, ?, 'the call did not succeed', ?)",
                 (org_id, cost, balance, request_id, credential_id, route, at),
             )
+
+    async def wallet_release(self, holder: str, at: float) -> int:
+        """Refund every debit still pending whose holder is ``holder`` or, for a
+        ``holder`` ending in "/", starts with it: the process that took it is gone.
+        Returns how many."""
+        if holder.endswith("/"):
+            rows = await self._rows(
+                "SELECT seq FROM wallet_transactions WHERE kind = 'debit' AND settled = ? "
+                "AND substr(holder, 1, ?) = ?",
+                (PENDING, len(holder), holder),
+            )
+        else:
+            rows = await self._rows(
+                "SELECT seq FROM wallet_transactions WHERE kind = 'debit' AND settled = ? "
+                "AND holder = ?",
+                (PENDING, holder),
+            )
+        for (seq,) in rows:
+            await self.wallet_refund(int(seq), at)
+        return len(rows)
 
     async def wallet_entries(
         self, org_id: str, before_seq: int | None, limit: int

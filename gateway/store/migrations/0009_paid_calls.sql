@@ -10,3 +10,7 @@ CREATE TABLE kept_answers (
     at           DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX kept_answers_at ON kept_answers(at);
+-- The worker process that took a debit: if it dies before the call is settled, the
+-- debit is refunded (the client never had a successful answer).
+ALTER TABLE wallet_transactions ADD COLUMN holder TEXT;
+CREATE INDEX wallet_transactions_pending ON wallet_transactions(holder, settled);

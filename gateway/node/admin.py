@@ -1,0 +1,64 @@
+"""The admin listener: /metrics, /healthz, /readyz for the whole node, never on the
+public port. The supervisor serves it (``gateway.node.supervisor``) from what its
+workers report; an app served on its own reports for itself."""
+
+from __future__ import annotations
+
+from typing import Final, Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.errors import ServiceUnavailable
+from gateway.metrics import Metrics
+from gateway.web.middleware import render
+
+
+class NodeStatus(Protocol):
+    async def metrics(self) -> Metrics:
+        """The node's totals."""
+        ...
+
+    async def unready(self) -> str | None:
+        """Why the node cannot serve yet (a worker down, the database unreachable);
+        None when it can."""
+        ...
+
+    def workers(self) -> tuple[int, int]:
+        """Workers up, workers configured."""
+        ...
+
+
+STATUS: Final = web.AppKey("node_status", NodeStatus)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the node's process answers. Workers that are down are replaced by the
+    supervisor, so they make it "degraded", never unhealthy."""
+    up, configured = request.app[STATUS].workers()
+    return web.json_response({
+        "status": "ok" if up == configured else "degraded",
+        "workers": {"up": up, "configured": configured},
+    })  # fmt: skip
+
+
+async def readyz(request: web.Request) -> web.Response:
+    why = await request.app[STATUS].unready()
+    if why is not None:
+        return render(ServiceUnavailable(why), "-")
+    return web.json_response({"status": "ready"})
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    metrics = await request.app[STATUS].metrics()
+    body = generate_latest(metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_admin_app(status: NodeStatus) -> web.Application:
+    admin = web.Application()
+    admin[STATUS] = status
+    admin.router.add_get("/healthz", healthz)
+    admin.router.add_get("/readyz", readyz)
+    admin.router.add_get("/metrics", metrics_view)
+    return admin
