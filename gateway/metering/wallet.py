@@ -84,10 +84,9 @@ class Wallet:
         return debit.seq
 
     async def settle(self, debit_seq: int, kept: KeptAnswer | None) -> None:
-        """Only a call that carried an Idempotency-Key needs its success recorded,
-        with its answer."""
-        if kept is not None:
-            await self.store.wallet_settle(debit_seq, kept, time.time())
+        """The call succeeded: its debit stands (and is not refunded should this process
+        die), with the answer to replay if it carried an Idempotency-Key."""
+        await self.store.wallet_settle(debit_seq, kept, time.time())
 
     async def refund(self, debit_seq: int) -> None:
         await self.store.wallet_refund(debit_seq, time.time())

@@ -111,8 +111,8 @@ class WalletStore(Protocol):
         the answer kept for it."""
         ...
 
-    async def wallet_settle(self, debit_seq: int, kept: KeptAnswer, at: float) -> None:
-        """Mark a debit's call as succeeded and keep its answer for its retries."""
+    async def wallet_settle(self, debit_seq: int, kept: KeptAnswer | None, at: float) -> None:
+        """Mark a debit's call as succeeded and keep its answer (if any) for retries."""
         ...
 
     async def wallet_refund(self, debit_seq: int, at: float) -> None: ...

@@ -130,13 +130,18 @@ class WalletTables(SqlBase):
             body=base64.b64decode(body) if body is not None else None,
         )
 
-    async def wallet_settle(self, debit_seq: int, kept: KeptAnswer, at: float) -> None:
-        """Mark the call succeeded and keep its answer; answers past the idempotency
-        window are dropped on the way."""
+    async def wallet_settle(self, debit_seq: int, kept: KeptAnswer | None, at: float) -> None:
+        """Mark the call succeeded and keep its answer, if it has one to keep; answers
+        past the idempotency window are dropped on the way."""
+        if kept is None:
+            await self._write(
+                "UPDATE wallet_transactions SET settled = ? WHERE seq = ?", (SUCCEEDED, debit_seq)
+            )
+            return
         body = base64.b64encode(kept.body).decode("ascii") if kept.body is not None else None
         async with self.transaction():
             await self._write(
-                "UPDATE wallet_transactions SET settled = 1 WHERE seq = ?", (debit_seq,)
+                "UPDATE wallet_transactions SET settled = ? WHERE seq = ?", (SUCCEEDED, debit_seq)
             )
             await self._write("DELETE FROM kept_answers WHERE at < ?", (at - IDEMPOTENCY_WINDOW,))
             await self._write(
