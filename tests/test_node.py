@@ -61,19 +61,24 @@ def http() -> Iterator[Callable[[], aiohttp.ClientSession]]:
     )
 
 
-async def two_workers(
-    tmp_path: Path, upstream_url: str, spawned: list[Spawned], **changes: Any
-) -> Node:
+@pytest.fixture
+async def node(tmp_path: Path, upstream_url: str, spawned: list[Spawned]) -> Node:
+    """A node of two workers on SQLite, no Redis, serving org acme."""
     config = node_config(upstream_url, free_port(), free_port())
     config["workers"] = 2
     config["database"] = {"url": f"sqlite:///{tmp_path / 'node.db'}"}
     config["cache"] = {"credential_ttl": 600, "poll_interval": SLOW_POLL}
-    config.update(changes)
+    config["management"] = {"rotation_grace": 0}
     node = write_node(tmp_path, "node", config, workers=2)
     spawned.append(node)
     await cli_json(node.config_path, "org", "create", "acme")
     await node.start()
     return node
+
+
+@pytest.fixture
+async def reader(node: Node) -> dict[str, str]:
+    return {"X-API-Key": await cli_key(node.config_path, "reader", "contacts:read")}
 
 
 async def statuses(
@@ -98,12 +103,8 @@ async def warm(session: aiohttp.ClientSession, url: str, headers: dict[str, str]
 
 
 async def test_a_revocation_holds_on_every_worker_the_moment_it_returns(
-    tmp_path: Path,
-    upstream_url: str,
-    spawned: list[Spawned],
-    http: Callable[[], aiohttp.ClientSession],
+    node: Node, http: Callable[[], aiohttp.ClientSession]
 ) -> None:
-    node = await two_workers(tmp_path, upstream_url, spawned, management={"rotation_grace": 0})
     admin = {"X-API-Key": await cli_key(node.config_path, "admin", "gateway:admin")}
     contacts = f"{node.public}/contacts"
     async with http() as session:
@@ -183,12 +184,8 @@ async def within_one_minute() -> None:
 
 
 async def test_limits_count_once_for_the_node_whichever_worker_serves(
-    tmp_path: Path,
-    upstream_url: str,
-    spawned: list[Spawned],
-    http: Callable[[], aiohttp.ClientSession],
+    node: Node, http: Callable[[], aiohttp.ClientSession]
 ) -> None:
-    node = await two_workers(tmp_path, upstream_url, spawned)
     admin = {"X-API-Key": await cli_key(node.config_path, "admin", "gateway:admin")}
     contacts = f"{node.public}/contacts"
     async with http() as session:
@@ -255,13 +252,9 @@ def listening_ports(pids: set[int]) -> set[int]:
 
 
 async def test_the_node_has_one_admin_listener_with_the_node_s_totals(
-    tmp_path: Path,
-    upstream_url: str,
-    spawned: list[Spawned],
-    http: Callable[[], aiohttp.ClientSession],
+    node: Node, reader: dict[str, str], http: Callable[[], aiohttp.ClientSession]
 ) -> None:
-    node = await two_workers(tmp_path, upstream_url, spawned)
-    key = {"X-API-Key": await cli_key(node.config_path, "reader", "contacts:read")}
+
     assert node.proc is not None
     processes = {node.proc.pid, *descendants(node.proc.pid)}
     public_port = int(node.public.rsplit(":", 1)[1])
@@ -271,7 +264,7 @@ async def test_the_node_has_one_admin_listener_with_the_node_s_totals(
         assert listening_ports({pid}) <= {public_port}, command_line(pid)
 
     async with http() as session:
-        assert await statuses(session, f"{node.public}/contacts", key, 60) == {200: 60}
+        assert await statuses(session, f"{node.public}/contacts", reader, 60) == {200: 60}
         text = await scrape(session, node.admin)
         assert metric(text, "gateway_requests_total", route="/contacts") == 60
         count = metric(text, "gateway_overhead_seconds_count", route="/contacts")
@@ -291,23 +284,19 @@ def workers_of(node: Node) -> set[int]:
 
 
 async def test_a_worker_killed_is_replaced_and_the_node_keeps_serving(
-    tmp_path: Path,
-    upstream_url: str,
-    spawned: list[Spawned],
-    http: Callable[[], aiohttp.ClientSession],
+    node: Node, reader: dict[str, str], http: Callable[[], aiohttp.ClientSession]
 ) -> None:
-    node = await two_workers(tmp_path, upstream_url, spawned)
-    key = {"X-API-Key": await cli_key(node.config_path, "reader", "contacts:read")}
+
     before = workers_of(node)
     assert len(before) == 2
     async with http() as session:
-        assert await statuses(session, f"{node.public}/contacts", key, 20) == {200: 20}
+        assert await statuses(session, f"{node.public}/contacts", reader, 20) == {200: 20}
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
         await asyncio.sleep(0.05)
         # The other worker serves meanwhile.
-        assert await statuses(session, f"{node.public}/contacts", key, 20) == {200: 20}
+        assert await statuses(session, f"{node.public}/contacts", reader, 20) == {200: 20}
         while True:
             async with session.get(f"{node.admin}/healthz") as resp:
                 health = await resp.json()
@@ -317,7 +306,7 @@ async def test_a_worker_killed_is_replaced_and_the_node_keeps_serving(
             await asyncio.sleep(0.05)
         after = workers_of(node)
         assert len(after) == 2 and victim not in after
-        assert await statuses(session, f"{node.public}/contacts", key, 20) == {200: 20}
+        assert await statuses(session, f"{node.public}/contacts", reader, 20) == {200: 20}
         text = await scrape(session, node.admin)
         # What the dead worker had counted before it was last asked stays counted.
         assert metric(text, "gateway_requests_total", route="/contacts") >= 40
@@ -326,21 +315,19 @@ async def test_a_worker_killed_is_replaced_and_the_node_keeps_serving(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_a_signal_drains_every_worker_and_exits_0(
-    tmp_path: Path,
-    upstream_url: str,
-    spawned: list[Spawned],
+    node: Node,
+    reader: dict[str, str],
     http: Callable[[], aiohttp.ClientSession],
     sig: signal.Signals,
 ) -> None:
-    node = await two_workers(tmp_path, upstream_url, spawned)
-    key = {"X-API-Key": await cli_key(node.config_path, "reader", "contacts:read")}
+
     workers = workers_of(node)
     assert node.proc is not None
     async with http() as session:
 
         async def slow() -> int:
             # The upstream answers after 0.45 s (its timeout is 0.5 s).
-            async with session.get(f"{node.public}/slow?delay=0.45", headers=key) as resp:
+            async with session.get(f"{node.public}/slow?delay=0.45", headers=reader) as resp:
                 await resp.read()
                 return resp.status
 
