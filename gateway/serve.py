@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Lock
 from typing import Any
 
 from aiohttp import web
@@ -52,15 +53,16 @@ def run_loop(main: Coroutine[Any, Any, int | None]) -> int | None:
         return runner.run(main)
 
 
-def worker_main(settings: Settings, index: int, conn: Connection) -> None:
-    """A worker process: started by the supervisor, with one end of its pipe."""
+def worker_main(settings: Settings, index: int, conn: Connection, locks: list[Lock]) -> None:
+    """A worker process: started by the supervisor, with one end of its pipe and the
+    locks of the node's counters."""
     logs.configure(settings.logging.level)
-    run_loop(serve(settings, index, conn))
+    run_loop(serve(settings, index, conn, locks))
 
 
-async def serve(settings: Settings, index: int, conn: Connection) -> None:
+async def serve(settings: Settings, index: int, conn: Connection, locks: list[Lock]) -> None:
     raise_file_limit()
-    memory = NodeMemory.attach(segment_path(settings), settings.limits.node_counters)
+    memory = NodeMemory.attach(segment_path(settings), settings.limits.node_counters, locks)
     public = create_app(settings, memory=memory, worker=index)
     runner = GatewayRunner(
         public, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE

@@ -19,16 +19,21 @@ the database's request count).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import math
+import multiprocessing
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from multiprocessing.synchronize import Lock
 from pathlib import Path
 
 from gateway.config import Settings
 from gateway.node.segment import HEADER, Segment, private_path, segment_path
 
+log = logging.getLogger("gateway.node")
 RING_SLOTS = 4096
 RING_SLOT = 64  # a length byte, then the id
 RING = 64 + RING_SLOTS * RING_SLOT  # the sequence number, padded, then the slots
@@ -36,12 +41,14 @@ CLEAR_ALL = 255  # a length byte that means "forget every cached credential"
 REGIONS = 64
 PROBES = 32
 SLOT = struct.Struct("<16sqqq")  # digest, window, count, count in the previous window
+WINDOW = struct.Struct("<q")
+COUNTS = struct.Struct("<qqq")
+LOCK_WAIT = 0.5  # seconds: a region lock held this long belonged to a dead worker
 EMPTY = bytes(16)
 SEQ = struct.Struct("<Q")
 RING_LOCK = REGIONS  # regions take locks 0 .. REGIONS - 1
 MAX_DIGESTS = 100_000  # digests remembered per process before the memo starts again
-# (count, previous window's count, seconds into the window) -> the new two and the answer
-Step = Callable[[int, int, float], tuple[int, int, int | None]]
+Step = Callable[[int, int, float, int, int, int], tuple[int, int, int | None]]
 
 
 def segment_size(counters: int) -> int:
@@ -101,128 +108,170 @@ class Revocations:
 
 class NodeCounters:
     """The counters table (``gateway.metering.counters.Counters``), exact across the
-    node's workers. Counting never waits."""
+    node's workers. Counting never waits.
 
-    def __init__(self, segment: Segment, capacity: int) -> None:
-        self.segment = segment
-        self.view = segment.view
+    A region's lock is a process-shared semaphore, taken and given back without a
+    system call when nobody else holds it (the request path takes two per request
+    by default; record locks, a system call each way, cost ten times as much). A
+    worker killed while holding one would leave it taken: a lock not had within
+    ``LOCK_WAIT`` (thousands of times longer than anyone holds it) is taken to be a
+    dead worker's, and is taken over."""
+
+    def __init__(self, segment: Segment, capacity: int, locks: Sequence[Lock]) -> None:
+        self.map = segment.map
         self.base = HEADER + RING
         self.region_slots = capacity // REGIONS
-        self._digests: dict[tuple[str, str], tuple[bytes, int]] = {}
+        self.probes = min(PROBES, self.region_slots)
+        self.locks = locks
+        self._digests: dict[tuple[str, str], tuple[bytes, int, int]] = {}
 
-    def _digest(self, kind: str, key: str) -> tuple[bytes, int]:
+    def _digest(self, kind: str, key: str) -> tuple[bytes, int, int]:
+        """The digest of what is counted, its region and the offset of its home slot."""
         found = self._digests.get((kind, key))
         if found is None:
             if len(self._digests) >= MAX_DIGESTS:
                 self._digests.clear()
             digest = hashlib.blake2b(f"{kind}\0{key}".encode(), digest_size=16).digest()
-            found = self._digests[(kind, key)] = (digest, digest[0] % REGIONS)
+            region = digest[0] % REGIONS
+            home = int.from_bytes(digest[8:], "little") % self.region_slots
+            found = self._digests[(kind, key)] = (digest, region, home)
         return found
 
-    def _slot(self, digest: bytes, region: int) -> tuple[int, bool]:
+    def _slot(self, digest: bytes, region: int, home: int) -> tuple[int, bool]:
         """The slot counting ``digest`` (found), or the one to take for it; under the
         region's lock."""
-        view, size = self.view, SLOT.size
-        first = self.base + region * self.region_slots * size
-        home = int.from_bytes(digest[8:], "little") % self.region_slots
+        data, size, slots = self.map, SLOT.size, self.region_slots
+        first = self.base + region * slots * size
         stalest, stalest_window = -1, math.inf
-        for probe in range(min(PROBES, self.region_slots)):
-            at = first + ((home + probe) % self.region_slots) * size
-            held = view[at : at + 16]
+        for probe in range(self.probes):
+            at = first + ((home + probe) % slots) * size
+            held = data[at : at + 16]
             if held == digest:
                 return at, True
             if held == EMPTY:
                 return at, False
-            window = SLOT.unpack_from(view, at)[1]
+            window = WINDOW.unpack_from(data, at + 16)[0]
             if window < stalest_window:
                 stalest, stalest_window = at, window
         return stalest, False
 
-    def _update(self, kind: str, key: str, period: int, step: Step) -> int | None:
+    def _lock(self, region: int) -> Lock:
+        lock = self.locks[region]
+        if not lock.acquire(True, LOCK_WAIT):
+            log.warning("counters region %d was held for %.1f s: taking it over", region, LOCK_WAIT)
+        return lock
+
+    def _update(
+        self, kind: str, key: str, period: int, step: Step, a: int, b: int = 0
+    ) -> int | None:
         """Read the slot of (kind, key) for the current window of ``period`` seconds
         (0: one count that never restarts), let ``step`` decide, and write back what it
         returns. The window is also when the slot was last used."""
-        digest, region = self._digest(kind, key)
+        digest, region, home = self._digests.get((kind, key)) or self._digest(kind, key)
         now = time.time()
         window = int(now // (period or 60))
-        self.segment.lock(region)
+        lock = self._lock(region)
         try:
-            at, found = self._slot(digest, region)
-            held, count, previous = (SLOT.unpack_from(self.view, at)[1:]) if found else (0, 0, 0)
+            at, found = self._slot(digest, region, home)
+            held, count, previous = COUNTS.unpack_from(self.map, at + 16) if found else (0, 0, 0)
             if held != window and period:
                 previous = count if held == window - 1 else 0
                 count = 0
-            count, previous, answer = step(count, previous, now - window * period)
-            SLOT.pack_into(self.view, at, digest, window, count, previous)
+            count, previous, answer = step(count, previous, now - window * period, period, a, b)
+            SLOT.pack_into(self.map, at, digest, window, count, previous)
             return answer
         finally:
-            self.segment.unlock(region)
+            with contextlib.suppress(ValueError):  # given back already by a take-over
+                lock.release()
 
     def hit(self, per_minute: int, kind: str, key: str) -> int | None:
         """A fixed one-minute window; None if allowed, else seconds until it ends."""
-
-        def step(count: int, previous: int, elapsed: float) -> tuple[int, int, int | None]:
-            if count >= per_minute:
-                return count, previous, max(1, math.ceil(60 - elapsed))
-            return count + 1, previous, None
-
-        return self._update(kind, key, 60, step)
+        return self._update(kind, key, 60, fixed_window, per_minute)
 
     def take(self, credential_id: str, limit: int, already_used: int) -> bool:
         """One request of a total quota; False once ``limit`` is reached."""
-
-        def step(count: int, previous: int, elapsed: float) -> tuple[int, int, int | None]:
-            used = max(count, already_used)
-            return (used, 0, 1) if used >= limit else (used + 1, 0, None)
-
-        return self._update("quota", credential_id, 0, step) is None
+        return self._update("quota", credential_id, 0, quota, limit, already_used) is None
 
     def attempt(self, limit: int, period: int, kind: str, key: str) -> int | None:
         """A window of ``period`` seconds that slides: the previous window's count
         weighs as much as it still overlaps. None if allowed, else seconds to wait."""
-
-        def step(count: int, previous: int, elapsed: float) -> tuple[int, int, int | None]:
-            overlap = previous * (1 - elapsed / period)
-            if count + overlap >= limit:
-                if count >= limit or previous == 0:
-                    return count, previous, max(1, math.ceil(period - elapsed))
-                # until enough of the previous window has slid out
-                free_at = period * (1 - (limit - count) / previous)
-                return count, previous, max(1, math.ceil(free_at - elapsed))
-            return count + 1, previous, None
-
-        return self._update(kind, key, period, step)
+        return self._update(kind, key, period, sliding_window, limit)
 
     def clear(self, limit: int, period: int, kind: str, key: str) -> None:
-        self._update(kind, key, period, lambda count, previous, elapsed: (0, 0, None))
+        self._update(kind, key, period, cleared, 0)
 
     async def close(self) -> None:
         return None
 
 
+# The steps of ``NodeCounters._update``: (count, previous window's count, seconds into
+# the window, window length, two arguments) -> the new two counts and the answer.
+
+
+def fixed_window(
+    count: int, previous: int, elapsed: float, period: int, limit: int, _: int
+) -> tuple[int, int, int | None]:
+    if count >= limit:
+        return count, previous, max(1, math.ceil(period - elapsed))
+    return count + 1, previous, None
+
+
+def quota(
+    count: int, previous: int, elapsed: float, period: int, limit: int, already_used: int
+) -> tuple[int, int, int | None]:
+    used = max(count, already_used)
+    return (used, 0, 1) if used >= limit else (used + 1, 0, None)
+
+
+def sliding_window(
+    count: int, previous: int, elapsed: float, period: int, limit: int, _: int
+) -> tuple[int, int, int | None]:
+    overlap = previous * (1 - elapsed / period)
+    if count + overlap < limit:
+        return count + 1, previous, None
+    if count >= limit or previous == 0:
+        return count, previous, max(1, math.ceil(period - elapsed))
+    free_at = period * (1 - (limit - count) / previous)  # enough of it has slid out
+    return count, previous, max(1, math.ceil(free_at - elapsed))
+
+
+def cleared(
+    count: int, previous: int, elapsed: float, period: int, _: int, __: int
+) -> tuple[int, int, int | None]:
+    return 0, 0, None
+
+
+def region_locks() -> list[Lock]:
+    """The counters table's locks: made by the supervisor, handed to each worker as
+    it is started (a semaphore cannot be found by name later)."""
+    context = multiprocessing.get_context("spawn")
+    return [context.Lock() for _ in range(REGIONS)]
+
+
 class NodeMemory:
     """The node's segment and what it holds."""
 
-    def __init__(self, segment: Segment, counters: int) -> None:
+    def __init__(self, segment: Segment, counters: int, locks: Sequence[Lock]) -> None:
         self.segment = segment
         self.revocations = Revocations(segment)
-        self.counters = NodeCounters(segment, counters)
+        self.counters = NodeCounters(segment, counters, locks)
 
     @classmethod
-    def create(cls, path: Path, counters: int) -> NodeMemory:
+    def create(cls, path: Path, counters: int, locks: Sequence[Lock]) -> NodeMemory:
         """The supervisor's: a new, zeroed segment at ``path``."""
-        return cls(Segment(path, segment_size(counters), create=True), counters)
+        return cls(Segment(path, segment_size(counters), create=True), counters, locks)
 
     @classmethod
-    def attach(cls, path: Path, counters: int) -> NodeMemory:
-        """A worker's (or the CLI's): the supervisor's segment."""
-        return cls(Segment(path, segment_size(counters), create=False), counters)
+    def attach(cls, path: Path, counters: int, locks: Sequence[Lock]) -> NodeMemory:
+        """A worker's: the supervisor's segment."""
+        return cls(Segment(path, segment_size(counters), create=False), counters, locks)
 
     @classmethod
     def private(cls, counters: int) -> NodeMemory:
         """A node of one process (an app served in tests): its own segment, unlinked
         at once, so nothing is left behind."""
-        memory = cls.create(private_path(), counters)
+        locks = [multiprocessing.Lock() for _ in range(REGIONS)]
+        memory = cls.create(private_path(), counters, locks)
         memory.segment.unlink()
         return memory
 
@@ -235,11 +284,12 @@ def tell_node(settings: Settings, credential_ids: list[str]) -> None:
     machine, if there is one (the CLI, after it revoked or changed them)."""
     if not credential_ids:
         return
+    size = segment_size(settings.limits.node_counters)
     try:
-        memory = NodeMemory.attach(segment_path(settings), settings.limits.node_counters)
+        segment = Segment(segment_path(settings), size, create=False)
     except (OSError, ValueError):
         return  # no node here (or another layout): it will poll the database
     try:
-        memory.revocations.publish(credential_ids)
+        Revocations(segment).publish(credential_ids)
     finally:
-        memory.close()
+        segment.close()

@@ -36,7 +36,7 @@ from gateway.metrics import Metrics, Snapshot
 from gateway.node.admin import create_admin_app
 from gateway.node.control import SupervisorSide
 from gateway.node.segment import node_name, segment_path
-from gateway.node.shared import NodeMemory
+from gateway.node.shared import NodeMemory, region_locks
 from gateway.store import Store, StoreUnavailable, open_store
 
 log = logging.getLogger("gateway")
@@ -78,6 +78,7 @@ class Supervisor:
         self.failed = False
         self.all_listening = asyncio.Event()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.locks = region_locks()
 
     async def run(self) -> int:
         """Serve until SIGTERM or SIGINT; the exit status."""
@@ -92,7 +93,7 @@ class Supervisor:
             await store.migrate()  # once, before any worker opens the database
             await self._release(store, self.node + "/")  # a previous life's debits
             memory = NodeMemory.create(
-                segment_path(self.settings), self.settings.limits.node_counters
+                segment_path(self.settings), self.settings.limits.node_counters, self.locks
             )
             for index in range(self.configured):
                 self._start(index, store)
@@ -133,7 +134,9 @@ class Supervisor:
 
         ours, theirs = self.context.Pipe()
         process = self.context.Process(
-            target=worker_main, args=(self.settings, index, theirs), name=f"gateway-worker-{index}"
+            target=worker_main,
+            args=(self.settings, index, theirs, self.locks),
+            name=f"gateway-worker-{index}",
         )
         process.start()
         theirs.close()
