@@ -39,6 +39,7 @@ from gateway.oauth.token_endpoint import TokenEndpoint
 from gateway.oauth.token_service import TokenService
 from gateway.pipeline import Pipeline
 from gateway.pipeline.authn import Authenticator, CredentialCache, RevocationWatcher
+from gateway.pipeline.decision import Decisions
 from gateway.pipeline.headers import ForwardedFor
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import RouteTable
@@ -178,8 +179,12 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         Wallet(store, f"{node_name(settings)}/{app[WORKER]}/{os.getpid()}"),
     )
     own = [resource.canonical for resource in app.router.resources()]
+    decisions = (
+        Decisions(settings.decision.path, forwarded_for) if settings.decision.enabled else None
+    )
     app[ENGINE] = Engine(app[PIPELINE], metrics, usage, app[ACCESS_LOG], claimed_segments(own),
-                         settings.proxy.header_timeout, settings.proxy.max_connections)  # fmt: skip
+                         settings.proxy.header_timeout, settings.proxy.max_connections,
+                         decisions)  # fmt: skip
     manage_auth = ManagementAuth(store, authenticator, limiter, sessions, forwarded_for)
     app[MANAGEMENT] = management_api(store, settings, manage_auth, usage)
     app[DASHBOARD] = Dashboard(store, settings, sessions, app[MANAGEMENT], usage)

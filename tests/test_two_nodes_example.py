@@ -49,6 +49,7 @@ def nginx_binary() -> str:
 
 def assert_free(port: int) -> None:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -29,6 +29,7 @@ from gateway.config.sections import (
     Cache,
     DashboardSettings,
     Database,
+    Decision,
     Limits,
     Listener,
     Logging,
@@ -64,6 +65,7 @@ class Settings(Strict):
     upstreams: dict[str, Upstream] = Field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     proxy: Proxy = Proxy()
+    decision: Decision = Decision()
     limits: Limits = Limits()
     redis: RedisSettings = RedisSettings()
     cache: Cache = Cache()
@@ -325,6 +327,7 @@ __all__ = [
     "ConfigError",
     "DashboardSettings",
     "Database",
+    "Decision",
     "Limits",
     "Listener",
     "Logging",

@@ -145,6 +145,21 @@ class Proxy(Strict):
         return cidrs
 
 
+class Decision(Strict):
+    """The decision endpoint for a proxy in front (nginx auth_request, Traefik
+    forwardAuth, Envoy ext_authz): "may this request pass, and as whom?"."""
+
+    enabled: bool = False
+    path: str = Field("/_gateway/decide", description="served on the public listener")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        if not path.startswith("/") or path.endswith("/") or "?" in path or "//" in path:
+            raise ValueError("must start with '/', and not end with '/' or hold '?' or '//'")
+        return path
+
+
 class Limits(Strict):
     """Defaults for every credential and organization; a key's own limits only tighten."""
 

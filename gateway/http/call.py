@@ -20,9 +20,10 @@ from gateway.errors import (
 from gateway.exchange import Exchange, finish, new_request_id
 from gateway.http.framing import Headers, RequestHead
 from gateway.http.streams import Answer, RequestBody
-from gateway.pipeline import Admission
+from gateway.pipeline import Admission, identity_headers
+from gateway.pipeline.decision import Decisions, Original, refusal
 from gateway.pipeline.idempotency import Keeper, body_digest, replay
-from gateway.pipeline.paths import NormalPath
+from gateway.pipeline.paths import NormalPath, normalize
 from gateway.pipeline.proxy import Answer as AnswerSink
 from gateway.pipeline.proxy import BodyTooLarge
 from gateway.pipeline.relay import Relay
@@ -55,17 +56,24 @@ class Call:
         "headers",
         "injected",
         "keeper",
+        "method",
+        "original",
         "pipeline",
         "relay",
         "task",
     )  # fmt: skip
 
     def __init__(
-        self, conn: Connection, head: RequestHead, body: bytes | RequestBody | None
+        self,
+        conn: Connection,
+        head: RequestHead,
+        body: bytes | RequestBody | None,
+        decisions: Decisions | None = None,
     ) -> None:
         self.conn = conn
         self.pipeline = conn.engine.pipeline
         self.head = head
+        self.method = head.method  # the request judged: for a decision, the original's
         self.headers = CIMultiDict(head.headers)
         self.exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
         self.answer = Answer(conn, head, self.exchange)
@@ -77,6 +85,10 @@ class Call:
         self.keeper: Keeper | None = None  # a paid call's answer kept for its retries
         self.relay: Relay | None = None
         self.continued = False  # 100 Continue sent
+        self.original: Original | None = None  # a decision's (``gateway.pipeline.decision``)
+        if decisions is not None:
+            self.original = decisions.original(head.method, head.target, self.headers, conn.peer)
+            self.method = self.original.method
 
     @property
     def unread_body(self) -> bool:
@@ -85,6 +97,11 @@ class Call:
     def start(self, path: NormalPath | None, refusal: GatewayError | None) -> None:
         self.conn.engine.metrics.active += 1
         head = self.head
+        if self.original is not None:  # judge the original request, not this one
+            try:
+                path, refusal = normalize(self.original.target), None
+            except GatewayError as exc:
+                path, refusal = None, exc
         if refusal is not None:
             self._done(refusal)
         elif (
@@ -129,7 +146,7 @@ class Call:
     def _authorize(self, path: NormalPath) -> None:
         conn = self.conn
         judged = self.pipeline.authorize(
-            self.head.method, path, self.headers, conn.peer, conn.scheme, self.exchange
+            self.method, path, self.headers, conn.peer, conn.scheme, self.exchange
         )
         self._then(judged, self._count)
 
@@ -146,8 +163,10 @@ class Call:
     def _charge(self, injected: Headers) -> None:
         assert self.admission is not None
         self.injected = injected
+        # A decision is charged for good: the gateway never sees the upstream's answer.
+        idempotency_key = self.headers.get("Idempotency-Key") if self.original is None else None
         charged: int | KeptAnswer | Wait[int | KeptAnswer | None] | None = self.pipeline.charge(
-            self.admission, self.head.method, self.headers.get("Idempotency-Key")
+            self.admission, self.method, idempotency_key
         )
         self._then(charged, self._forward)
 
@@ -158,6 +177,9 @@ class Call:
 
     def _forward(self, charged: int | KeptAnswer | None) -> None:
         assert self.admission is not None
+        if self.original is not None:
+            self._allow(charged)
+            return
         self._continue()
         if isinstance(charged, KeptAnswer):  # a paid call's retry: answered from the copy
             read = Wait(body_digest(self.body))
@@ -176,6 +198,17 @@ class Call:
             head.method, admission.route, admission.path, self.headers, self.injected,
             body, head.chunked, self.exchange, answer, self._forwarded,
         )  # fmt: skip
+
+    def _allow(self, debit: int | KeptAnswer | None) -> None:
+        """A decision that lets the request pass: 200 and who the caller is."""
+        assert self.admission is not None and not isinstance(debit, KeptAnswer)
+        identity = identity_headers(self.admission.principal, self.exchange.request_id)
+        self.answer.whole(200, "", identity, b"")
+        if debit is None:
+            self._done(None)
+            return
+        settled = self.pipeline.settle(debit, True, None, self.exchange)
+        self.task = self.conn.loop.create_task(self._resume(Wait(settled), self._done))
 
     def _replay(self, kept: KeptAnswer, digest: str) -> None:
         headers, body = replay(kept, digest, self.exchange.request_id)
@@ -204,7 +237,11 @@ class Call:
             else:
                 if self.unread_body or (self.head.expect is not None and not self.continued):
                     conn.keep_alive = False  # what is left of the body is not a request
-                answer.error(error)
+                if self.original is not None:
+                    status, headers, body = refusal(error, exchange.request_id, self.original.nginx)
+                    answer.whole(status, "", headers, body)
+                else:
+                    answer.error(error)
         engine = conn.engine
         engine.metrics.active -= 1
         status = error.status if error is not None else answer.status

@@ -37,6 +37,7 @@ from gateway.logs import AccessLog
 from gateway.metering.usage import UsageBook
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.pipeline.decision import Decisions
 from gateway.pipeline.paths import NormalPath, normalize
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class Engine:
     claimed: frozenset[str]  # first path segments of the gateway's own endpoints
     header_timeout: float
     max_connections: int
+    decisions: Decisions | None  # the decision endpoint, when enabled
 
     def own(self, target: str, path: NormalPath | None) -> bool:
         """Whether the request is for one of the gateway's own endpoints."""
@@ -256,7 +258,10 @@ class Connection(asyncio.Protocol):
         except GatewayError as exc:
             path, refusal = None, exc
         self.head_started = None
-        if self.engine.own(head.target, path):
+        decisions = self.engine.decisions
+        if decisions is not None and (path is None or not decisions.claims(path)):
+            decisions = None
+        if decisions is None and self.engine.own(head.target, path):
             self._lend(bytes(self.buffer[:end]), head)
             return False
         del self.buffer[:end]
@@ -267,7 +272,7 @@ class Connection(asyncio.Protocol):
             body = bytes(self.buffer[: head.length])
             del self.buffer[: head.length]
         self.keep_alive = head.keep_alive and not self.closing
-        self.call = Call(self, head, body)
+        self.call = Call(self, head, body, decisions)
         self.call.start(path, refusal)
         return self.call is None
 
