@@ -38,9 +38,10 @@ from gateway.oauth.revocation import RevocationEndpoint
 from gateway.oauth.token_endpoint import TokenEndpoint
 from gateway.oauth.token_service import TokenService
 from gateway.pipeline import Pipeline
+from gateway.pipeline.assertion import Assertions
 from gateway.pipeline.authn import Authenticator, CredentialCache, RevocationWatcher
 from gateway.pipeline.decision import Decisions
-from gateway.pipeline.headers import ForwardedFor
+from gateway.pipeline.headers import ForwardedFor, canonical
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import RouteTable
 from gateway.store import Store, StoreUnavailable, open_store
@@ -63,6 +64,7 @@ ACCESS_LOG: Final = web.AppKey("access_log", AccessLog)
 WATCHER: Final = web.AppKey("revocation_watcher", RevocationWatcher)
 NODE_MEMORY: Final = web.AppKey("node_memory", NodeMemory)  # the supervisor's; else private
 WORKER: Final = web.AppKey("worker", int)  # this worker's number in its node
+SIGNER: Final = web.AppKey("signer", JwtCodec)  # the token signing keys, when configured
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 UPSTREAM_CONNECTIONS = 256
@@ -134,9 +136,13 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     cache = CredentialCache(
         settings.cache.credential_ttl, settings.cache.max_entries, memory.revocations
     )
-    codec = JwtCodec(settings, load_keys(settings)) if settings.tokens.format == "jwt" else None
+    asserting = settings.identity_assertion
+    signer = JwtCodec(settings, load_keys(settings)) if settings.tokens.signing_keys else None
+    codec = signer if settings.tokens.format == "jwt" else None
     tokens = TokenService(store, settings.oauth, codec)
     app[TOKENS] = tokens
+    if signer is not None:
+        app[SIGNER] = signer
     authenticator = Authenticator(
         store, cache, access_token_header=settings.oauth.access_token_header
     )
@@ -149,6 +155,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         settings.proxy.max_body_size,
         UPSTREAM_CONNECTIONS,
         session_cookie=settings.session.cookie_name,
+        also_stripped=frozenset({canonical(asserting.header)} if asserting.enabled else ()),
     )
     app[WATCHER] = watcher = RevocationWatcher(
         store, memory.revocations, settings.cache.poll_interval
@@ -177,6 +184,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         limiter,
         usage,
         Wallet(store, f"{node_name(settings)}/{app[WORKER]}/{os.getpid()}"),
+        Assertions(signer.sign, asserting.header, asserting.ttl)
+        if asserting.enabled and signer is not None
+        else None,
     )
     own = [resource.canonical for resource in app.router.resources()]
     decisions = (
@@ -213,11 +223,12 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
 
 
 async def jwks(request: web.Request) -> web.Response:
-    """RFC 7517 key set for JWT access tokens; absent (404) with opaque tokens."""
-    codec = request.app[TOKENS].jwt
-    if codec is None:
+    """RFC 7517 key set for JWT access tokens and identity assertions; absent (404)
+    without signing keys."""
+    signer = request.app.get(SIGNER)
+    if signer is None:
         raise NoRoute()
-    return web.json_response(codec.jwks(), headers={"Cache-Control": "public, max-age=300"})
+    return web.json_response(signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
 
 def oauth_view(call: Callable[[OAuthServer, web.Request], Awaitable[web.Response]]) -> View:

@@ -16,12 +16,15 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlsplit
 
 import pytest
 from aiohttp import ClientResponse, encode_basic_auth
 from conftest import PASSWORD, REDIRECT_URI, Gateway
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.oauth.clients import RegisteredClient
 
@@ -321,3 +324,22 @@ async def refused_within(gw: Gateway, token: str, seconds: float = 1.0) -> None:
         assert status == 200, status
         assert elapsed < seconds, f"token still accepted after {elapsed:.2f}s"
         await asyncio.sleep(0.05)
+
+
+# --- signing keys ---------------------------------------------------------------
+
+
+def write_key(path: Path, kind: str) -> None:
+    """A new PEM private key: ``rsa`` (2048 bits) or ``ec`` (P-256)."""
+    private: Any = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if kind == "rsa"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )

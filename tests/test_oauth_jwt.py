@@ -13,27 +13,12 @@ import jwt
 import pytest
 from conftest import Gateway
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from oauth_helpers import write_key
 
 from gateway.config import settings_from_dict
 from gateway.errors import ConfigError
 
 ISSUER = "http://127.0.0.1:8080"
-
-
-def write_key(path: Path, kind: str) -> None:
-    private: Any = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        if kind == "rsa"
-        else ec.generate_private_key(ec.SECP256R1())
-    )
-    path.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
 
 
 @pytest.fixture

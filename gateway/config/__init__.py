@@ -30,6 +30,7 @@ from gateway.config.sections import (
     DashboardSettings,
     Database,
     Decision,
+    IdentityAssertion,
     Limits,
     Listener,
     Logging,
@@ -66,6 +67,7 @@ class Settings(Strict):
     routes: tuple[Route, ...] = ()
     proxy: Proxy = Proxy()
     decision: Decision = Decision()
+    identity_assertion: IdentityAssertion = IdentityAssertion()
     limits: Limits = Limits()
     redis: RedisSettings = RedisSettings()
     cache: Cache = Cache()
@@ -282,6 +284,8 @@ def cross_check(settings: Settings) -> list[str]:
             problems.append(f"oauth.default_scopes[{j}]: unknown scope {scope!r}")
     if settings.tokens.format == "jwt" and not settings.tokens.signing_keys:
         problems.append("tokens.signing_keys: JWT access tokens need at least one signing key")
+    if settings.identity_assertion.enabled and not settings.tokens.signing_keys:
+        problems.append("tokens.signing_keys: identity assertions need at least one signing key")
     kids = [k.kid for k in settings.tokens.signing_keys]
     if len(set(kids)) != len(kids):
         problems.append("tokens.signing_keys: two keys share a kid")
@@ -328,6 +332,7 @@ __all__ = [
     "DashboardSettings",
     "Database",
     "Decision",
+    "IdentityAssertion",
     "Limits",
     "Listener",
     "Logging",

@@ -160,6 +160,15 @@ class Decision(Strict):
         return path
 
 
+class IdentityAssertion(Strict):
+    """A short-lived JWT on every forwarded request, proving that the identity headers
+    came from the gateway (signed with ``tokens.signing_keys``)."""
+
+    enabled: bool = False
+    header: str = Field("X-Gateway-Assertion", pattern=r"^[A-Za-z0-9-]+$")
+    ttl: int = Field(60, gt=0, le=3600, description="seconds an assertion is valid")
+
+
 class Limits(Strict):
     """Defaults for every credential and organization; a key's own limits only tighten."""
 

@@ -20,7 +20,7 @@ from gateway.errors import (
 from gateway.exchange import Exchange, finish, new_request_id
 from gateway.http.framing import Headers, RequestHead
 from gateway.http.streams import Answer, RequestBody
-from gateway.pipeline import Admission, identity_headers
+from gateway.pipeline import Admission
 from gateway.pipeline.decision import Decisions, Original, refusal
 from gateway.pipeline.idempotency import Keeper, body_digest, replay
 from gateway.pipeline.paths import NormalPath, normalize
@@ -202,8 +202,7 @@ class Call:
     def _allow(self, debit: int | KeptAnswer | None) -> None:
         """A decision that lets the request pass: 200 and who the caller is."""
         assert self.admission is not None and not isinstance(debit, KeptAnswer)
-        identity = identity_headers(self.admission.principal, self.exchange.request_id)
-        self.answer.whole(200, "", identity, b"")
+        self.answer.whole(200, "", self.pipeline.identity(self.admission), b"")
         if debit is None:
             self._done(None)
             return

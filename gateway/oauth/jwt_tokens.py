@@ -66,10 +66,15 @@ class JwtCodec:
         return {"keys": [k.public_jwk for k in self.keys]}
 
     def encode(self, claims: dict[str, Any]) -> str:
+        """An access token (RFC 9068)."""
+        return self.sign({"aud": self.audience, **claims}, "at+jwt")
+
+    def sign(self, claims: dict[str, Any], typ: str = "JWT") -> str:
+        """Any JWT the gateway issues, by the first key: ``iss`` is public_url."""
         key = self.keys[0]
-        body = {"iss": self.issuer, "aud": self.audience, **claims}
-        headers = {"kid": key.kid, "typ": "at+jwt"}
-        return jwt.encode(body, key.private, algorithm=key.algorithm, headers=headers)
+        headers = {"kid": key.kid, "typ": typ}
+        return jwt.encode({"iss": self.issuer, **claims}, key.private, algorithm=key.algorithm,
+                          headers=headers)  # fmt: skip
 
     def valid(self, token: str) -> bool:
         """Signature, issuer, audience and times: the local check before any lookup."""

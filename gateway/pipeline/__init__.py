@@ -20,6 +20,7 @@ from gateway.exchange import Exchange
 from gateway.metering.limits import Limiter
 from gateway.metering.usage import UsageBook
 from gateway.metering.wallet import Wallet, fingerprint
+from gateway.pipeline.assertion import Assertions
 from gateway.pipeline.authn import Authenticator, Principal
 from gateway.pipeline.authz import require_scopes
 from gateway.pipeline.headers import ForwardedFor
@@ -63,8 +64,10 @@ class Pipeline:
         limiter: Limiter,
         usage: UsageBook,
         wallet: Wallet,
+        assertions: Assertions | None = None,
     ) -> None:
         self.routes = routes
+        self.assertions = assertions
         self.authenticator = authenticator
         self.forwarder = forwarder
         self.forwarded_for = forwarded_for
@@ -119,7 +122,7 @@ class Pipeline:
         inject upstream."""
         principal = admission.principal
         if principal is None:
-            return identity_headers(None, admission.request_id) + admission.forwarded
+            return self.identity(admission) + admission.forwarded
         counted = self.limiter.admit(principal.credential_id, principal.org_id,
                                      principal.limits, principal.request_count)  # fmt: skip
         if counted is not None:
@@ -129,7 +132,15 @@ class Pipeline:
     def _counted(self, admission: Admission, principal: Principal) -> Headers:
         if principal.method == "api_key":
             self.usage.key_used(principal.credential_id, time.time())
-        return identity_headers(principal, admission.request_id) + admission.forwarded
+        return self.identity(admission) + admission.forwarded
+
+    def identity(self, admission: Admission) -> Headers:
+        """Who the caller is, as the upstream (or a proxy asking for a decision) learns
+        it: the identity headers, and the signed assertion when enabled."""
+        headers = identity_headers(admission.principal, admission.request_id)
+        if self.assertions is not None:
+            headers.append(self.assertions.field(admission.principal, admission.route.upstream))
+        return headers
 
     def charge(
         self, admission: Admission, method: str, idempotency_key: str | None

@@ -91,12 +91,14 @@ def upstream_request_headers(
     incoming: MultiMapping[str],
     injected: Iterable[tuple[str, str]],
     session_cookie: str = "",
+    also_stripped: frozenset[str] = frozenset(),
 ) -> list[tuple[str, str]]:
+    """``also_stripped``: more injected names (canonical), from the config."""
     listed = connection_listed(incoming) if "Connection" in incoming else frozenset()
     out: list[tuple[str, str]] = []
     for name, value in incoming.items():
         key = canonical(name)
-        if key in HOP_BY_HOP or key in STRIPPED or key in listed:
+        if key in HOP_BY_HOP or key in STRIPPED or key in listed or key in also_stripped:
             continue
         if not value.isascii():
             forwardable(name, value)

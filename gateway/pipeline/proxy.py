@@ -93,9 +93,11 @@ class Forwarder:
         max_body_size: int | None,
         max_connections: int,
         session_cookie: str = "",
+        also_stripped: frozenset[str] = frozenset(),
     ) -> None:
         self.metrics = metrics
         self.session_cookie = session_cookie
+        self.also_stripped = also_stripped  # injected names from the config
         self.default_max_body = max_body_size
         self.max_connections = max_connections
         self.targets = {name: Target.of(name, u) for name, u in upstreams.items()}
@@ -160,7 +162,9 @@ class Forwarder:
         """The upstream, its pool and the request head to send it."""
         target = self.targets[route.upstream]
         pool = self.pools[route.upstream]
-        headers = upstream_request_headers(incoming, injected, self.session_cookie)
+        headers = upstream_request_headers(
+            incoming, injected, self.session_cookie, self.also_stripped
+        )
         head_bytes = request_head(
             method, target.path_for(route, path), pool.host_header, headers, chunked
         )
