@@ -124,6 +124,7 @@ class NodeCounters:
         self.probes = min(PROBES, self.region_slots)
         self.locks = locks
         self._digests: dict[tuple[str, str], tuple[bytes, int, int]] = {}
+        self._homes: dict[bytes, int] = {}  # digest -> the slot it was last found in
 
     def _digest(self, kind: str, key: str) -> tuple[bytes, int, int]:
         """The digest of what is counted, its region and the offset of its home slot."""
@@ -155,30 +156,37 @@ class NodeCounters:
                 stalest, stalest_window = at, window
         return stalest, False
 
-    def _lock(self, region: int) -> Lock:
-        lock = self.locks[region]
-        if not lock.acquire(True, LOCK_WAIT):
-            log.warning("counters region %d was held for %.1f s: taking it over", region, LOCK_WAIT)
-        return lock
-
     def _update(
         self, kind: str, key: str, period: int, step: Step, a: int, b: int = 0
     ) -> int | None:
         """Read the slot of (kind, key) for the current window of ``period`` seconds
         (0: one count that never restarts), let ``step`` decide, and write back what it
-        returns. The window is also when the slot was last used."""
+        returns. The window is also when the slot was last used. Under the region's
+        lock, kept as short as can be: every worker counting the same credential waits
+        on it."""
         digest, region, home = self._digests.get((kind, key)) or self._digest(kind, key)
         now = time.time()
         window = int(now // (period or 60))
-        lock = self._lock(region)
+        lock = self.locks[region]
+        if not lock.acquire(True, LOCK_WAIT):
+            log.warning("counters region %d was held for %.1f s: taking it over", region, LOCK_WAIT)
         try:
-            at, found = self._slot(digest, region, home)
-            held, count, previous = COUNTS.unpack_from(self.map, at + 16) if found else (0, 0, 0)
+            data = self.map
+            at = self._homes.get(digest, -1)  # where it was last found
+            if at < 0 or data[at : at + 16] != digest:
+                at, found = self._slot(digest, region, home)
+                if not found:
+                    data[at : at + 16] = digest
+                    COUNTS.pack_into(data, at + 16, 0, 0, 0)
+                if len(self._homes) >= MAX_DIGESTS:
+                    self._homes.clear()
+                self._homes[digest] = at
+            held, count, previous = COUNTS.unpack_from(data, at + 16)
             if held != window and period:
                 previous = count if held == window - 1 else 0
                 count = 0
             count, previous, answer = step(count, previous, now - window * period, period, a, b)
-            SLOT.pack_into(self.map, at, digest, window, count, previous)
+            COUNTS.pack_into(data, at + 16, window, count, previous)
             return answer
         finally:
             with contextlib.suppress(ValueError):  # given back already by a take-over
