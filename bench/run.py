@@ -3,7 +3,8 @@
 Starts on loopback: a fast upstream (nginx `return 200` with a ~200-byte JSON
 body), the gateway (`--workers 2`, access log on, metrics on), and the peer:
 nginx `auth_request` to a minimal aiohttp service that hashes X-API-Key and
-looks it up in a dict. Then wrk runs against each in interleaved rounds
+looks it up in a dict (one process, and one per core: the faster counts), and
+nginx `auth_request` to the gateway's decision endpoint. Then wrk runs against each in interleaved rounds
 (medians of the rounds) at 64 connections and at 1, and a table is printed.
 Scale cases follow: 1,000,000 keys in the store, 10,000 routes, and a 1 GiB
 upload and download through the gateway with its memory measured.
