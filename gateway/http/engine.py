@@ -18,20 +18,10 @@ from typing import TYPE_CHECKING, Final, cast
 
 from aiohttp import web
 
-from gateway.errors import (
-    GatewayError,
-    RequestTimeout,
-    error_parts,
-)
+from gateway.errors import GatewayError, RequestTimeout, error_parts
 from gateway.exchange import new_request_id
 from gateway.http.call import Call
-from gateway.http.framing import (
-    BodyFraming,
-    RequestHead,
-    head_end,
-    read_head,
-    response_head,
-)
+from gateway.http.framing import BodyFraming, RequestHead, head_end, read_head, response_head
 from gateway.http.streams import RequestBody
 from gateway.logs import AccessLog
 from gateway.metering.usage import UsageBook
@@ -62,6 +52,11 @@ class Engine:
     header_timeout: float
     max_connections: int
     decisions: Decisions | None  # the decision endpoint, when enabled
+
+    def deciding(self, path: NormalPath | None) -> Decisions | None:
+        """The decision endpoint, if the request is for it."""
+        found = self.decisions
+        return found if found is not None and path is not None and found.claims(path) else None
 
     def own(self, target: str, path: NormalPath | None) -> bool:
         """Whether the request is for one of the gateway's own endpoints."""
@@ -258,9 +253,7 @@ class Connection(asyncio.Protocol):
         except GatewayError as exc:
             path, refusal = None, exc
         self.head_started = None
-        decisions = self.engine.decisions
-        if decisions is not None and (path is None or not decisions.claims(path)):
-            decisions = None
+        decisions = self.engine.deciding(path)
         if decisions is None and self.engine.own(head.target, path):
             self._lend(bytes(self.buffer[:end]), head)
             return False
