@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 from cli_runner import cli_json
 from conftest import base_config, free_port
@@ -253,3 +257,67 @@ async def scrape(http: aiohttp.ClientSession, admin: str) -> str:
     async with http.get(f"{admin}/metrics") as response:
         assert response.status == 200
         return await response.text()
+
+
+# --- the README's examples, run as written ------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_block(after: str, language: str) -> str:
+    """The first ``language`` code block of the README after the text ``after``."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(after) :]
+    block = re.search(rf"```{language}\n(.*?)```", section, re.S)
+    assert block is not None, f"no {language} block after {after!r}"
+    return block.group(1)
+
+
+class Example:
+    """Processes of a README example on its fixed ports; ``close`` stops them all."""
+
+    def __init__(self, directory: Path, ports: tuple[int, ...]) -> None:
+        self.nginx = shutil.which("nginx") or (
+            "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+        )
+        if self.nginx is None:
+            pytest.skip("SKIP the README's nginx examples: nginx is not installed")
+        for port in ports:
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    pytest.fail(f"port {port}, which the README's example uses, is taken")
+        self.directory = directory
+        self.log_path = directory / "example.log"
+        self.log = self.log_path.open("ab")
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, cwd=self.directory, env=env, stdout=self.log, stderr=self.log)
+        self.procs.append(proc)
+        return proc
+
+    def start_nginx(self, server_block: str) -> subprocess.Popen[bytes]:
+        """Debian's nginx as our own process, serving ``server_block``."""
+        assert self.nginx is not None
+        prefix = self.directory / "nginx"
+        (prefix / "tmp").mkdir(parents=True)
+        conf = prefix / "nginx.conf"
+        conf.write_text(
+            "daemon off; pid nginx.pid; error_log stderr warn;\n"
+            "events { worker_connections 256; }\n"
+            "http { access_log off; client_body_temp_path tmp; proxy_temp_path tmp;\n"
+            f"{server_block}}}\n"
+        )
+        return self.start([self.nginx, "-p", str(prefix), "-c", str(conf)], clean_env())
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            below = descendants(proc.pid)
+            stop(proc)
+            for pid in below:
+                if running(pid):
+                    os.kill(pid, signal.SIGKILL)
+        self.log.close()

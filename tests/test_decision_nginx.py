@@ -6,11 +6,6 @@ example's fixed ports (8000, 8080, 9001; the test fails naming a taken one).
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,43 +15,18 @@ import aiohttp
 import pytest
 import yaml
 from cli_runner import cli_json
-from nodes import descendants, running
-from processes import clean_env, stop, wait_until_answers
+from nodes import ROOT, Example, readme_block
+from processes import clean_env, wait_until_answers
 
-ROOT = Path(__file__).resolve().parent.parent
 PORTS = (8000, 8080, 9090, 9001)
 NGINX = "http://127.0.0.1:8000"
-
-
-def readme_nginx() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Behind nginx, Traefik or Envoy") :]
-    block = re.search(r"```nginx\n(.*?)```", section, re.S)
-    assert block is not None
-    return block.group(1)
-
-
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if found is None:
-        pytest.skip("SKIP the nginx decision example: nginx is not installed")
-    return found
 
 
 @pytest.fixture
 async def behind_nginx(tmp_path: Path) -> AsyncIterator[Path]:
     """The example running; the gateway's config file (the project's, with the
     decision endpoint on and an /echo route that shows what the upstream receives)."""
-    nginx = nginx_binary()
-    for port in PORTS:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                pytest.fail(f"port {port}, which the README's example uses, is taken")
+    example = Example(tmp_path, PORTS)
     config: dict[str, Any] = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["decision"] = {"enabled": True, "path": "/_gateway/decide"}
     config["proxy"]["trusted_proxies"] = ["127.0.0.1/32"]
@@ -67,36 +37,17 @@ async def behind_nginx(tmp_path: Path) -> AsyncIterator[Path]:
     config_path.write_text(yaml.safe_dump(config))
     await cli_json(config_path, "org", "create", "acme")
     env = clean_env()
-    log_path = tmp_path / "example.log"
-    log = log_path.open("ab")
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "upstream_example", "--port", "9001"],
-                         cwd=tmp_path, env=env, stdout=log, stderr=log),
-        subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(config_path), "serve"],
-                         cwd=tmp_path, env=env, stdout=log, stderr=log),
-    ]  # fmt: skip
     try:
-        (tmp_path / "nginx" / "tmp").mkdir(parents=True)
-        conf = tmp_path / "nginx" / "nginx.conf"
-        conf.write_text(
-            "daemon off; pid nginx.pid; error_log stderr warn;\n"
-            "events { worker_connections 256; }\n"
-            "http { access_log off; client_body_temp_path tmp; proxy_temp_path tmp;\n"
-            f"{readme_nginx()}}}\n"
+        example.start([sys.executable, "-m", "upstream_example", "--port", "9001"], env)
+        gateway = example.start(
+            [sys.executable, "-m", "gateway", "--config", str(config_path), "serve"], env
         )
-        procs.append(subprocess.Popen([nginx, "-p", str(tmp_path / "nginx"), "-c", str(conf)],
-                                      stdout=log, stderr=log))  # fmt: skip
-        await wait_until_answers("http://127.0.0.1:9090/healthz", procs[1], log_path)
-        await wait_until_answers(f"{NGINX}/status", procs[2], log_path)
+        nginx = example.start_nginx(readme_block("## Behind nginx, Traefik or Envoy", "nginx"))
+        await wait_until_answers("http://127.0.0.1:9090/healthz", gateway, example.log_path)
+        await wait_until_answers(f"{NGINX}/status", nginx, example.log_path)
         yield config_path
     finally:
-        for proc in reversed(procs):
-            below = descendants(proc.pid)
-            stop(proc)
-            for pid in below:
-                if running(pid):
-                    os.kill(pid, 9)
-        log.close()
+        example.close()
 
 
 async def test_nginx_auth_request_asks_the_gateway_and_passes_the_identity(

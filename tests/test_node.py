@@ -77,6 +77,11 @@ async def node(tmp_path: Path, upstream_url: str, spawned: list[Spawned]) -> Nod
 
 
 @pytest.fixture
+async def admin(node: Node) -> dict[str, str]:
+    return {"X-API-Key": await cli_key(node.config_path, "admin", "gateway:admin")}
+
+
+@pytest.fixture
 async def reader(node: Node) -> dict[str, str]:
     return {"X-API-Key": await cli_key(node.config_path, "reader", "contacts:read")}
 
@@ -103,9 +108,8 @@ async def warm(session: aiohttp.ClientSession, url: str, headers: dict[str, str]
 
 
 async def test_a_revocation_holds_on_every_worker_the_moment_it_returns(
-    node: Node, http: Callable[[], aiohttp.ClientSession]
+    node: Node, admin: dict[str, str], http: Callable[[], aiohttp.ClientSession]
 ) -> None:
-    admin = {"X-API-Key": await cli_key(node.config_path, "admin", "gateway:admin")}
     contacts = f"{node.public}/contacts"
     async with http() as session:
 
@@ -184,9 +188,8 @@ async def within_one_minute() -> None:
 
 
 async def test_limits_count_once_for_the_node_whichever_worker_serves(
-    node: Node, http: Callable[[], aiohttp.ClientSession]
+    node: Node, admin: dict[str, str], http: Callable[[], aiohttp.ClientSession]
 ) -> None:
-    admin = {"X-API-Key": await cli_key(node.config_path, "admin", "gateway:admin")}
     contacts = f"{node.public}/contacts"
     async with http() as session:
 
