@@ -39,7 +39,7 @@ def raise_file_limit() -> None:
 
 def run(settings: Settings, workers: int) -> None:
     logs.configure(settings.logging.level)
-    status = run_loop(Supervisor(settings, workers).run())
+    status = run_loop(Supervisor(settings, workers, worker_main).run())
     if status:
         sys.exit(status)
 

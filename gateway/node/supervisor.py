@@ -26,7 +26,10 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
+from multiprocessing.synchronize import Lock
 from typing import Any
 
 from aiohttp import web
@@ -62,14 +65,21 @@ class Worker:
         return f"/{self.index}/{self.process.pid}"
 
 
+WorkerMain = Callable[[Settings, int, Connection, list[Lock]], None]
+
+
 class Supervisor:
-    def __init__(self, settings: Settings, workers: int) -> None:
+    """``worker_main`` is what runs in each worker process (``gateway.serve``): the
+    settings, its number, its end of the pipe and the counters' locks."""
+
+    def __init__(self, settings: Settings, workers: int, worker_main: WorkerMain) -> None:
         if settings.session.secret is None:
             # Workers must agree on the session key, or a login would hold on one only.
             session = settings.session.model_copy(update={"secret": secrets.token_urlsafe(32)})
             settings = settings.model_copy(update={"session": session})
         self.settings = settings
         self.configured = workers
+        self.worker_main = worker_main
         self.node = node_name(settings)
         self.context = multiprocessing.get_context("spawn")
         self.running: dict[int, Worker] = {}
@@ -130,11 +140,9 @@ class Supervisor:
     # --- workers ---
 
     def _start(self, index: int, store: Store) -> None:
-        from gateway.serve import worker_main
-
         ours, theirs = self.context.Pipe()
         process = self.context.Process(
-            target=worker_main,
+            target=self.worker_main,
             args=(self.settings, index, theirs, self.locks),
             name=f"gateway-worker-{index}",
         )
