@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     field_validator,
+    model_validator,
 )
 
 ADMIN_SCOPE = "gateway:admin"  # built in: manage one's own organization through the API
@@ -66,6 +67,37 @@ class Upstream(Strict):
     )
 
 
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
+
+
+class Cors(Strict):
+    """CORS for one route (the Fetch standard's CORS protocol): preflights answered by
+    the gateway, allowed origins named on actual responses."""
+
+    origins: tuple[str, ...] = Field(description="scheme://host[:port] each, or '*'")
+    methods: tuple[str, ...] | None = Field(None, description="default: the route's methods")
+    headers: tuple[str, ...] = ("Authorization", "X-API-Key", "Content-Type")
+    expose_headers: tuple[str, ...] = ("X-Request-Id",)
+    max_age: int = Field(600, ge=0, description="seconds a browser may cache a preflight")
+    credentials: bool = False
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        if not origins:
+            raise ValueError("list at least one origin")
+        for origin in origins:
+            if origin != "*" and not ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+        return tuple(o.lower() for o in origins)
+
+    @model_validator(mode="after")
+    def _star(self) -> Cors:
+        if "*" in self.origins and self.credentials:
+            raise ValueError("'*' is allowed only without credentials")
+        return self
+
+
 class Route(Strict):
     path: str
     upstream: str
@@ -79,6 +111,7 @@ class Route(Strict):
     allow_path_params: bool = Field(
         False, description="accept ';parameters' in path segments (for upstreams that use them)"
     )
+    cors: Cors | None = None
 
     @field_validator("path")
     @classmethod

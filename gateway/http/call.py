@@ -21,6 +21,7 @@ from gateway.exchange import Exchange, finish, new_request_id
 from gateway.http.framing import Headers, RequestHead
 from gateway.http.streams import Answer, RequestBody
 from gateway.pipeline import Admission
+from gateway.pipeline.cors import is_preflight
 from gateway.pipeline.decision import Decisions, Original, refusal
 from gateway.pipeline.idempotency import Keeper, body_digest, replay
 from gateway.pipeline.paths import NormalPath, normalize
@@ -102,6 +103,8 @@ class Call:
                 path, refusal = normalize(self.original.target), None
             except GatewayError as exc:
                 path, refusal = None, exc
+        if refusal is None and self.original is None and self._preflight(path):
+            return
         if refusal is not None:
             self._done(refusal)
         elif (
@@ -113,6 +116,21 @@ class Call:
         else:
             assert path is not None
             self._run(self._authorize, path)
+
+    def _preflight(self, path: NormalPath | None) -> bool:
+        """A CORS preflight for a route with CORS: answered here, never forwarded."""
+        headers = self.headers
+        origin, requested = headers.get("Origin"), headers.get("Access-Control-Request-Method")
+        if path is None or not is_preflight(self.head.method, origin, requested):
+            return False
+        assert requested is not None
+        match = self.pipeline.routes.match(requested.upper(), path.segments)
+        if match is None or match.route.cors is None:
+            return False
+        self.answer.whole(204, "", match.route.cors.preflight(origin), b"")
+        self.exchange.route = match.route  # after: the answer is no actual response
+        self._done(None)
+        return True
 
     def cancel(self) -> None:
         """Shutdown: stop waiting."""

@@ -19,10 +19,11 @@ if TYPE_CHECKING:
 class Answer:
     """An answer written to the client's connection (``gateway.pipeline.proxy.Answer``)."""
 
-    __slots__ = ("bodiless", "chunked", "conn", "exchange", "http10", "method", "status")
+    __slots__ = ("bodiless", "chunked", "conn", "exchange", "head", "http10", "method", "status")
 
     def __init__(self, conn: Connection, head: RequestHead, exchange: Exchange) -> None:
         self.conn = conn
+        self.head = head
         self.method = head.method
         self.http10 = head.version == "1.0"
         self.exchange = exchange
@@ -32,6 +33,10 @@ class Answer:
 
     def _head(self, status: int, reason: str, headers: Headers, length: int | None) -> bytes:
         conn = self.conn
+        route = self.exchange.route
+        if route is not None and route.cors is not None:  # the route's CORS (``cors``)
+            origin = next((v for n, v in self.head.headers if n.lower() == "origin"), None)
+            headers = [*headers, *route.cors.actual(origin)]
         head = response_head(
             self.method, status, reason, headers, length, not conn.keep_alive, self.http10
         )

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gateway.config import Route, route_ties
+from gateway.pipeline.cors import CorsPolicy
 
 
 class RouteConflict(Exception):
@@ -39,6 +40,7 @@ class CompiledRoute:
     max_body_size: int | None
     cost: int | None = None
     path_params: bool = False  # ";parameters" in segments are the upstream's to read
+    cors: CorsPolicy | None = None
 
     @classmethod
     def from_config(cls, index: int, route: Route) -> CompiledRoute:
@@ -56,6 +58,9 @@ class CompiledRoute:
             max_body_size=route.max_body_size,
             cost=route.cost,
             path_params=route.allow_path_params,
+            cors=CorsPolicy.of(route.cors, frozenset(route.methods) if route.methods else None)
+            if route.cors is not None
+            else None,
         )
 
 
