@@ -52,6 +52,7 @@ from gateway.web.login import LoginViews
 from gateway.web.middleware import observe
 from gateway.web.pages import setup_templates
 from gateway.web.session import Sessions
+from gateway.web.token_cors import TokenCors
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 METRICS: Final = web.AppKey("metrics", Metrics)
@@ -98,6 +99,7 @@ class OAuthServer:
     revoke: RevocationEndpoint
     introspect: IntrospectionEndpoint
     login: LoginViews
+    cors: TokenCors  # for the token and revocation endpoints
 
 
 OAUTH: Final = web.AppKey("oauth", OAuthServer)
@@ -116,6 +118,7 @@ def oauth_server(
         authorize=ConsentViews(Authorization(store, settings), settings, sessions),
         token=TokenEndpoint(store, tokens, sign_in, forwarded_for),
         revoke=RevocationEndpoint(store, tokens),
+        cors=TokenCors(store),
         introspect=IntrospectionEndpoint(store, tokens, issuer(settings)),
         login=LoginViews(
             store,
@@ -231,7 +234,7 @@ async def jwks(request: web.Request) -> web.Response:
     return web.json_response(signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
 
-def oauth_view(call: Callable[[OAuthServer, web.Request], Awaitable[web.Response]]) -> View:
+def oauth_view(call: Callable[[OAuthServer, web.Request], Awaitable[web.StreamResponse]]) -> View:
     async def view(request: web.Request) -> web.StreamResponse:
         return await call(request.app[OAUTH], request)
 
@@ -250,8 +253,14 @@ def add_oauth_routes(app: web.Application, settings: Settings) -> None:
             "POST": oauth_view(lambda o, r: o.login.post(r)),
         }),
         "logout": (paths.logout, {"POST": oauth_view(lambda o, r: o.login.logout(r))}),
-        "token": (paths.token, {"POST": oauth_view(lambda o, r: o.token.handle(r))}),
-        "revoke": (paths.revoke, {"POST": oauth_view(lambda o, r: o.revoke.handle(r))}),
+        "token": (paths.token, {
+            "POST": oauth_view(lambda o, r: o.cors.around(o.token.handle)(r)),
+            "OPTIONS": oauth_view(lambda o, r: o.cors.preflight(r)),
+        }),
+        "revoke": (paths.revoke, {
+            "POST": oauth_view(lambda o, r: o.cors.around(o.revoke.handle)(r)),
+            "OPTIONS": oauth_view(lambda o, r: o.cors.preflight(r)),
+        }),
         "introspect": (paths.introspect, {
             "POST": oauth_view(lambda o, r: o.introspect.handle(r)),
         }),

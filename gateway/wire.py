@@ -78,6 +78,7 @@ def client_json(client: OAuthClient) -> dict[str, Any]:
         "grant_types": list(client.grant_types),
         "org_id": client.org_id,
         "allow_user_auth": client.allow_user_auth,
+        "allowed_origins": list(client.allowed_origins),
         "created_at": rfc3339(client.created_at),
         "disabled_at": rfc3339(client.disabled_at),
     }

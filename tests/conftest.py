@@ -176,6 +176,7 @@ class Gateway:
         org: str | None = None,
         allow_user_auth: bool = False,
         allow_admin_scope: bool = False,
+        allowed_origins: tuple[str, ...] = (),
     ) -> RegisteredClient:
         if org is not None:
             await self.org(org)
@@ -190,6 +191,7 @@ class Gateway:
             org=org,
             allow_user_auth=allow_user_auth,
             allow_admin_scope=allow_admin_scope,
+            allowed_origins=allowed_origins,
         )
 
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiohttp import encode_basic_auth
 from conftest import Gateway
 from oauth_helpers import with_config
 
@@ -98,3 +99,59 @@ def test_bad_cors_settings_are_refused(
         settings_from_dict(config)
     assert problem in str(raised.value)
     assert "routes[0].cors" in str(raised.value)
+
+
+# --- the token and revocation endpoints --------------------------------------------
+
+SPA = "http://127.0.0.1:5555"
+
+
+async def test_the_token_endpoint_answers_cors_for_a_public_client_s_origin(gw: Gateway) -> None:
+    spa = await gw.oauth_client(name="Spa", public=True, redirect_uris=(SPA + "/callback",))
+    other = await gw.oauth_client(name="Other", redirect_uris=("https://other.example/cb",))
+    for path in ("/oauth/token", "/oauth/revoke"):
+        resp = await gw.client.options(path, headers=preflight(SPA))
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Origin"] == SPA
+        assert resp.headers["Access-Control-Allow-Methods"] == "POST"
+        resp = await gw.client.options(path, headers=preflight(FOREIGN))
+        assert "Access-Control-Allow-Origin" not in resp.headers
+    # The actual answer names the origin when it is the named client's, errors included.
+    form = {"grant_type": "authorization_code", "code": "nope", "client_id": spa.client.id,
+            "redirect_uri": SPA + "/callback", "code_verifier": "v" * 43}  # fmt: skip
+    resp = await gw.client.post("/oauth/token", data=form, headers={"Origin": SPA})
+    assert resp.status == 400 and (await resp.json())["error"] == "invalid_grant"
+    assert resp.headers["Access-Control-Allow-Origin"] == SPA
+    assert "Origin" in resp.headers.getall("Vary")
+    resp = await gw.client.post("/oauth/token", data={**form, "client_id": other.client.id},
+                                headers={"Origin": SPA})  # fmt: skip
+    assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_a_client_s_allowed_origins_are_answered_too(gw: Gateway) -> None:
+    app = await gw.oauth_client(
+        name="Backoffice", grant_types=("client_credentials",), org="acme",
+        allowed_origins=("https://spa.example.com",),
+    )  # fmt: skip
+    assert app.secret is not None
+    origin = "https://spa.example.com"
+    resp = await gw.client.options("/oauth/token", headers=preflight(origin))
+    assert resp.headers["Access-Control-Allow-Origin"] == origin
+    resp = await gw.client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Origin": origin,
+                 "Authorization": encode_basic_auth(app.client.id, app.secret)},
+    )  # fmt: skip
+    assert resp.status == 200
+    assert resp.headers["Access-Control-Allow-Origin"] == origin
+
+
+async def test_the_management_api_and_pages_never_answer_cors(gw: Gateway) -> None:
+    await gw.oauth_client(name="Spa", public=True, redirect_uris=(SPA + "/callback",))
+    prefix = gw.settings.management.prefix
+    for path in (prefix + "/keys", "/oauth/authorize", "/dashboard"):
+        resp = await gw.client.options(path, headers=preflight(SPA, "GET"))
+        assert "Access-Control-Allow-Origin" not in resp.headers, path
+        resp = await gw.client.get(path, headers={"Origin": SPA}, allow_redirects=False)
+        assert "Access-Control-Allow-Origin" not in resp.headers, path

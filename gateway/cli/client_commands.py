@@ -50,6 +50,7 @@ async def client_create(store: Store, settings: Settings, args: argparse.Namespa
         org=args.org,
         allow_user_auth=args.allow_user_auth,
         allow_admin_scope=settings.oauth.allow_admin_scope,
+        allowed_origins=args.allowed_origin or (),
     )
     client = registered.client
     lines = [f"client_id:     {client.id}"]
@@ -129,6 +130,12 @@ def register(sub: Any) -> None:
         "--grant-type", action="append", choices=clients.GRANT_TYPES, help="repeat for several"
     )
     create.add_argument("--org", help="the organization a client_credentials client acts for")
+    create.add_argument(
+        "--allowed-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="repeat for several: a browser app's origin for the token endpoint (CORS)",
+    )
     create.add_argument(
         "--allow-user-auth",
         action="store_true",

@@ -16,7 +16,7 @@ from gateway.manage.auth import ManagementAuth
 from gateway.manage.common import json_response, page, page_params, read_body
 from gateway.manage.key_endpoints import catalog_scopes
 from gateway.manage.schemas import ClientCreate, ClientPatch
-from gateway.oauth.clients import check_redirect_uri, register_client
+from gateway.oauth.clients import check_origin, check_redirect_uri, register_client
 from gateway.store import Store
 from gateway.store.records import OAuthClient
 from gateway.wire import client_json, grant_json
@@ -65,6 +65,7 @@ class AppsApi:
                 org=org.id if "client_credentials" in grants else None,
                 owner=org,
                 allow_admin_scope=self.settings.oauth.allow_admin_scope,
+                allowed_origins=body.allowed_origins,
             )
         except InvalidInput as exc:  # register_client names the field it refused
             raise ValidationFailed(exc.field, str(exc)) from None
@@ -121,6 +122,12 @@ class AppsApi:
             if ADMIN_SCOPE in scopes and not self.settings.oauth.allow_admin_scope:
                 raise ValidationFailed("scopes", f"{ADMIN_SCOPE} cannot be granted to apps")
             updated = replace(updated, allowed_scopes=scopes)
+        if body.allowed_origins is not None:
+            try:
+                found = tuple(dict.fromkeys(check_origin(o) for o in body.allowed_origins))
+            except InvalidInput as exc:
+                raise ValidationFailed("allowed_origins", str(exc)) from None
+            updated = replace(updated, allowed_origins=found)
         await self.store.update_client(updated)
         return json_response(client_json(updated))
 

@@ -145,12 +145,19 @@ class ClientCreate(Body):
     scopes: list[Scope] = Field(min_length=1, max_length=100)
     public: bool = False
     grant_types: list[GrantType] | None = Field(None, min_length=1)
+    allowed_origins: list[Annotated[str, Field(max_length=300)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="origins a browser app calls the token endpoint from (CORS), besides "
+        "those of a public client's redirect URIs",
+    )
 
 
 class ClientPatch(Body):
     name: Name | None = None
     redirect_uris: list[Annotated[str, Field(max_length=2000)]] | None = Field(None, max_length=20)
     scopes: list[Scope] | None = Field(None, min_length=1, max_length=100)
+    allowed_origins: list[Annotated[str, Field(max_length=300)]] | None = Field(None, max_length=20)
 
 
 class ClientOut(BaseModel):
@@ -162,6 +169,7 @@ class ClientOut(BaseModel):
     grant_types: list[str]
     org_id: str | None
     allow_user_auth: bool
+    allowed_origins: list[str]
     created_at: Timestamp
     disabled_at: Timestamp | None
 

@@ -7,6 +7,7 @@ development apps) and private-use schemes (``com.example.app:/cb``).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,30 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 class RegisteredClient:
     client: OAuthClient
     secret: str | None  # shown once; None for public clients
+
+
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
+
+
+def check_origin(origin: str) -> str:
+    """``scheme://host[:port]``, as a browser sends it in ``Origin``."""
+    if not ORIGIN.match(origin):
+        raise InvalidInput(
+            f"{origin!r} is not an origin (scheme://host[:port], no path)", "allowed_origins"
+        )
+    return origin.lower()
+
+
+def origins(client: OAuthClient) -> frozenset[str]:
+    """Where a browser may call the token and revocation endpoints from for this
+    client: its redirect URIs' origins (a public client's) and its allowed origins."""
+    found = set(client.allowed_origins)
+    if client.public:
+        for uri in client.redirect_uris:
+            parts = urlsplit(uri)
+            if parts.scheme in ("http", "https") and parts.netloc:
+                found.add(f"{parts.scheme}://{parts.netloc}".lower())
+    return frozenset(found)
 
 
 def check_redirect_uri(uri: str) -> str:
@@ -60,6 +85,7 @@ async def register_client(
     allow_user_auth: bool = False,
     owner: Org | None = None,
     allow_admin_scope: bool = False,
+    allowed_origins: Iterable[str] = (),
 ) -> RegisteredClient:
     grants = tuple(dict.fromkeys(grant_types)) or ("authorization_code", "refresh_token")
     for grant in grants:
@@ -98,6 +124,7 @@ async def register_client(
         org_id=bound.id if bound else None,
         allow_user_auth=allow_user_auth,
         owner_org_id=owner.id if owner else (bound.id if bound else None),
+        allowed_origins=tuple(dict.fromkeys(check_origin(o) for o in allowed_origins)),
     )
     await store.insert_client(client, crypto.digest(secret) if secret else None)
     return RegisteredClient(client, secret)

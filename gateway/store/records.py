@@ -144,6 +144,7 @@ class OAuthClient:
     allow_user_auth: bool = False
     disabled_at: float | None = None
     owner_org_id: str | None = None  # the organization that registered it
+    allowed_origins: tuple[str, ...] = ()  # CORS, besides its redirect URIs' origins
 
 
 @dataclass(frozen=True, slots=True)

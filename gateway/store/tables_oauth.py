@@ -21,7 +21,7 @@ from gateway.store.tables_sessions import SessionTables
 
 CLIENT_COLUMNS = (
     "id, name, secret_digest, redirect_uris, allowed_scopes, grant_types, org_id, "
-    "allow_user_auth, created_at, disabled_at, owner_org_id"
+    "allow_user_auth, created_at, disabled_at, owner_org_id, allowed_origins"
 )
 GRANT_SELECT = (
     "SELECT g.id, g.user_id, u.email, g.org_id, g.client_id, c.name, g.scopes, g.created_at, "
@@ -39,7 +39,20 @@ TOKEN_COLUMNS = (
 
 
 def client_from_row(row: Iterable[Any]) -> ClientWithSecret:
-    cid, name, secret, uris, scopes, grants, org_id, user_auth, created, disabled, owner = row
+    (
+        cid,
+        name,
+        secret,
+        uris,
+        scopes,
+        grants,
+        org_id,
+        user_auth,
+        created,
+        disabled,
+        owner,
+        origins,
+    ) = row
     client = OAuthClient(
         id=cid,
         name=name,
@@ -52,6 +65,7 @@ def client_from_row(row: Iterable[Any]) -> ClientWithSecret:
         allow_user_auth=bool(user_auth),
         disabled_at=disabled,
         owner_org_id=owner,
+        allowed_origins=tuple(o for o in origins.split("\n") if o),
     )
     return ClientWithSecret(client, secret)
 
@@ -162,7 +176,7 @@ class OAuthTables(SessionTables):  # a user's sessions end with their password
     async def insert_client(self, client: OAuthClient, secret_digest: str | None) -> None:
         await self._write(
             f"INSERT INTO oauth_clients ({CLIENT_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 client.id,
                 client.name,
@@ -175,6 +189,7 @@ class OAuthTables(SessionTables):  # a user's sessions end with their password
                 client.created_at,
                 client.disabled_at,
                 client.owner_org_id,
+                "\n".join(client.allowed_origins),
             ),
         )
 
@@ -210,11 +225,13 @@ class OAuthTables(SessionTables):  # a user's sessions end with their password
 
     async def update_client(self, client: OAuthClient) -> None:
         await self._write(
-            "UPDATE oauth_clients SET name = ?, redirect_uris = ?, allowed_scopes = ? WHERE id = ?",
+            "UPDATE oauth_clients SET name = ?, redirect_uris = ?, allowed_scopes = ?, "
+            "allowed_origins = ? WHERE id = ?",
             (
                 client.name,
                 "\n".join(client.redirect_uris),
                 " ".join(client.allowed_scopes),
+                "\n".join(client.allowed_origins),
                 client.id,
             ),
         )
