@@ -64,6 +64,27 @@ async def test_keep_alive_connections_are_reused() -> None:
         pool.close()
 
 
+async def test_a_connection_in_use_when_its_pool_closes_is_closed_once_released() -> None:
+    """Closing a pool cuts no request: the idle connections close now, the busy one
+    when its answer has been read."""
+    async with RawServer(keep_alive_ok) as server:
+        pool = pool_for(server.port)
+        idle, _, _ = await call(pool)
+        busy = await resolved(pool.acquire(fresh=True))
+        pool.close()
+        await asyncio.sleep(0.05)
+        assert idle.lost
+        busy.start(head_only=False)
+        busy.write(request_head("GET", "/x", pool.host_header, [], False))
+        assert (await busy.head(5)).status == 200
+        assert busy.body is not None
+        assert await asyncio.wait_for(busy.body.read_all(1 << 30), 5) == b"ok"
+        assert not busy.lost
+        pool.release(busy)
+        await asyncio.sleep(0.05)
+        assert busy.lost and not pool.idle
+
+
 async def test_chunked_response_and_chunked_upload() -> None:
     received: list[bytes] = []
 

@@ -30,6 +30,7 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.idle: collections.deque[UpstreamProtocol] = collections.deque()
         self.slots = Slots(limit)
+        self.closed = False  # retired: what is in use is closed when it comes back
 
     async def connect(self) -> UpstreamProtocol:
         loop = asyncio.get_running_loop()
@@ -83,7 +84,7 @@ class UpstreamPool:
             return  # each lease is given back once
         conn.released = True
         conn.listener = None
-        if conn.reusable:
+        if conn.reusable and not self.closed:
             self.idle.append(conn)
         else:
             conn.close()
@@ -94,6 +95,9 @@ class UpstreamPool:
         self.release(conn)
 
     def close(self) -> None:
+        """Close the idle connections now, and each one in use once it is released (its
+        request is not cut)."""
+        self.closed = True
         while self.idle:
             self.idle.pop().close()
 
