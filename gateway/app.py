@@ -16,7 +16,7 @@ from yarl import URL
 
 from gateway import crypto
 from gateway.accounts.sign_in import SignIn
-from gateway.config import Settings, case_insensitive
+from gateway.config import Settings, case_insensitive, config_hash
 from gateway.errors import NoRoute
 from gateway.http.engine import ENGINE, Engine
 from gateway.http.server import claimed_segments
@@ -28,6 +28,7 @@ from gateway.metering.limits import Limiter
 from gateway.metering.usage import UsageBook
 from gateway.metering.wallet import Wallet
 from gateway.metrics import Metrics
+from gateway.node.admin import Reload
 from gateway.node.segment import node_name
 from gateway.node.shared import NodeMemory
 from gateway.oauth.authorize import Authorization
@@ -65,6 +66,16 @@ ACCESS_LOG: Final = web.AppKey("access_log", AccessLog)
 WATCHER: Final = web.AppKey("revocation_watcher", RevocationWatcher)
 NODE_MEMORY: Final = web.AppKey("node_memory", NodeMemory)  # the supervisor's; else private
 WORKER: Final = web.AppKey("worker", int)  # this worker's number in its node
+
+
+@dataclass
+class Current:
+    """The settings now: those the app started with, until a reload."""
+
+    settings: Settings
+
+
+CURRENT: Final = web.AppKey("current_settings", Current)
 SIGNER: Final = web.AppKey("signer", JwtCodec)  # the token signing keys, when configured
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -130,6 +141,57 @@ def oauth_server(
     )
 
 
+def make_forwarder(settings: Settings, metrics: Metrics) -> Forwarder:
+    asserting = settings.identity_assertion
+    return Forwarder(
+        settings.upstreams,
+        metrics,
+        settings.proxy.max_body_size,
+        UPSTREAM_CONNECTIONS,
+        session_cookie=settings.session.cookie_name,
+        also_stripped=frozenset({canonical(asserting.header)} if asserting.enabled else ()),
+    )
+
+
+def make_assertions(settings: Settings, signer: JwtCodec | None) -> Assertions | None:
+    asserting = settings.identity_assertion
+    if not asserting.enabled or signer is None:
+        return None
+    return Assertions(signer.sign, asserting.header, asserting.ttl)
+
+
+def make_decisions(settings: Settings, forwarded_for: ForwardedFor) -> Decisions | None:
+    if not settings.decision.enabled:
+        return None
+    return Decisions(settings.decision.path, forwarded_for)
+
+
+async def reload_app(app: web.Application, settings: Settings) -> None:
+    """Switch a running app to new settings (``gateway.node.supervisor`` checked that
+    only what can change live has changed): routes, scopes, upstreams, limits, CORS,
+    the decision endpoint, identity assertions, proxy settings. In one step of the
+    event loop, so a request sees the old settings or the new ones, never a mix;
+    requests in flight finish on the old upstream connections, which are closed as
+    they come back."""
+    pipeline, engine = app[PIPELINE], app[ENGINE]
+    forwarder = make_forwarder(settings, app[METRICS])
+    await forwarder.start()
+    old = pipeline.forwarder
+    pipeline.forwarded_for.configure(settings.proxy.trusted_proxies, configured_host(settings))
+    pipeline.limiter.configure(settings.limits)
+    pipeline.routes = RouteTable(settings.routes, case_insensitive(settings))
+    pipeline.forwarder = forwarder
+    pipeline.assertions = make_assertions(settings, app.get(SIGNER))
+    engine.decisions = make_decisions(settings, pipeline.forwarded_for)
+    engine.header_timeout = settings.proxy.header_timeout
+    engine.max_connections = settings.proxy.max_connections
+    oauth, management = app[OAUTH], app[MANAGEMENT]
+    for holder in (oauth.authorize, oauth.authorize.flow, management.keys, management.apps,
+                   management.usage, app[DASHBOARD], app[CURRENT]):  # fmt: skip
+        holder.settings = settings  # the scope catalog, the metadata, the OpenAPI document
+    await old.close()
+
+
 async def resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     metrics = app[METRICS]
@@ -139,7 +201,6 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     cache = CredentialCache(
         settings.cache.credential_ttl, settings.cache.max_entries, memory.revocations
     )
-    asserting = settings.identity_assertion
     signer = JwtCodec(settings, load_keys(settings)) if settings.tokens.signing_keys else None
     codec = signer if settings.tokens.format == "jwt" else None
     tokens = TokenService(store, settings.oauth, codec)
@@ -152,14 +213,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     authenticator.register(crypto.ACCESS_TOKEN_PREFIX, tokens.principal)
     if codec is not None:
         authenticator.register(JWT_PREFIX, tokens.principal, codec.valid)
-    forwarder = Forwarder(
-        settings.upstreams,
-        metrics,
-        settings.proxy.max_body_size,
-        UPSTREAM_CONNECTIONS,
-        session_cookie=settings.session.cookie_name,
-        also_stripped=frozenset({canonical(asserting.header)} if asserting.enabled else ()),
-    )
+    forwarder = make_forwarder(settings, metrics)
     app[WATCHER] = watcher = RevocationWatcher(
         store, memory.revocations, settings.cache.poll_interval
     )
@@ -187,17 +241,12 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         limiter,
         usage,
         Wallet(store, f"{node_name(settings)}/{app[WORKER]}/{os.getpid()}"),
-        Assertions(signer.sign, asserting.header, asserting.ttl)
-        if asserting.enabled and signer is not None
-        else None,
+        make_assertions(settings, signer),
     )
     own = [resource.canonical for resource in app.router.resources()]
-    decisions = (
-        Decisions(settings.decision.path, forwarded_for) if settings.decision.enabled else None
-    )
     app[ENGINE] = Engine(app[PIPELINE], metrics, usage, app[ACCESS_LOG], claimed_segments(own),
                          settings.proxy.header_timeout, settings.proxy.max_connections,
-                         decisions)  # fmt: skip
+                         make_decisions(settings, forwarded_for))  # fmt: skip
     manage_auth = ManagementAuth(store, authenticator, limiter, sessions, forwarded_for)
     app[MANAGEMENT] = management_api(store, settings, manage_auth, usage)
     app[DASHBOARD] = Dashboard(store, settings, sessions, app[MANAGEMENT], usage)
@@ -267,7 +316,7 @@ def add_oauth_routes(app: web.Application, settings: Settings) -> None:
     }  # fmt: skip
     for name, (path, methods) in table.items():
         add_endpoint(app, path, "oauth:" + name, methods)
-    app.router.add_get(WELL_KNOWN, metadata_handler(settings))
+    app.router.add_get(WELL_KNOWN, metadata_handler(lambda: app[CURRENT].settings))
     app.router.add_get(JWKS_PATH, jwks)
 
 
@@ -306,12 +355,13 @@ def create_app(
     app[USAGE] = usage
     app[ACCESS_LOG] = access_log
     app[WORKER] = worker
+    app[CURRENT] = Current(settings)
     if memory is not None:
         app[NODE_MEMORY] = memory
     app.cleanup_ctx.append(resources)
     setup_templates(app)
     add_oauth_routes(app, settings)
-    add_management_routes(app, settings)
+    add_management_routes(app, settings, lambda: app[CURRENT].settings)
     add_dashboard_routes(app, settings)
     return app
 
@@ -334,3 +384,10 @@ class AppStatus:
 
     def workers(self) -> tuple[int, int]:
         return 1, 1
+
+    def config(self) -> str | None:
+        return config_hash(self.public[CURRENT].settings)
+
+    async def reload(self) -> Reload:
+        """An app served on its own (tests) has no config file to read again."""
+        return Reload("refused", self.config(), ("this app is not served by a node",))

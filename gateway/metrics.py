@@ -120,6 +120,12 @@ class Scrape(Collector):
         yield GaugeMetricFamily(
             "gateway_credential_cache_entries", "Verified credentials cached.", value=m.cache_size()
         )
+        if m.config_hash is not None:
+            info = GaugeMetricFamily(
+                "gateway_config_info", "The loaded configuration, by its hash.", labels=("hash",)
+            )
+            info.add_metric((m.config_hash,), 1)
+            yield info
 
 
 class Metrics:
@@ -154,6 +160,10 @@ class Metrics:
             "Requests whose limits could not be counted (Redis down), by what happened.",
             ("outcome",),
         )
+        self.config_reloads = Tally(
+            "gateway_config_reloads", "Configuration reloads, by outcome.", ("outcome",)
+        )
+        self.config_hash: str | None = None  # the loaded configuration's (the node's)
         self.active = 0  # requests in flight
         self.cache_size: Callable[[], int] = lambda: 0  # set by the credential cache's owner
         self.registry = CollectorRegistry()
@@ -161,7 +171,7 @@ class Metrics:
 
     def tallies(self) -> tuple[Tally, ...]:
         return (self.requests, self.auth_failures, self.upstream_errors,
-                self.limit_backend_failures)  # fmt: skip
+                self.limit_backend_failures, self.config_reloads)  # fmt: skip
 
     def snapshot(self) -> Snapshot:
         """Everything counted so far, as plain data (sent to the node's supervisor)."""

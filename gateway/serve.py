@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import logs
-from gateway.app import METRICS, AppStatus, create_app
+from gateway.app import METRICS, AppStatus, create_app, reload_app
 from gateway.config import Settings
 from gateway.http.server import GatewayRunner
 from gateway.node.control import LISTENING, WorkerSide
@@ -73,10 +73,21 @@ async def serve(settings: Settings, index: int, conn: Connection, locks: list[Lo
         loop.add_signal_handler(sig, stop.set)
     status = AppStatus(public)
 
-    async def snapshot() -> Any:
+    async def snapshot(_: None) -> Any:
         return public[METRICS].snapshot()
 
-    supervisor = WorkerSide(conn, {"metrics": snapshot, "unready": status.unready})
+    async def unready(_: None) -> str | None:
+        return await status.unready()
+
+    async def reload(new: Settings) -> str | None:
+        try:
+            await reload_app(public, new)
+        except Exception as exc:  # reported to the supervisor, which refuses the reload
+            log.exception("reload failed in worker %d", index)
+            return f"worker {index}: {type(exc).__name__}: {exc}"
+        return None
+
+    supervisor = WorkerSide(conn, {"metrics": snapshot, "unready": unready, "reload": reload})
     watch = loop.create_task(watch_parent(os.getppid(), stop))
     try:
         await runner.setup()  # runs cleanup_ctx: store, caches, upstream pool

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import urllib.error
+import urllib.request
 from typing import Any
 
 from gateway.cli.common import CliError, emit, json_parent, with_store
@@ -12,6 +15,8 @@ from gateway.pipeline.paths import normalize
 from gateway.pipeline.proxy import Target
 from gateway.pipeline.routes import RouteTable
 from gateway.store import Store
+
+RELOAD_TIMEOUT = 30.0  # seconds: every worker builds its new routes and upstream pools
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> None:
@@ -29,6 +34,25 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
 async def migrate(store: Store, settings: Settings, args: argparse.Namespace) -> None:
     # with_store has applied the pending migrations by now.
     emit(args, {"ok": True}, [f"database ready: {settings.database.url}"])
+
+
+def reload(settings: Settings, args: argparse.Namespace) -> None:
+    """Ask the running node, through its admin listener, to read its config again."""
+    admin = settings.admin
+    host = "127.0.0.1" if admin.host in ("0.0.0.0", "::", "") else admin.host  # noqa: S104
+    url = f"http://{host}:{admin.port}/reload"
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=RELOAD_TIMEOUT) as response:  # noqa: S310
+            done = json.load(response)
+    except urllib.error.HTTPError as exc:  # 422: refused, with the reasons
+        done = json.load(exc)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"no node answers at {url}: {exc}") from None
+    lines = [f"{done['outcome']}: config {done['config']}", *done["errors"]]
+    emit(args, done, lines)
+    if done["outcome"] != "applied":
+        raise CliError(f"the reload was {done['outcome']}; the node keeps its config")
 
 
 def config_check(settings: Settings, args: argparse.Namespace) -> None:
@@ -88,6 +112,9 @@ def register(sub: Any) -> None:
     sub.add_parser("migrate", parents=[js], help="create or upgrade the database").set_defaults(
         func=with_store(migrate)
     )
+    sub.add_parser(
+        "reload", parents=[js], help="make the running node read its config file again"
+    ).set_defaults(func=reload)
     config = sub.add_parser("config", help="configuration").add_subparsers(
         dest="sub", required=True
     )

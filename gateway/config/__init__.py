@@ -6,6 +6,7 @@ reported as ``<file>: <key path>: <what was expected>``, unknown keys included.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -143,6 +144,29 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "GATEWAY_REDIS_URL": ("redis", "url"),
 }
 UPSTREAM_URL_ENV = re.compile(r"^GATEWAY_UPSTREAM_([A-Z0-9_]+)_URL$")
+
+
+# What a running node can take from a changed config file; the rest needs a restart.
+RELOADABLE = frozenset(
+    {"scopes", "upstreams", "routes", "proxy", "limits", "decision", "identity_assertion"}
+)
+
+
+def config_hash(settings: Settings) -> str:
+    """A short digest of the settings, to see that every node runs the same config."""
+    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:16]
+
+
+def fixed_changes(before: Settings, after: Settings) -> list[str]:
+    """The settings that changed but cannot change while the node runs."""
+    changed = [
+        name
+        for name in Settings.model_fields
+        if name not in RELOADABLE and getattr(before, name) != getattr(after, name)
+    ]
+    if before.limits.node_counters != after.limits.node_counters:
+        changed.append("limits.node_counters")
+    return changed
 
 
 def config_path(explicit: str | None = None) -> Path:
@@ -328,6 +352,7 @@ def strips_cleanly(path: str, prefix: str) -> bool:
 
 __all__ = [
     "ADMIN_SCOPE",
+    "RELOADABLE",
     "Cache",
     "ConfigError",
     "Cors",
@@ -353,7 +378,9 @@ __all__ = [
     "Upstream",
     "Usage",
     "case_insensitive",
+    "config_hash",
     "config_path",
+    "fixed_changes",
     "key_path",
     "load_config",
     "route_ties",

@@ -110,17 +110,24 @@ def bind(call: Call) -> View:
     return view
 
 
-def add_management_routes(app: web.Application, settings: Settings) -> None:
+def add_management_routes(
+    app: web.Application, settings: Settings, current: Callable[[], Settings]
+) -> None:
+    """``current``: the settings now (they change on a reload: the scope catalog)."""
     prefix = settings.management.prefix
     by_path: dict[str, dict[str, View]] = {}
     for op in OPERATIONS:
         by_path.setdefault(op.path, {})[op.method] = bind(op.call)
     for path, table in by_path.items():
         add_endpoint(app, prefix + path, "manage:" + path, table)
-    document = openapi_document(settings)
+    made: dict[int, dict[str, Any]] = {}  # the document, per settings object
 
     async def openapi(request: web.Request) -> web.Response:
-        return web.json_response(document)
+        now = current()
+        if id(now) not in made:
+            made.clear()
+            made[id(now)] = openapi_document(now)
+        return web.json_response(made[id(now)])
 
     app.router.add_get(prefix + "/openapi.json", openapi)
 

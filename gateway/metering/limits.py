@@ -71,11 +71,15 @@ class Limiter:
         on_failure: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self.counters = counters
-        self.per_credential = settings.per_credential
-        self.per_org = settings.per_org
+        self.configure(settings)
         self.fail_open = fail_open
         self.on_failure = on_failure
         self._last_warning = 0.0
+
+    def configure(self, settings: LimitSettings) -> None:
+        """At start, and on a reload."""
+        self.per_credential = settings.per_credential
+        self.per_org = settings.per_org
 
     @staticmethod
     def check_address(limits: KeyLimits | None, client_ip: str | None) -> None:

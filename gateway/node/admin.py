@@ -4,6 +4,7 @@ workers report; an app served on its own reports for itself."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 from aiohttp import web
@@ -28,6 +29,21 @@ class NodeStatus(Protocol):
         """Workers up, workers configured."""
         ...
 
+    def config(self) -> str | None:
+        """The loaded configuration's hash."""
+        ...
+
+    async def reload(self) -> Reload:
+        """Read the config file again and switch every worker to it, or refuse."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    outcome: str  # "applied", "invalid" (the file is wrong) or "refused"
+    config: str | None  # the hash serving after it
+    errors: tuple[str, ...] = ()
+
 
 STATUS: Final = web.AppKey("node_status", NodeStatus)
 
@@ -43,10 +59,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    why = await request.app[STATUS].unready()
+    status = request.app[STATUS]
+    why = await status.unready()
     if why is not None:
         return render(ServiceUnavailable(why), "-")
-    return web.json_response({"status": "ready"})
+    return web.json_response({"status": "ready", "config": status.config()})
+
+
+async def reload(request: web.Request) -> web.Response:
+    """``gateway reload`` asks here; SIGHUP does the same."""
+    done = await request.app[STATUS].reload()
+    body = {"outcome": done.outcome, "config": done.config, "errors": list(done.errors)}
+    return web.json_response(body, status=200 if done.outcome == "applied" else 422)
 
 
 async def metrics_view(request: web.Request) -> web.Response:
@@ -61,4 +85,5 @@ def create_admin_app(status: NodeStatus) -> web.Application:
     admin.router.add_get("/healthz", healthz)
     admin.router.add_get("/readyz", readyz)
     admin.router.add_get("/metrics", metrics_view)
+    admin.router.add_post("/reload", reload)
     return admin

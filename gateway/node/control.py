@@ -3,7 +3,8 @@ answers from its event loop (nothing on the request path waits for it).
 
 Messages are tuples sent with ``multiprocessing.connection``: the worker says
 ``("listening",)`` once its public listener is open; the supervisor asks
-``(n, "metrics")`` or ``(n, "unready")`` and the worker answers ``(n, value)``.
+``(n, question, argument)`` (``metrics``, ``unready``, ``reload`` with the new
+settings) and the worker answers ``(n, value)``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ ASK_TIMEOUT = 2.0  # seconds a worker has to answer
 class WorkerSide:
     """Answers the supervisor's questions with ``answers[question]()``."""
 
-    def __init__(self, conn: Connection, answers: dict[str, Callable[[], Awaitable[Any]]]) -> None:
+    def __init__(
+        self, conn: Connection, answers: dict[str, Callable[[Any], Awaitable[Any]]]
+    ) -> None:
         self.conn = conn
         self.answers = answers
         self.loop = asyncio.get_running_loop()
@@ -35,16 +38,16 @@ class WorkerSide:
 
     def _readable(self) -> None:
         try:
-            number, question = self.conn.recv()
+            number, question, argument = self.conn.recv()
         except (EOFError, OSError):
             self.loop.remove_reader(self.conn.fileno())
             return
-        task = self.loop.create_task(self._answer(number, question))
+        task = self.loop.create_task(self._answer(number, question, argument))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _answer(self, number: int, question: str) -> None:
-        self.send((number, await self.answers[question]()))
+    async def _answer(self, number: int, question: str, argument: Any) -> None:
+        self.send((number, await self.answers[question](argument)))
 
     def close(self) -> None:
         with contextlib.suppress(ValueError, OSError):
@@ -63,12 +66,12 @@ class SupervisorSide:
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.loop.add_reader(conn.fileno(), self._readable)
 
-    async def ask(self, question: str) -> Any:
+    async def ask(self, question: str, argument: Any = None) -> Any:
         """The worker's answer; TimeoutError or ConnectionError if it gives none."""
         number = next(self.numbers)
         future = self.pending[number] = self.loop.create_future()
         try:
-            self.conn.send((number, question))
+            self.conn.send((number, question, argument))
             return await asyncio.wait_for(future, ASK_TIMEOUT)
         except OSError as exc:
             raise ConnectionError("the worker is gone") from exc

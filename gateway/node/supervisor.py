@@ -14,6 +14,11 @@ and replaces a worker that dies.
   exited cleanly.
 - Should the supervisor itself be killed, each worker notices its parent gone
   within half a second and stops as on SIGTERM.
+- SIGHUP, or ``POST /reload`` on the admin listener (``gateway reload``), reads
+  the config file again. An invalid file, or one that changes a setting that
+  cannot change live (see ``gateway.config.RELOADABLE``), is refused and the old
+  config keeps serving; otherwise every worker switches to it, and so does every
+  worker started later.
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Lock
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings, config_hash, fixed_changes, load_config
 from gateway.metrics import Metrics, Snapshot
-from gateway.node.admin import create_admin_app
+from gateway.node.admin import Reload, create_admin_app
 from gateway.node.control import SupervisorSide
 from gateway.node.segment import node_name, segment_path
 from gateway.node.shared import NodeMemory, region_locks
@@ -73,17 +79,20 @@ class Supervisor:
     settings, its number, its end of the pipe and the counters' locks."""
 
     def __init__(self, settings: Settings, workers: int, worker_main: WorkerMain) -> None:
+        loaded = settings
         if settings.session.secret is None:
             # Workers must agree on the session key, or a login would hold on one only.
             session = settings.session.model_copy(update={"secret": secrets.token_urlsafe(32)})
             settings = settings.model_copy(update={"session": session})
+        self.loaded = loaded  # as read from the file (the session secret as the file has it)
         self.settings = settings
         self.configured = workers
         self.worker_main = worker_main
+        self.reloading = asyncio.Lock()
         self.node = node_name(settings)
         self.context = multiprocessing.get_context("spawn")
         self.running: dict[int, Worker] = {}
-        self.retired = Metrics()  # what workers that are gone had counted
+        self.retired = Metrics()  # what workers that are gone had counted, and the reloads
         self.stopping = asyncio.Event()
         self.failed = False
         self.all_listening = asyncio.Event()
@@ -95,6 +104,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
         store = open_store(self.settings)
         await store.connect()
         memory: NodeMemory | None = None
@@ -226,8 +236,47 @@ class Supervisor:
     def workers(self) -> tuple[int, int]:
         return len(self.workers_up()), self.configured
 
+    def config(self) -> str | None:
+        return config_hash(self.loaded)
+
+    async def reload(self) -> Reload:
+        async with self.reloading:  # one at a time, in the order asked
+            done = await self._reload()
+        self.retired.config_reloads.inc(done.outcome)
+        if done.errors:
+            log.error("config reload %s: %s", done.outcome, "; ".join(done.errors))
+        else:
+            log.info("config reloaded: %s", done.config)
+        return done
+
+    async def _reload(self) -> Reload:
+        try:
+            new = load_config(Path(self.settings.source))
+        except ConfigError as exc:
+            return Reload("invalid", self.config(), tuple(exc.problems))
+        fixed = fixed_changes(self.loaded, new)
+        if fixed:
+            refusals = tuple(f"{name}: cannot change while the node runs (restart it)"
+                             for name in fixed)  # fmt: skip
+            return Reload("refused", self.config(), refusals)
+        settings = new.model_copy(update={"session": self.settings.session})
+        failed: list[str] = []
+        for worker in self.workers_up():
+            try:
+                answer: str | None = await worker.channel.ask("reload", settings)
+            except (TimeoutError, ConnectionError):
+                answer = f"worker {worker.index} did not answer"
+            if answer is not None:
+                failed.append(answer)
+        # Workers that switched stay switched; later ones start with the new settings.
+        self.loaded, self.settings = new, settings
+        if failed:
+            return Reload("failed", self.config(), tuple(failed))
+        return Reload("applied", self.config())
+
     async def metrics(self) -> Metrics:
         total = Metrics()
+        total.config_hash = self.config()
         total.absorb(self.retired.snapshot())
         for worker in self.workers_up():
             with contextlib.suppress(TimeoutError, ConnectionError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -41,10 +42,11 @@ def metadata(settings: Settings) -> dict[str, Any]:
     }
 
 
-def metadata_handler(settings: Settings) -> web.Handler:  # type: ignore[name-defined]
-    body = metadata(settings)
+def metadata_handler(current: Callable[[], Settings]) -> web.Handler:  # type: ignore[name-defined]
+    """``current``: the settings now (the scope catalog changes on a reload)."""
 
     async def handler(request: web.Request) -> web.Response:
+        body = metadata(current())
         return web.json_response(body, headers={"Cache-Control": "public, max-age=300"})
 
     return handler

@@ -174,6 +174,10 @@ class ForwardedFor:
     """
 
     def __init__(self, trusted: Iterable[str], public_host: str | None = None) -> None:
+        self.configure(trusted, public_host)
+
+    def configure(self, trusted: Iterable[str], public_host: str | None) -> None:
+        """At start, and on a reload."""
         self.trusted = tuple(ipaddress.ip_network(c, strict=False) for c in trusted)
         self.public_host = public_host
         # Each address's trust, parsed once; bounded, as X-Forwarded-For is the client's.

@@ -160,8 +160,9 @@ class Forwarder:
         chunked: bool,
     ) -> tuple[Target, UpstreamPool, bytes]:
         """The upstream, its pool and the request head to send it."""
-        target = self.targets[route.upstream]
-        pool = self.pools[route.upstream]
+        target, pool = self.targets.get(route.upstream), self.pools.get(route.upstream)
+        if target is None or pool is None:  # judged before a reload that removed it
+            raise UpstreamError(route.upstream, "reloaded")
         headers = upstream_request_headers(
             incoming, injected, self.session_cookie, self.also_stripped
         )
