@@ -203,7 +203,8 @@ async def test_admin_listener_serves_probes_and_metrics(served: Served) -> None:
             assert await response.json() == {"status": "ok", "workers": {"up": 1, "configured": 1}}
         async with http.get(f"{served.admin}/readyz") as response:
             assert response.status == 200
-            assert await response.json() == {"status": "ready"}
+            ready = await response.json()
+            assert ready["status"] == "ready" and len(ready["config"]) == 16
         async with http.get(f"{served.admin}/metrics") as response:
             assert response.status == 200
             metrics = await response.text()
