@@ -19,6 +19,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from playwright.async_api import Browser, async_playwright
 
 from gateway.accounts import api_keys, users
 from gateway.app import CACHE, STORE, AppStatus, create_app
@@ -275,3 +277,17 @@ def spawned() -> Iterator[list[Spawned]]:
     yield nodes
     for node in reversed(nodes):
         node.kill()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's headless Chromium (``browser_helpers``), for the page tests."""
+    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: install Debian's chromium"
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()

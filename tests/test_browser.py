@@ -12,7 +12,6 @@ import asyncio
 import base64
 import hashlib
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -21,9 +20,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from browser_helpers import CHROMIUM, CHROMIUM_ARGS, PNG_MAGIC, TIMEOUT_MS, open_tab
+from browser_helpers import PNG_MAGIC, TIMEOUT_MS, open_tab
 from conftest import PASSWORD, AiohttpServer, Gateway
-from playwright.async_api import Browser, Page, Response, async_playwright
+from playwright.async_api import Browser, Page, Response
 from yarl import URL
 
 from gateway.store import Org
@@ -93,19 +92,6 @@ async def callback(aiohttp_server: AiohttpServer) -> Callback:
 
 
 # --- the browser --------------------------------------------------------------
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: install Debian's chromium"
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 # --- the OAuth parts ----------------------------------------------------------

@@ -6,15 +6,13 @@ JavaScript. A page from another origin is blocked by the browser."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from browser_helpers import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, open_tab
+from browser_helpers import open_tab
 from conftest import PASSWORD, AiohttpServer, Gateway
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 ROUTE = {"path": "/spa/**", "upstream": "main", "scopes": ["contacts:read"],
          "strip_prefix": "/spa", "cors": {"origins": []}}  # fmt: skip
@@ -88,19 +86,6 @@ async def page_server(
         app.router.add_get(path, serve)
     server = await aiohttp_server(app, host="127.0.0.1")
     return f"http://127.0.0.1:{server.port}", values
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: install Debian's chromium"
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from browser_helpers import CHROMIUM, CHROMIUM_ARGS, PNG_MAGIC, TIMEOUT_MS, Tab, open_tab
+from browser_helpers import PNG_MAGIC, TIMEOUT_MS, Tab, open_tab
 from conftest import PASSWORD, REDIRECT_URI, Gateway
 from oauth_helpers import (
     basic_auth,
@@ -27,23 +27,10 @@ from oauth_helpers import (
     refused_within,
     token_request,
 )
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 REVOCATION_DEADLINE = 1.0  # seconds: the promise for revoked credentials
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=TIMEOUT_MS / 1000)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: install Debian's chromium"
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 @pytest.fixture

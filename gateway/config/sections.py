@@ -70,6 +70,19 @@ class Upstream(Strict):
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
 
 
+def mount_path(path: str) -> str:
+    """Where the gateway serves something of its own: an absolute path, no trailing
+    '/', no pattern or query."""
+    if (
+        not path.startswith("/")
+        or path.endswith("/")
+        or any(c in path for c in "{?")
+        or ("//" in path)
+    ):
+        raise ValueError("expected an absolute path without a trailing '/', '{', '?' or '//'")
+    return path
+
+
 class Cors(Strict):
     """CORS for one route (the Fetch standard's CORS protocol): preflights answered by
     the gateway, allowed origins named on actual responses."""
@@ -188,9 +201,7 @@ class Decision(Strict):
     @field_validator("path")
     @classmethod
     def _path(cls, path: str) -> str:
-        if not path.startswith("/") or path.endswith("/") or "?" in path or "//" in path:
-            raise ValueError("must start with '/', and not end with '/' or hold '?' or '//'")
-        return path
+        return mount_path(path)
 
 
 class IdentityAssertion(Strict):
@@ -317,9 +328,7 @@ class Management(Strict):
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, prefix: str) -> str:
-        if not prefix.startswith("/") or prefix.endswith("/") or "{" in prefix or "?" in prefix:
-            raise ValueError("expected an absolute path without a trailing '/'")
-        return prefix
+        return mount_path(prefix)
 
 
 class DashboardSettings(Strict):
