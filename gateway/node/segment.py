@@ -7,11 +7,11 @@ sits in ``/dev/shm`` (memory, not disk) where there is one. Its path follows fro
 the config (database, listener), so the CLI run against the same config finds
 the node it manages and can publish what it revokes.
 
-Locks are POSIX record locks (``fcntl.lockf``) on byte ranges of the file, one
-per region of the counters table and one for the revocation ring. Unlike a
-semaphore, a record lock dies with its process: a worker killed while holding
-one cannot wedge the node. Written here rather than with
-``multiprocessing.shared_memory`` for that reason, and because a file can be
+The revocation ring's lock is a POSIX record lock (``fcntl.lockf``) on a byte
+of the file: the CLI, which inherited nothing from the supervisor, can take it
+too, and it dies with its process. (The counters' regions, taken on every
+request, use semaphores instead: ``gateway.node.shared.NodeCounters``.) Written
+here rather than with ``multiprocessing.shared_memory`` because a file can be
 found by a process that did not inherit anything from the supervisor.
 """
 
