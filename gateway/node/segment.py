@@ -11,8 +11,9 @@ The revocation ring's lock is a POSIX record lock (``fcntl.lockf``) on a byte
 of the file: the CLI, which inherited nothing from the supervisor, can take it
 too, and it dies with its process. (The counters' regions, taken on every
 request, use semaphores instead: ``gateway.node.shared.NodeCounters``.) Written
-here rather than with ``multiprocessing.shared_memory`` because a file can be
-found by a process that did not inherit anything from the supervisor.
+here rather than with ``multiprocessing.shared_memory``, whose segments are
+found by name only by the processes that are told it, and whose resource
+tracker would unlink the segment when a worker exits.
 """
 
 from __future__ import annotations
