@@ -172,6 +172,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self._fail(error)
         if self._drain is not None and not self._drain.done():
             self._drain.set_exception(error)
+            self._drain.exception()  # seen, as the head's
 
     def data_received(self, data: bytes) -> None:
         if not self.asked or self.released:
@@ -270,6 +271,7 @@ class UpstreamProtocol(asyncio.Protocol):
     def _fail(self, error: UpstreamProtocolError) -> None:
         if self._head is not None and not self._head.done():
             self._head.set_exception(error)
+            self._head.exception()  # seen: a call that gave up on it never awaits it
         if self.body is not None:
             self.body.fail(error)
         listener, self.listener = self.listener, None
