@@ -29,7 +29,7 @@ from gateway.metering.usage import UsageBook
 from gateway.metering.wallet import Wallet
 from gateway.metrics import Metrics
 from gateway.node.admin import Reload
-from gateway.node.segment import node_name
+from gateway.node.segment import debit_holder, node_name
 from gateway.node.shared import NodeMemory
 from gateway.oauth.authorize import Authorization
 from gateway.oauth.introspection import IntrospectionEndpoint
@@ -240,7 +240,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         forwarded_for,
         limiter,
         usage,
-        Wallet(store, f"{node_name(settings)}/{app[WORKER]}/{os.getpid()}"),
+        Wallet(store, debit_holder(node_name(settings), app[WORKER], os.getpid())),
         make_assertions(settings, signer),
     )
     own = [resource.canonical for resource in app.router.resources()]

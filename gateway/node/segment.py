@@ -45,6 +45,12 @@ def node_name(settings: Settings) -> str:
     return hashlib.sha256(f"{settings.database.url}|{listen}".encode()).hexdigest()[:16]
 
 
+def debit_holder(node: str, worker: int, pid: int) -> str:
+    """How a worker's wallet debits name it (``Store.wallet_release``); the node's
+    name followed by "/" names every worker of the node."""
+    return f"{node}/{worker}/{pid}"
+
+
 def segment_path(settings: Settings) -> Path:
     """Where a node with these settings keeps its shared memory."""
     return memory_folder() / f"gateway-node-{node_name(settings)}"

@@ -44,7 +44,7 @@ from gateway.config import ConfigError, Settings, config_hash, fixed_changes, lo
 from gateway.metrics import Metrics, Snapshot
 from gateway.node.admin import Reload, create_admin_app
 from gateway.node.control import SupervisorSide
-from gateway.node.segment import node_name, segment_path
+from gateway.node.segment import debit_holder, node_name, segment_path
 from gateway.node.shared import NodeMemory, region_locks
 from gateway.store import Store, StoreUnavailable, open_store
 
@@ -65,10 +65,9 @@ class Worker:
         self.listening = False
         self.last: Snapshot | None = None  # its metrics when last asked
 
-    @property
-    def holder(self) -> str:
+    def holder(self, node: str) -> str:
         """How its debits name it (``Wallet``)."""
-        return f"/{self.index}/{self.process.pid}"
+        return debit_holder(node, self.index, self.process.pid or 0)
 
 
 WorkerMain = Callable[[Settings, int, Connection, list[Lock]], None]
@@ -176,7 +175,7 @@ class Supervisor:
             del self.running[worker.index]
         if worker.last is not None:
             self.retired.absorb(worker.last.without_gauges())
-        self._spawn(self._release(store, self.node + worker.holder))
+        self._spawn(self._release(store, worker.holder(self.node)))
         if self.stopping.is_set():
             if worker.process.exitcode != 0:
                 self.failed = True

@@ -7,7 +7,6 @@ development apps) and private-use schemes (``com.example.app:/cb``).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 from gateway import crypto
 from gateway.accounts.api_keys import InvalidInput, check_name, check_scopes, resolve_org
 from gateway.config import ADMIN_SCOPE
+from gateway.config.sections import ORIGIN
 from gateway.store import Store
 from gateway.store.records import OAuthClient, Org
 
@@ -29,12 +29,9 @@ class RegisteredClient:
     secret: str | None  # shown once; None for public clients
 
 
-ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
-
-
 def check_origin(origin: str) -> str:
     """``scheme://host[:port]``, as a browser sends it in ``Origin``."""
-    if not ORIGIN.match(origin):
+    if not ORIGIN.match(origin):  # the config's rule for routes[].cors.origins
         raise InvalidInput(
             f"{origin!r} is not an origin (scheme://host[:port], no path)", "allowed_origins"
         )

@@ -213,18 +213,11 @@ class WalletTables(SqlBase):
         """Refund every debit still pending whose holder is ``holder`` or, for a
         ``holder`` ending in "/", starts with it: the process that took it is gone.
         Returns how many."""
-        if holder.endswith("/"):
-            rows = await self._rows(
-                "SELECT seq FROM wallet_transactions WHERE kind = 'debit' AND settled = ? "
-                "AND substr(holder, 1, ?) = ?",
-                (PENDING, len(holder), holder),
-            )
-        else:
-            rows = await self._rows(
-                "SELECT seq FROM wallet_transactions WHERE kind = 'debit' AND settled = ? "
-                "AND holder = ?",
-                (PENDING, holder),
-            )
+        whose = "substr(holder, 1, ?) = ?" if holder.endswith("/") else "? > 0 AND holder = ?"
+        rows = await self._rows(
+            f"SELECT seq FROM wallet_transactions WHERE kind = 'debit' AND settled = ? AND {whose}",
+            (PENDING, len(holder), holder),
+        )
         for (seq,) in rows:
             await self.wallet_refund(int(seq), at)
         return len(rows)

@@ -13,14 +13,12 @@ none from a browser. The management API and the pages never answer CORS.
 
 from __future__ import annotations
 
-import base64
-import binascii
-from urllib.parse import unquote
-
 from aiohttp import web
 
 from gateway.errors import GatewayError
+from gateway.oauth.client_auth import basic_credentials
 from gateway.oauth.clients import origins
+from gateway.oauth.params import body_params
 from gateway.store import Store
 from gateway.web.endpoints import View
 from gateway.web.middleware import EXCHANGE, render
@@ -68,17 +66,16 @@ class TokenCors:
         return answered
 
     async def _of_named_client(self, request: web.Request, origin: str) -> bool:
-        client_id = None
-        if request.content_type == "application/x-www-form-urlencoded":
-            client_id = (await request.post()).get("client_id")
-        basic = request.headers.get("Authorization", "")
-        if not isinstance(client_id, str) and basic[:6].lower() == "basic ":
-            try:
-                decoded = base64.b64decode(basic[6:], validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                return False
-            client_id = unquote(decoded.partition(":")[0])
-        if not isinstance(client_id, str) or not client_id:
+        """Whether ``origin`` is the client's named in the request, read as client
+        authentication reads it (``client_auth``)."""
+        try:
+            basic = basic_credentials(request)
+            client_id = (
+                basic[0] if basic is not None else (await body_params(request)).get("client_id", "")
+            )
+        except GatewayError:
+            return False  # the endpoint has answered why
+        if not client_id:
             return False
         found = await self.store.get_client(client_id)
         return found is not None and origin in origins(found.client)
