@@ -45,6 +45,7 @@ from gateway.pipeline.decision import Decisions
 from gateway.pipeline.headers import ForwardedFor, canonical
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import RouteTable
+from gateway.pipeline.sockets import SocketGuard
 from gateway.store import Store, StoreUnavailable, open_store
 from gateway.web.consent import ConsentViews
 from gateway.web.dashboard import DASHBOARD, Dashboard, add_dashboard_routes
@@ -185,6 +186,7 @@ async def reload_app(app: web.Application, settings: Settings) -> None:
     engine.decisions = make_decisions(settings, pipeline.forwarded_for)
     engine.header_timeout = settings.proxy.header_timeout
     engine.max_connections = settings.proxy.max_connections
+    engine.websocket_idle_timeout = settings.proxy.websocket_idle_timeout
     oauth, management = app[OAUTH], app[MANAGEMENT]
     for holder in (oauth.authorize, oauth.authorize.flow, management.keys, management.apps,
                    management.usage, app[DASHBOARD], app[CURRENT]):  # fmt: skip
@@ -244,9 +246,11 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         make_assertions(settings, signer),
     )
     own = [resource.canonical for resource in app.router.resources()]
+    sockets = SocketGuard(memory.revocations)
     app[ENGINE] = Engine(app[PIPELINE], metrics, usage, app[ACCESS_LOG], claimed_segments(own),
                          settings.proxy.header_timeout, settings.proxy.max_connections,
-                         make_decisions(settings, forwarded_for))  # fmt: skip
+                         make_decisions(settings, forwarded_for), sockets,
+                         settings.proxy.websocket_idle_timeout)  # fmt: skip
     manage_auth = ManagementAuth(store, authenticator, limiter, sessions, forwarded_for)
     app[MANAGEMENT] = management_api(store, settings, manage_auth, usage)
     app[DASHBOARD] = Dashboard(store, settings, sessions, app[MANAGEMENT], usage)
@@ -265,6 +269,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             ):
                 yield
         finally:
+            await sockets.close()
             await forwarder.close()
             await usage.flush(store)
             await counters.close()

@@ -122,6 +122,15 @@ class MalformedRequest(BadRequest):
     message = "The request is not valid HTTP."
 
 
+class UpgradeRefused(BadRequest):
+    """An ``Upgrade`` request where none is served: a route without ``websocket: true``,
+    a protocol other than WebSocket, a method other than GET, or the gateway's own
+    endpoints. Never forwarded (RFC 9110 §7.8 lets a server refuse an upgrade)."""
+
+    code = "upgrade_refused"
+    message = "This route does not accept a protocol upgrade."
+
+
 class HeadTooLarge(BadRequest):
     status = 431
     message = "The request headers are too large."

@@ -96,10 +96,11 @@ class Snapshot:
     timings: list[dict[str, tuple[list[int], float]]]  # label -> (bucket counts, sum)
     active: int
     cache_entries: int
+    websockets: int
 
     def without_gauges(self) -> Snapshot:
         """What a worker that is gone still adds to the node's counters."""
-        return Snapshot(self.tallies, self.timings, 0, 0)
+        return Snapshot(self.tallies, self.timings, 0, 0, 0)
 
 
 class Scrape(Collector):
@@ -116,6 +117,9 @@ class Scrape(Collector):
         yield m.upstream_latency.family()
         yield GaugeMetricFamily(
             "gateway_requests_in_flight", "Requests being handled now.", value=m.active
+        )
+        yield GaugeMetricFamily(
+            "gateway_websockets_open", "WebSockets open through the gateway.", value=m.websockets
         )
         yield GaugeMetricFamily(
             "gateway_credential_cache_entries", "Verified credentials cached.", value=m.cache_size()
@@ -165,6 +169,7 @@ class Metrics:
         )
         self.config_hash: str | None = None  # the loaded configuration's (the node's)
         self.active = 0  # requests in flight
+        self.websockets = 0  # open
         self.cache_size: Callable[[], int] = lambda: 0  # set by the credential cache's owner
         self.registry = CollectorRegistry()
         self.registry.register(Scrape(self))
@@ -182,6 +187,7 @@ class Metrics:
                      for t in (self.overhead, self.upstream_latency)],
             active=self.active,
             cache_entries=self.cache_size(),
+            websockets=self.websockets,
         )  # fmt: skip
 
     def absorb(self, snapshot: Snapshot) -> None:
@@ -198,6 +204,7 @@ class Metrics:
                 mine.counts = [a + b for a, b in zip(mine.counts, buckets, strict=True)]
                 mine.total += total
         self.active += snapshot.active
+        self.websockets += snapshot.websockets
         entries = self.cache_size() + snapshot.cache_entries
         self.cache_size = lambda: entries
 

@@ -7,7 +7,9 @@ well-behaved HTTP framework can be made to send these answers.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -24,6 +26,9 @@ BEHAVIOURS: dict[str, bytes | None] = {
     # Larger than the gateway relays whole, so it streams: the cut reaches the client.
     "truncated-large": b"HTTP/1.1 200 OK\r\nContent-Length: 10485760\r\n\r\n" + b"x" * 200_000,
     "silent": None,
+    # A switch of protocols nobody asked for: the rest is not HTTP.
+    "unasked-switch": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n"
+    b"Connection: upgrade\r\n\r\nnot http",
 }
 
 
@@ -61,15 +66,21 @@ async def serving(handler: Handler) -> AsyncIterator[str]:
 @pytest.fixture
 async def upstreams() -> AsyncIterator[dict[str, str]]:
     """ "bad" answers one request per connection; "kept" keeps its connections alive."""
-    async with serving(serve_badly) as bad, serving(serve_kept) as kept:
-        yield {"bad": bad, "kept": kept}
+    async with (
+        serving(serve_badly) as bad,
+        serving(serve_kept) as kept,
+        serving(serve_sockets) as sockets,
+    ):
+        yield {"bad": bad, "kept": kept, "sockets": sockets}
 
 
 @pytest.fixture
 def config(config: dict[str, Any], upstreams: dict[str, str]) -> dict[str, Any]:
     for name, url in upstreams.items():
         config["upstreams"][name] = {"url": url, "timeout": 0.5}
-        config["routes"].append({"path": f"/{name}/**", "upstream": name})
+        config["routes"].append(
+            {"path": f"/{name}/**", "upstream": name, "websocket": name == "sockets"}
+        )
     return config
 
 
@@ -81,6 +92,7 @@ FAILURES = pytest.mark.parametrize(
         ("bad-header", 502, "bad_gateway"),
         ("reset", 502, "bad_gateway"),
         ("silent", 504, "gateway_timeout"),
+        ("unasked-switch", 502, "bad_gateway"),
         # A small body is read whole before answering, so its truncation is still a 502.
         ("truncated", 502, "bad_gateway"),
     ],
@@ -169,3 +181,41 @@ async def test_a_streamed_answer_on_a_kept_alive_connection_arrives_whole(
         resp = await gw.client.get(f"/kept/{behaviour}", headers=headers)
         assert resp.status == 200
         assert await resp.read() == body
+
+
+async def serve_sockets(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """WebSocket handshakes answered badly: a 101 to another protocol, or a proper 101
+    and then the connection dropped without a close frame."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
+        accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+        protocol = b"websocket" if b"/sockets/gone" in head else b"h2c"
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + protocol +
+                     b"\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept +
+                     b"\r\n\r\n\x81\x02hi")  # fmt: skip
+        await writer.drain()
+        await asyncio.sleep(0.2)
+    except (OSError, asyncio.IncompleteReadError, StopIteration):
+        pass
+    finally:
+        writer.close()
+
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+
+
+async def test_a_switch_to_another_protocol_is_a_502(gw: Gateway) -> None:
+    key = await gw.mint(["contacts:read"])
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await gw.client.ws_connect("/sockets/wrong", headers={"X-API-Key": key.secret})
+    assert refused.value.status == 502
+
+
+async def test_an_upstream_gone_without_a_close_is_told_to_the_client(gw: Gateway) -> None:
+    key = await gw.mint(["contacts:read"])
+    ws = await gw.client.ws_connect("/sockets/gone", headers={"X-API-Key": key.secret})
+    assert (await ws.receive(timeout=2)).data == "hi"  # the frame that came with the 101
+    message = await ws.receive(timeout=2)
+    assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1014

@@ -3,6 +3,8 @@
 They show what arrived (``/echo``), stream large or late bodies (``/bytes``,
 ``/slow-body``), answer late (``/slow``) and answer with any status
 (``/status/{code}``). Bodies are streamed both ways, never held whole.
+``/ws/echo`` is a WebSocket that first says what its handshake carried, then
+echoes every message.
 """
 
 from __future__ import annotations
@@ -135,7 +137,31 @@ async def slow_body(request: web.Request) -> web.StreamResponse:
     return response
 
 
+WS_MAX_MESSAGE: Final = 64 * 1024 * 1024
+
+
+async def ws_echo(request: web.Request) -> web.WebSocketResponse:
+    """``GET /ws/echo`` (WebSocket): a first text message describing the handshake (path
+    and headers), then every text or binary message echoed back. The text ``close
+    CODE`` makes this side close with that code."""
+    ws = web.WebSocketResponse(max_msg_size=WS_MAX_MESSAGE, autoping=True)
+    await ws.prepare(request)
+    hello = {"path": request.raw_path,
+             "headers": [[k, v] for k, v in request.headers.items()]}  # fmt: skip
+    await ws.send_str(json.dumps(hello))
+    async for message in ws:
+        if message.type == web.WSMsgType.TEXT:
+            if message.data.startswith("close "):
+                await ws.close(code=int(message.data.split()[1]), message=b"asked to")
+                break
+            await ws.send_str(message.data)
+        elif message.type == web.WSMsgType.BINARY:
+            await ws.send_bytes(message.data)
+    return ws
+
+
 def add_diagnostic_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/ws/echo", ws_echo)
     router.add_get("/status", status)
     router.add_get("/status/{code}", status_code)
     router.add_route("*", "/echo", echo)

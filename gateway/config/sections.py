@@ -125,6 +125,9 @@ class Route(Strict):
         False, description="accept ';parameters' in path segments (for upstreams that use them)"
     )
     cors: Cors | None = None
+    websocket: bool = Field(
+        False, description="accept WebSocket handshakes (GET with Upgrade: websocket)"
+    )
 
     @field_validator("path")
     @classmethod
@@ -160,6 +163,12 @@ class Route(Strict):
             raise ValueError("a method is listed twice")
         return upper
 
+    @model_validator(mode="after")
+    def _websocket_get(self) -> Route:
+        if self.websocket and self.methods is not None and "GET" not in self.methods:
+            raise ValueError("a websocket route must allow GET (the handshake's method)")
+        return self
+
     @property
     def name(self) -> str:
         """The route's label in metrics and logs: its ``id`` or its path pattern."""
@@ -178,6 +187,9 @@ class Proxy(Strict):
     )
     header_timeout: float = Field(
         10.0, gt=0, description="seconds for a request head to arrive in full (then 408)"
+    )
+    websocket_idle_timeout: float = Field(
+        300.0, gt=0, description="seconds a WebSocket may stay silent both ways before it closes"
     )
 
     @field_validator("trusted_proxies")

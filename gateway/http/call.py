@@ -26,7 +26,7 @@ from gateway.pipeline.decision import Decisions, Original, refusal
 from gateway.pipeline.idempotency import Keeper, body_digest, replay
 from gateway.pipeline.paths import NormalPath, normalize
 from gateway.pipeline.proxy import Answer as AnswerSink
-from gateway.pipeline.proxy import BodyTooLarge
+from gateway.pipeline.proxy import BodyTooLarge, Switched
 from gateway.pipeline.relay import Relay
 from gateway.store.records import KeptAnswer
 from gateway.wait import Wait
@@ -163,8 +163,9 @@ class Call:
 
     def _authorize(self, path: NormalPath) -> None:
         conn = self.conn
+        upgrade = self.head.upgrade if self.original is None else None  # a decision's own
         judged = self.pipeline.authorize(
-            self.method, path, self.headers, conn.peer, conn.scheme, self.exchange
+            self.method, path, self.headers, conn.peer, conn.scheme, self.exchange, upgrade
         )
         self._then(judged, self._count)
 
@@ -206,12 +207,19 @@ class Call:
             )
             return
         head, admission = self.head, self.admission
+        self.debit = charged
+        if head.upgrade is not None:  # a WebSocket handshake (``gateway.http.tunnel``)
+            switching = self.pipeline.forwarder.upgrade(
+                admission.route, admission.path, self.headers, self.injected, self.exchange,
+                self.answer,
+            )  # fmt: skip
+            self.task = self.conn.loop.create_task(self._resume(Wait(switching), self._switch))
+            return
         body: bytes | AsyncIterator[bytes] | None = self.body
         answer: AnswerSink = self.answer
         if charged is not None and "Idempotency-Key" in self.headers:
             self.keeper = keeper = Keeper(answer, body)
             body, answer = keeper.body, keeper
-        self.debit = charged
         self.relay = self.pipeline.forwarder.forward(
             head.method, admission.route, admission.path, self.headers, self.injected,
             body, head.chunked, self.exchange, answer, self._forwarded,
@@ -226,6 +234,24 @@ class Call:
             return
         settled = self.pipeline.settle(debit, True, None, self.exchange)
         self.task = self.conn.loop.create_task(self._resume(Wait(settled), self._done))
+
+    def _switch(self, switched: Switched | None) -> None:
+        """The upstream's answer to a WebSocket handshake: a 101 turns the connection
+        into the socket, watched for its credential; any other answer was relayed."""
+        conn, admission = self.conn, self.admission
+        assert admission is not None
+        if switched is not None:
+            if conn.lost:
+                switched.conn.close()
+                self.exchange.aborted = True
+            else:
+                self.answer.switching(switched.reason, switched.headers)
+                tunnel = conn.open_tunnel(switched.conn)
+                if admission.principal is not None:
+                    recheck = self.pipeline.authenticator.recheck(self.headers)
+                    conn.engine.sockets.watch(tunnel, admission.principal, recheck,
+                                              admission.route)  # fmt: skip
+        self._forwarded(None)
 
     def _replay(self, kept: KeptAnswer, digest: str) -> None:
         headers, body = replay(kept, digest, self.exchange.request_id)

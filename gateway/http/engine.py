@@ -18,17 +18,20 @@ from typing import TYPE_CHECKING, Final, cast
 
 from aiohttp import web
 
-from gateway.errors import GatewayError, RequestTimeout, error_parts
+from gateway.errors import GatewayError, RequestTimeout, UpgradeRefused, error_parts
 from gateway.exchange import new_request_id
 from gateway.http.call import Call
 from gateway.http.framing import BodyFraming, RequestHead, head_end, read_head, response_head
 from gateway.http.streams import RequestBody
+from gateway.http.tunnel import GOING_AWAY, Tunnel
 from gateway.logs import AccessLog
 from gateway.metering.usage import UsageBook
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.pipeline.decision import Decisions
 from gateway.pipeline.paths import NormalPath, normalize
+from gateway.pipeline.sockets import SocketGuard
+from gateway.pipeline.upstream import UpstreamProtocol
 
 if TYPE_CHECKING:
     from gateway.http.server import Lent, ProxyServer
@@ -52,6 +55,8 @@ class Engine:
     header_timeout: float
     max_connections: int
     decisions: Decisions | None  # the decision endpoint, when enabled
+    sockets: SocketGuard  # the open WebSockets' credentials
+    websocket_idle_timeout: float
 
     def deciding(self, path: NormalPath | None) -> Decisions | None:
         """The decision endpoint, if the request is for it."""
@@ -80,6 +85,7 @@ class Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.call: Call | None = None  # the request in service
         self.aiohttp: Lent | None = None  # aiohttp's protocol, for the own endpoints
+        self.tunnel: Tunnel | None = None  # a WebSocket: the connection is its from the 101
         self.lent_body: BodyFraming | None = None  # the request aiohttp is serving, if any
         self.settled: asyncio.Future[None] | None = None  # made by shutdown() to wait on
         self.waiter: asyncio.Future[None] | None = None  # a body reader waiting for bytes
@@ -98,7 +104,7 @@ class Connection(asyncio.Protocol):
 
     @property
     def serving(self) -> bool:
-        return self.call is not None or self.lent_body is not None
+        return self.call is not None or self.lent_body is not None or self.tunnel is not None
 
     # --- asyncio ---
 
@@ -114,6 +120,9 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.lingering:
             return  # a refused body, read and dropped until the close
+        if self.tunnel is not None:
+            self.tunnel.from_client(data)
+            return
         self.buffer += data
         self.active = self.loop.time()
         if not self.serving:
@@ -128,7 +137,7 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        if self.lingering:
+        if self.lingering or self.tunnel is not None:
             self.hang_up()
             return False
         wake(self.waiter)
@@ -149,30 +158,40 @@ class Connection(asyncio.Protocol):
         if lent is not None:
             lent.closed = True
             lent.handler.connection_lost(exc)
+        if self.tunnel is not None:
+            self.tunnel.finish()
 
     def pause_writing(self) -> None:
         self.writing_paused = True
         if self.aiohttp is not None:
             self.aiohttp.handler.pause_writing()
+        if self.tunnel is not None:
+            self.tunnel.client_paused(True)
 
     def resume_writing(self) -> None:
         self.writing_paused = False
         if self.aiohttp is not None:
             self.aiohttp.handler.resume_writing()
+        if self.tunnel is not None:
+            self.tunnel.client_paused(False)
         wake(self.drain_waiter)
 
     # --- the server's shutdown ---
 
     def close(self) -> None:
-        """Stop after the request in service."""
+        """Stop after the request in service; a WebSocket is told the gateway goes away."""
         self.closing = True
-        if not self.serving:
+        if self.tunnel is not None:
+            self.tunnel.end(GOING_AWAY, "the gateway is shutting down")
+        elif not self.serving:
             self.hang_up()
 
     async def shutdown(self, timeout: float | None) -> None:
         """Wait up to ``timeout`` for the request in service, then close."""
         self.closing = True
-        if self.serving:
+        if self.tunnel is not None:
+            self.tunnel.end(GOING_AWAY, "the gateway is shutting down")
+        elif self.serving:
             self.settled = self.loop.create_future()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self.settled, timeout)
@@ -255,6 +274,9 @@ class Connection(asyncio.Protocol):
         self.head_started = None
         decisions = self.engine.deciding(path)
         if decisions is None and self.engine.own(head.target, path):
+            if head.upgrade is not None:
+                self._refuse(UpgradeRefused())  # the gateway's own endpoints speak HTTP only
+                return False
             self._lend(bytes(self.buffer[:end]), head)
             return False
         del self.buffer[:end]
@@ -275,11 +297,30 @@ class Connection(asyncio.Protocol):
             self.keep_alive = False  # what is left of the body is not a request
         self.call = None
         wake(self.settled)
+        if self.tunnel is not None:
+            return  # a WebSocket: no more requests on this connection
         self.active = self.loop.time()
         if call.unread_body and not self.lost:
             self._linger()
         else:
             self._advance()
+
+    def open_tunnel(self, upstream: UpstreamProtocol) -> Tunnel:
+        """The upstream switched to WebSocket: from now on the connection carries the
+        socket's frames (what the client sent after its handshake included)."""
+        engine = self.engine
+        self.keep_alive = False
+        self.tunnel = tunnel = Tunnel(self, upstream, engine.websocket_idle_timeout, self._unwatch)
+        engine.metrics.websockets += 1
+        early, self.buffer = bytes(self.buffer), bytearray()
+        self.consumed()
+        if early:
+            tunnel.from_client(early)
+        return tunnel
+
+    def _unwatch(self, tunnel: Tunnel) -> None:
+        self.engine.metrics.websockets -= 1
+        self.engine.sockets.forget(tunnel)
 
     def _refuse(self, error: GatewayError) -> None:
         """Bytes that are not a request we serve: answered in JSON, then closed."""

@@ -60,6 +60,7 @@ class RequestHead:
     length: int  # of the body from Content-Length (0 if absent, or chunked)
     chunked: bool  # Transfer-Encoding: chunked (RFC 9112 §7.1)
     expect: str | None  # the Expect field, as sent
+    upgrade: str | None = None  # the Upgrade field, when Connection lists "upgrade" too
 
     @property
     def has_body(self) -> bool:
@@ -131,7 +132,9 @@ def read_head(data: bytes) -> RequestHead:
     seen: set[bytes] = set()
     length = 0
     chunked = False
-    expect = None
+    expect: str | None = None
+    upgrade: str | None = None
+    upgrading = False
     keep_alive = version == "1.1"  # RFC 9112 §9.3
     headers = []
     for name, value in reader.fields:
@@ -154,12 +157,17 @@ def read_head(data: bytes) -> RequestHead:
                 keep_alive = False
             elif b"keep-alive" in tokens and version == "1.0":
                 keep_alive = True
+            upgrading = upgrading or b"upgrade" in tokens
+        elif key == b"upgrade":
+            upgrade = value.decode("latin-1").strip()
         headers.append((name.decode("utf-8", "surrogateescape"),
                         value.decode("utf-8", "surrogateescape")))  # fmt: skip
     method = parser.get_method().decode("ascii")
     return RequestHead(
-        method, reader.url.decode("ascii"), version, headers, keep_alive, length, chunked, expect
-    )
+        method, reader.url.decode("ascii"), version, headers, keep_alive, length, chunked, expect,
+        # RFC 9110 §7.8: an Upgrade field not named in Connection is ignored.
+        upgrade if upgrading else None,
+    )  # fmt: skip
 
 
 class BodyFraming:

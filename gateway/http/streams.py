@@ -68,6 +68,11 @@ class Answer:
         if self.chunked and not self.conn.lost:
             self.conn.send(b"0\r\n\r\n")
 
+    def switching(self, reason: str, headers: Headers) -> None:
+        """The upstream's 101 to a WebSocket handshake (RFC 9110 §15.2.2)."""
+        self.status = 101
+        self.conn.send(response_head(self.method, 101, reason, headers, 0, False).data)
+
     def abort(self) -> None:
         self.exchange.aborted = True
         self.conn.keep_alive = False

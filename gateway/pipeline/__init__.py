@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from multidict import MultiMapping
 
-from gateway.errors import MethodNotAllowed, NoRoute
+from gateway.errors import MethodNotAllowed, NoRoute, UpgradeRefused
 from gateway.exchange import Exchange
 from gateway.metering.limits import Limiter
 from gateway.metering.usage import UsageBook
@@ -39,6 +39,15 @@ def identity_headers(principal: Principal | None, request_id: str) -> Headers:
     if principal is not None:
         headers += principal.identity  # X-Org-Id, X-Scopes, ... (``Principal.identity``)
     return headers
+
+
+def check_upgrade(route: CompiledRoute, method: str, upgrade: str) -> None:
+    """A protocol upgrade is served only as a WebSocket handshake (RFC 6455 §4.1: GET,
+    ``Upgrade: websocket``) on a route with ``websocket: true``."""
+    if not route.websocket:
+        raise UpgradeRefused()
+    if method != "GET" or upgrade.lower() != "websocket":
+        raise UpgradeRefused("Only a WebSocket handshake (GET, Upgrade: websocket) is accepted.")
 
 
 # Made on every request: not frozen, whose __init__ costs about four times as much
@@ -90,11 +99,15 @@ class Pipeline:
         peer: str,
         scheme: str,
         exchange: Exchange,
+        upgrade: str | None = None,
     ) -> Admission | Wait[Admission]:
-        """Every check that needs no counting: route (404, 405), credential (401), address
-        and scopes (403). Nothing is written or counted."""
+        """Every check that needs no counting: route (404, 405), an upgrade it does not
+        serve (400), credential (401), address and scopes (403). Nothing is written or
+        counted."""
         route = self.match(method, path.segments).route
         exchange.route = route
+        if upgrade is not None:
+            check_upgrade(route, method, upgrade)
         refuse_params(path, route.path_params)
         exchange.client_ip, forwarded = self.forwarded_for.resolve(peer, scheme, headers)
         if route.public:

@@ -202,7 +202,7 @@ class Authenticator:
 
     async def _look_up(self, secret: str, digest: str, now: float) -> Principal:
         generation = self.cache.evictions
-        principal = await self._resolve(secret, digest)
+        principal = await self._found(self._lookup_for(secret), digest)
         if self.cache.evictions == generation:
             self.cache.put(digest, principal, now)
         return self._unexpired(principal, time.time())
@@ -213,17 +213,26 @@ class Authenticator:
             raise Unauthorized("expired")
         return principal
 
-    async def _resolve(self, secret: str, digest: str) -> Principal:
-        lookup = next(
-            (
-                fn
-                for prefix, fn in self._lookups.items()
-                if secret.startswith(prefix) and self._valid[prefix](secret)
-            ),
-            None,
-        )
-        if lookup is None:
-            raise Unauthorized("malformed")
+    def recheck(self, headers: MultiMapping[str]) -> Callable[[], Awaitable[Principal]]:
+        """For a credential that stays in use (an open WebSocket): read it again from the
+        store, past the cache; Unauthorized once it is revoked or expired. Holds the
+        credential's digest, never the secret."""
+        secret = read_credential(headers, self.access_token_header) or ""
+        digest = crypto.digest(secret)
+        lookup = self._lookup_for(secret)
+
+        async def again() -> Principal:
+            return self._unexpired(await self._found(lookup, digest), time.time())
+
+        return again
+
+    def _lookup_for(self, secret: str) -> Lookup:
+        for prefix, lookup in self._lookups.items():
+            if secret.startswith(prefix) and self._valid[prefix](secret):
+                return lookup
+        raise Unauthorized("malformed")
+
+    async def _found(self, lookup: Lookup, digest: str) -> Principal:
         try:
             principal = await lookup(digest)
         except StoreUnavailable:

@@ -85,6 +85,15 @@ class BodyTooLarge(Exception):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Switched:
+    """An upstream's 101 to a WebSocket handshake."""
+
+    conn: UpstreamProtocol  # its transport now carries the socket's frames
+    reason: str
+    headers: Headers  # the 101's fields, as the client gets them
+
+
 class Forwarder:
     def __init__(
         self,
@@ -265,6 +274,55 @@ class Forwarder:
                 pool.discard(conn)
                 raise
         raise AssertionError("unreachable")
+
+    async def upgrade(
+        self,
+        route: CompiledRoute,
+        path: NormalPath,
+        incoming: MultiMapping[str],
+        injected: Headers,
+        exchange: Exchange,
+        answer: Answer,
+    ) -> Switched | None:
+        """A WebSocket handshake (RFC 6455 §4.1), on a connection of its own: never pooled,
+        since it becomes the socket. The upstream's 101, with the connection that now
+        carries the socket's frames; None when it answered otherwise, as relayed to
+        ``answer`` like any answer."""
+        asked = [*injected, ("Connection", "Upgrade"), ("Upgrade", "websocket")]
+        target, pool, head_bytes = self.prepare("GET", route, path, incoming, asked, False)
+        started = time.perf_counter()
+        try:
+            conn = await pool.connect()
+        except UpstreamConnectError:
+            raise self.failed(target, UpstreamError, "connect") from None
+        try:
+            conn.start(head_only=False, upgrading=True)
+            conn.write(head_bytes)
+            head = await conn.head(target.read_timeout)
+            self.answered(target, started, exchange)
+            if head.status == 101:
+                return self._switched(target, conn, head, exchange)
+            await self._relay("GET", target, conn, head, exchange, answer)
+        except TimeoutError:
+            raise self.failed(target, UpstreamTimeout, "timeout") from None
+        except UpstreamProtocolError:
+            raise self.failed(target, UpstreamError, "protocol") from None
+        finally:
+            if conn.upgraded is None:
+                conn.close()
+        return None
+
+    def _switched(
+        self, target: Target, conn: UpstreamProtocol, head: Head, exchange: Exchange
+    ) -> Switched:
+        """The upstream's 101, checked: it must switch to WebSocket (RFC 6455 §4.2.2)."""
+        upgrade = next((v for n, v in head.headers if n.lower() == "upgrade"), "")
+        if conn.upgraded is None or upgrade.strip().lower() != "websocket":
+            conn.upgraded = None  # closed by the caller
+            raise self.failed(target, UpstreamError, "protocol")
+        headers = self.answer_headers(target, head, exchange)
+        headers += [("Connection", "Upgrade"), ("Upgrade", "websocket")]
+        return Switched(conn, head.reason, headers)
 
     def failed(self, target: Target, kind: type[UpstreamError], why: str) -> UpstreamError:
         self.metrics.upstream_errors.inc(target.name, why)

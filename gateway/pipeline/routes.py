@@ -41,6 +41,7 @@ class CompiledRoute:
     cost: int | None = None
     path_params: bool = False  # ";parameters" in segments are the upstream's to read
     cors: CorsPolicy | None = None
+    websocket: bool = False  # WebSocket handshakes accepted (``gateway.http.tunnel``)
 
     @classmethod
     def from_config(cls, index: int, route: Route) -> CompiledRoute:
@@ -61,6 +62,7 @@ class CompiledRoute:
             cors=CorsPolicy.of(route.cors, frozenset(route.methods) if route.methods else None)
             if route.cors is not None
             else None,
+            websocket=route.websocket,
         )
 
 

@@ -156,6 +156,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.received_any = False
         self.released = False
         self.abandoned = False  # the request body was cut short: never reuse
+        self.upgrading = False  # the request asked for a protocol upgrade (a WebSocket)
+        self.upgraded: bytearray | None = None  # after a 101: the new protocol's bytes so far
         self._reading_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._writing_paused = False
@@ -175,6 +177,9 @@ class UpstreamProtocol(asyncio.Protocol):
             self._drain.exception()  # seen, as the head's
 
     def data_received(self, data: bytes) -> None:
+        if self.upgraded is not None:
+            self.upgraded += data  # held for the tunnel that takes this connection over
+            return
         if not self.asked or self.released:
             # Nothing was asked: stray bytes on an idle connection. Never reuse it.
             self._broken(UpstreamProtocolError("unexpected bytes from the upstream"))
@@ -182,6 +187,9 @@ class UpstreamProtocol(asyncio.Protocol):
         self.received_any = True
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as switch:
+            self._switched(data[switch.args[0] :])
+            return
         except httptools.HttpParserError:
             self._broken(UpstreamProtocolError("the upstream's answer is not HTTP"))
             return
@@ -226,7 +234,8 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        self._informational = 100 <= status < 200
+        # A 101 that answers our upgrade is the final answer; any other 1xx is skipped.
+        self._informational = 100 <= status < 200 and not (status == 101 and self.upgrading)
         if self._informational:
             return
         length = self._length
@@ -262,6 +271,18 @@ class UpstreamProtocol(asyncio.Protocol):
 
     # --- use ---
 
+    def _switched(self, rest: bytes) -> None:
+        """The head just parsed switched protocols (RFC 9110 §15.2.2): what follows it is
+        no longer HTTP. Held, unread, for the tunnel (``gateway.http.tunnel``)."""
+        final = self.final
+        if not self.upgrading or final is None or final.status != 101:
+            self._broken(UpstreamProtocolError("the upstream switched protocols unasked"))
+            return
+        self.upgraded = bytearray(rest)
+        self.pause_reading()
+        assert self.body is not None
+        self.body.feed_eof()
+
     def _broken(self, error: UpstreamProtocolError) -> None:
         self.keep_alive = False
         self._fail(error)
@@ -278,10 +299,13 @@ class UpstreamProtocol(asyncio.Protocol):
         if listener is not None:
             listener.on_failure(self, error)
 
-    def start(self, head_only: bool, listener: Listener | None = None) -> None:
+    def start(
+        self, head_only: bool, listener: Listener | None = None, upgrading: bool = False
+    ) -> None:
         """Expect the answer to a request about to be written: awaited with ``head()``, or
         told to ``listener`` as it arrives."""
         self.head_only = head_only
+        self.upgrading = upgrading
         self.keep_alive = False
         self.body = None
         self.final = None
