@@ -116,8 +116,13 @@ async def test_an_upgrade_elsewhere_is_refused_and_never_forwarded(
     gw: Gateway, upstream_seen: list[str]
 ) -> None:
     key = await gw.mint(["contacts:read"])
-    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "X-API-Key": key.secret}  # fmt: skip
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "X-API-Key": key.secret,
+    }
     for path in ("/echo/upgrade", "/oauth/token"):
         resp = await gw.client.get(path, headers=upgrade)
         assert resp.status == 400, path
