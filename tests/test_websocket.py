@@ -178,9 +178,7 @@ async def test_an_expiring_credential_closes_its_socket(gw: Gateway) -> None:
 @IDLE
 async def test_a_silent_socket_is_closed_after_the_idle_timeout(gw: Gateway) -> None:
     key = await gw.mint(["contacts:read"])
-    ws = await gw.client.ws_connect(
-        "/ws/echo", headers={"X-API-Key": key.secret}, autoping=False
-    )
+    ws = await gw.client.ws_connect("/ws/echo", headers={"X-API-Key": key.secret}, autoping=False)
     await ws.receive()
     message, took = await closed_within(ws, 2.0)
     assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1001
