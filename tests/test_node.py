@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import time
@@ -69,6 +70,8 @@ async def node(tmp_path: Path, upstream_url: str, spawned: list[Spawned]) -> Nod
     config["database"] = {"url": f"sqlite:///{tmp_path / 'node.db'}"}
     config["cache"] = {"credential_ttl": 600, "poll_interval": SLOW_POLL}
     config["management"] = {"rotation_grace": 0}
+    config["routes"].append({"path": "/ws/**", "upstream": "main", "websocket": True,
+                             "scopes": ["contacts:read"]})  # fmt: skip
     node = write_node(tmp_path, "node", config, workers=2)
     spawned.append(node)
     await cli_json(node.config_path, "org", "create", "acme")
@@ -105,6 +108,32 @@ async def warm(session: aiohttp.ClientSession, url: str, headers: dict[str, str]
 
 
 # --- revocation ---------------------------------------------------------------------
+
+
+async def test_a_revocation_closes_the_key_s_websockets_on_every_worker(
+    node: Node, http: Callable[[], aiohttp.ClientSession]
+) -> None:
+    created = await cli_json(node.config_path, "key", "create", "--org", "acme",
+                             "--name", "sockets", "--scopes", "contacts:read")  # fmt: skip
+    headers = {"X-API-Key": created["key"]}
+    url = node.public.replace("http://", "ws://") + "/ws/echo"
+    async with http() as session:
+        sockets = [await session.ws_connect(url, headers=headers) for _ in range(8)]
+        for ws in sockets:
+            hello = json.loads((await ws.receive(timeout=5)).data)
+            assert dict(hello["headers"])["X-Credential-Id"] == created["id"]
+        text = await scrape(session, node.admin)
+        assert metric(text, "gateway_websockets_open") == 8
+        assert (await run_cli(node.config_path, "key", "revoke", created["id"])).returncode == 0
+        returned = time.monotonic()
+        closes = [await ws.receive(timeout=3) for ws in sockets]
+        assert {(m.type, m.data) for m in closes} == {(aiohttp.WSMsgType.CLOSE, 4401)}
+        assert time.monotonic() - returned < 1.0
+        for _ in range(40):
+            if metric(await scrape(session, node.admin), "gateway_websockets_open") == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert metric(await scrape(session, node.admin), "gateway_websockets_open") == 0
 
 
 async def test_a_revocation_holds_on_every_worker_the_moment_it_returns(

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from typing import Any
 
 import aiohttp
 import pytest
 from conftest import Gateway
-from nodes import metric
+from nodes import metric, readme_block
 from oauth_helpers import with_config
 
 from gateway.accounts.api_keys import revoke_api_key
@@ -183,3 +184,19 @@ async def test_a_silent_socket_is_closed_after_the_idle_timeout(gw: Gateway) -> 
     message, took = await closed_within(ws, 2.0)
     assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1001
     assert 0.3 < took < 1.5
+
+
+@with_config("readme routes", routes=[{"path": "/ws/echo", "scopes": ["contacts:read"],
+                                      "upstream": "main", "websocket": True}])  # fmt: skip
+async def test_the_readme_client_runs_as_shown(gw: Gateway) -> None:
+    key = await gw.mint(["contacts:read"])
+    script = readme_block("## WebSockets", "python")
+    script = script.replace("127.0.0.1:8080", gw.base_url.removeprefix("http://"))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, env={**os.environ, "KEY": key.secret},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(child.communicate(), 30)
+    assert child.returncode == 0, err.decode()
+    hello, echoed = out.decode().splitlines()
+    assert "'X-Org-Id'" in hello and echoed == "hello"
