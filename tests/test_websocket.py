@@ -128,6 +128,7 @@ async def test_an_upgrade_elsewhere_is_refused_and_never_forwarded(
         resp = await gw.client.get(path, headers=upgrade)
         assert resp.status == 400, path
         assert (await resp.json())["error"] == "upgrade_refused"
+        assert resp.headers["Connection"] == "close"  # what follows is no request to read
     resp = await gw.client.post("/ws/echo", headers=upgrade)
     assert resp.status in (400, 405)
     resp = await gw.client.get("/ws/echo", headers={**upgrade, "Upgrade": "h2c"})

@@ -286,7 +286,9 @@ class Connection(asyncio.Protocol):
         elif head.length:
             body = bytes(self.buffer[: head.length])
             del self.buffer[: head.length]
-        self.keep_alive = head.keep_alive and not self.closing
+        # An upgrade not switched ends the connection: what the client sent after its
+        # handshake is the other protocol's, never a request to read.
+        self.keep_alive = head.keep_alive and not self.closing and head.upgrade is None
         self.call = Call(self, head, body, decisions)
         self.call.start(path, refusal)
         return self.call is None
