@@ -1,7 +1,9 @@
 """Secrets: generate, digest, compare.
 
-API keys look like ``gwk_<30 random base62 chars><6-char checksum>``. The
-prefix lets secret scanners spot a leaked key; the CRC-32 checksum lets the
+API keys look like ``gwk_live_<30 random base62 chars><6-char checksum>`` (or
+``gwk_test_`` for a test-mode key; keys issued before test mode existed read
+``gwk_`` and are live). The prefix lets secret scanners spot a leaked key, and a
+person tell a test key from a live one; the CRC-32 checksum lets the
 gateway (and scanners) reject a mistyped or made-up key without a lookup.
 Keys carry about 178 bits of randomness, so a plain SHA-256 digest is the right
 stored form: a slow password hash would add nothing but latency on every request.
@@ -21,13 +23,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 API_KEY_PREFIX = "gwk_"
+KEY_PREFIXES = {"live": "gwk_live_", "test": "gwk_test_"}  # by environment
 ACCESS_TOKEN_PREFIX = "gwa_"  # noqa: S105 - prefixes, not secrets
 REFRESH_TOKEN_PREFIX = "gwr_"  # noqa: S105
 CODE_PREFIX = "gwc_"
 CLIENT_SECRET_PREFIX = "gws_"  # noqa: S105
 RANDOM_CHARS = 30
 CHECKSUM_CHARS = 6
-DISPLAY_PREFIX_CHARS = len(API_KEY_PREFIX) + 8
+DISPLAY_RANDOM_CHARS = 8  # of the random part, shown in listings
 
 
 def base62(number: int, width: int) -> str:
@@ -48,8 +51,14 @@ def new_secret(prefix: str) -> str:
     return body + checksum(body)
 
 
-def new_api_key() -> str:
-    return new_secret(API_KEY_PREFIX)
+def new_api_key(environment: str = "live") -> str:
+    return new_secret(KEY_PREFIXES[environment])
+
+
+def well_formed_key(secret: str) -> bool:
+    """An API key of any environment, or of the format before environments."""
+    prefix = secret[:9] if secret[4:9] in ("live_", "test_") else API_KEY_PREFIX
+    return well_formed(secret, prefix)
 
 
 def well_formed(secret: str, prefix: str) -> bool:
@@ -73,8 +82,10 @@ def same_digest(a: str, b: str) -> bool:
 
 
 def display_prefix(secret: str) -> str:
-    """The leading characters shown in listings so a person can tell keys apart."""
-    return secret[:DISPLAY_PREFIX_CHARS]
+    """The leading characters shown in listings so a person can tell keys apart: the
+    prefix (with its environment) and a few random characters."""
+    prefix = secret[:9] if secret[4:9] in ("live_", "test_") else secret[:4]
+    return secret[: len(prefix) + DISPLAY_RANDOM_CHARS]
 
 
 def new_id(kind: str) -> str:

@@ -98,6 +98,18 @@ class InsufficientScope(AuthError):
         }
 
 
+class EnvironmentUnavailable(GatewayError):
+    """A test-mode credential on a route whose upstream has no ``test_url`` (or a route
+    limited to the other environment), and the reverse: a credential never reaches
+    another environment's target."""
+
+    status = 403
+
+    def __init__(self, environment: str) -> None:
+        self.code = f"{environment}_mode_unavailable"
+        super().__init__(f"This route is not available to {environment}-mode credentials.")
+
+
 class NoRoute(GatewayError):
     status = 404
     code = "not_found"

@@ -259,7 +259,8 @@ async def test_keys_are_stored_only_as_digests(gw: Gateway) -> None:
     key = await gw.mint(["contacts:read"])
     rows = gw.db_rows("SELECT id, digest, prefix FROM api_keys")
     assert rows == [
-        (key.record.id, hashlib.sha256(key.secret.encode()).hexdigest(), key.secret[:12])
+        # The prefix shown in listings: gwk_live_ and 8 of the 30 random characters.
+        (key.record.id, hashlib.sha256(key.secret.encode()).hexdigest(), key.secret[:17])
     ]
     raw = b"".join(
         p.read_bytes() for p in gw.db_path.parent.glob(gw.db_path.name + "*") if p.is_file()

@@ -106,13 +106,16 @@ async def issue_api_key(
     ttl_seconds: int | None = None,
     expires_at: float | None = None,
     limits: KeyLimitsIn = KeyLimitsIn(),
+    environment: str = "live",
 ) -> IssuedKey:
     now = time.time()
     if ttl_seconds:
         expires_at = now + ttl_seconds
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("the expiry must be in the future")
-    secret = crypto.new_api_key()
+    if environment not in crypto.KEY_PREFIXES:
+        raise InvalidInput("the environment is 'live' or 'test'")
+    secret = crypto.new_api_key(environment)
     record = ApiKey(
         id=crypto.new_id("key"),
         org_id=org.id,
@@ -126,6 +129,7 @@ async def issue_api_key(
         allowed_ips=limits.allowed_ips,
         max_paid_requests=limits.max_paid_requests,
         max_spend=limits.max_spend,
+        environment=environment,
     )
     await store.insert_api_key(record, crypto.digest(secret))
     return IssuedKey(record, secret)
@@ -145,7 +149,7 @@ async def rotate_api_key(store: Store, key: ApiKey, grace_seconds: float) -> Iss
     if key.revoked_at is not None:
         raise InvalidInput("a revoked key cannot be rotated")
     now = time.time()
-    secret = crypto.new_api_key()
+    secret = crypto.new_api_key(key.environment)
     prefix = crypto.display_prefix(secret)
     await store.rotate_api_key(key.id, crypto.digest(secret), prefix, now + grace_seconds, now)
     return IssuedKey(replace(key, prefix=prefix), secret)

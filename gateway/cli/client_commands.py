@@ -51,6 +51,7 @@ async def client_create(store: Store, settings: Settings, args: argparse.Namespa
         allow_user_auth=args.allow_user_auth,
         allow_admin_scope=settings.oauth.allow_admin_scope,
         allowed_origins=args.allowed_origin or (),
+        environment=args.environment,
     )
     client = registered.client
     lines = [f"client_id:     {client.id}"]
@@ -130,6 +131,8 @@ def register(sub: Any) -> None:
         "--grant-type", action="append", choices=clients.GRANT_TYPES, help="repeat for several"
     )
     create.add_argument("--org", help="the organization a client_credentials client acts for")
+    create.add_argument("--environment", choices=("live", "test"), default="live",
+                        help="the environment of its tokens")  # fmt: skip
     create.add_argument(
         "--allowed-origin",
         action="append",

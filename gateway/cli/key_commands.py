@@ -32,6 +32,7 @@ async def key_create(store: Store, settings: Settings, args: argparse.Namespace)
         scopes=split_scopes(args.scopes),
         catalog=settings.scopes,
         ttl_seconds=ttl,
+        environment=args.environment,
     )
     record = issued.record
     emit(
@@ -40,6 +41,7 @@ async def key_create(store: Store, settings: Settings, args: argparse.Namespace)
         [
             f"id:      {record.id}",
             f"org:     {org.id} ({org.name})",
+            f"env:     {record.environment}",
             f"scopes:  {' '.join(record.scopes)}",
             f"expires: {rfc3339(record.expires_at) or 'never'}",
             f"key:     {issued.secret}",
@@ -50,12 +52,13 @@ async def key_create(store: Store, settings: Settings, args: argparse.Namespace)
 
 async def key_list(store: Store, settings: Settings, args: argparse.Namespace) -> None:
     org = await api_keys.resolve_org(store, args.org)
-    found = await store.list_api_keys(org.id)
+    found = [k for k in await store.list_api_keys(org.id)
+             if args.environment in (None, k.environment)]  # fmt: skip
 
     def line(k: Any) -> str:
         state = "revoked" if k.revoked_at else "expires " + (rfc3339(k.expires_at) or "never")
         return (
-            f"{k.id}  {k.prefix}...  {k.name!r}  [{' '.join(k.scopes)}]  {state}"
+            f"{k.id}  {k.environment}  {k.prefix}...  {k.name!r}  [{' '.join(k.scopes)}]  {state}"
             f"  last used {rfc3339(k.last_used_at) or 'never'}"
         )
 
@@ -81,9 +84,12 @@ def register(sub: Any) -> None:
     create.add_argument("--name", required=True)
     create.add_argument("--scopes", required=True, help='space-separated, e.g. "a:read b:write"')
     create.add_argument("--expires-in", help="e.g. 3600s, 15m, 12h, 30d, 2w")
+    create.add_argument("--environment", choices=("live", "test"), default="live",
+                        help="test keys reach upstreams' test_url only")  # fmt: skip
     create.set_defaults(func=with_store(key_create))
     listing = key.add_parser("list", parents=[js])
     listing.add_argument("--org", required=True)
+    listing.add_argument("--environment", choices=("live", "test"), help="one environment's")
     listing.set_defaults(func=with_store(key_list))
     revoke = key.add_parser("revoke", parents=[js])
     revoke.add_argument("id")

@@ -59,6 +59,9 @@ class Database(Strict):
 
 class Upstream(Strict):
     url: AnyHttpUrl
+    test_url: AnyHttpUrl | None = Field(
+        None, description="where test-mode credentials go; without it they are refused (403)"
+    )
     timeout: float = Field(30.0, gt=0, description="seconds to wait for response headers")
     connect_timeout: float = Field(5.0, gt=0)
     max_connections: int = Field(100, ge=1)
@@ -127,6 +130,9 @@ class Route(Strict):
     cors: Cors | None = None
     websocket: bool = Field(
         False, description="accept WebSocket handshakes (GET with Upgrade: websocket)"
+    )
+    environments: tuple[Literal["live", "test"], ...] = Field(
+        ("live", "test"), min_length=1, description="the credentials' environments it serves"
     )
 
     @field_validator("path")

@@ -210,8 +210,8 @@ class Call:
         self.debit = charged
         if head.upgrade is not None:  # a WebSocket handshake (``gateway.http.tunnel``)
             switching = self.pipeline.forwarder.upgrade(
-                admission.route, admission.path, self.headers, self.injected, self.exchange,
-                self.answer,
+                admission.route, admission.upstream, admission.path, self.headers,
+                self.injected, self.exchange, self.answer,
             )  # fmt: skip
             self.task = self.conn.loop.create_task(self._resume(Wait(switching), self._switch))
             return
@@ -221,8 +221,8 @@ class Call:
             self.keeper = keeper = Keeper(answer, body)
             body, answer = keeper.body, keeper
         self.relay = self.pipeline.forwarder.forward(
-            head.method, admission.route, admission.path, self.headers, self.injected,
-            body, head.chunked, self.exchange, answer, self._forwarded,
+            head.method, admission.route, admission.upstream, admission.path, self.headers,
+            self.injected, body, head.chunked, self.exchange, answer, self._forwarded,
         )  # fmt: skip
 
     def _allow(self, debit: int | KeptAnswer | None) -> None:

@@ -56,12 +56,14 @@ PAGE = (
     Query("limit", "items per page (1 to 200, default 50)", {"type": "integer"}),
 )
 DAY = {"type": "string", "description": "YYYY-MM-DD or RFC 3339"}
+ENVIRONMENT = Query("environment", "only live or only test records (default: both)",
+                    {"type": "string", "enum": ["live", "test"]})  # fmt: skip
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/keys", lambda m, r: m.keys.create(r), "Create an API key",
               (201, s.KeyCreated), body=s.KeyCreate),
     Operation("GET", "/keys", lambda m, r: m.keys.list(r), "List API keys",
-              (200, s.KeyPage), query=PAGE),
+              (200, s.KeyPage), query=(*PAGE, ENVIRONMENT)),
     Operation("GET", "/keys/{key_id}", lambda m, r: m.keys.get(r), "Get an API key",
               (200, s.KeyOut)),
     Operation("PATCH", "/keys/{key_id}", lambda m, r: m.keys.patch(r),

@@ -66,6 +66,7 @@ class AppsApi:
                 owner=org,
                 allow_admin_scope=self.settings.oauth.allow_admin_scope,
                 allowed_origins=body.allowed_origins,
+                environment=body.environment,
             )
         except InvalidInput as exc:  # register_client names the field it refused
             raise ValidationFailed(exc.field, str(exc)) from None

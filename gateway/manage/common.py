@@ -52,6 +52,16 @@ def encode_cursor(last: str) -> str:
     return base64.urlsafe_b64encode(last.encode()).decode().rstrip("=")
 
 
+def environment_param(request: web.Request) -> str | None:
+    """``?environment=live|test``: one environment's records; None for both."""
+    values = request.query.getall("environment", [])
+    if len(values) > 1:
+        raise ValidationFailed("environment", "give it once")
+    if values and values[0] not in ("live", "test"):
+        raise ValidationFailed("environment", "'live' or 'test'")
+    return values[0] if values else None
+
+
 def page_params(request: web.Request) -> tuple[str | None, int]:
     """(decoded cursor, limit) from ?cursor=&limit=."""
     query = request.query

@@ -13,7 +13,7 @@ from gateway.accounts import api_keys
 from gateway.config import Settings
 from gateway.errors import NotFound, ValidationFailed
 from gateway.manage.auth import ManagementAuth
-from gateway.manage.common import json_response, page, page_params, read_body
+from gateway.manage.common import environment_param, json_response, page, page_params, read_body
 from gateway.manage.schemas import KeyCreate, KeyPatch, LimitsIn
 from gateway.store import ApiKey, Store
 from gateway.wire import key_json
@@ -83,6 +83,7 @@ class KeysApi:
             ttl_seconds=body.ttl,
             expires_at=expires_at,
             limits=limits_in(body.limits),
+            environment=body.environment,
         )
         return {**key_json(issued.record), "key": issued.secret}
 
@@ -113,7 +114,8 @@ class KeysApi:
     async def list(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
         after, limit = page_params(request)
-        found = await self.store.list_api_keys_page(caller.org_id, after, limit + 1)
+        environment = environment_param(request)
+        found = await self.store.list_api_keys_page(caller.org_id, after, limit + 1, environment)
         last = found[limit - 1].id if len(found) > limit else None
         return json_response(page([key_json(k) for k in found], limit, last))
 

@@ -78,8 +78,12 @@ class LimitsIn(Body):
         return cidrs
 
 
+Environment = Literal["live", "test"]
+
+
 class KeyCreate(Body):
     name: Name
+    environment: Environment = Field("live", description="test keys reach test targets only")
     scopes: list[Scope] = Field(min_length=1, max_length=100)
     ttl: int | None = Field(None, ge=1, le=10 * 365 * 86400, description="seconds")
     expires_at: Moment | None = None
@@ -117,6 +121,7 @@ class KeyOut(BaseModel):
     org_id: str
     name: str
     prefix: str
+    environment: Environment
     scopes: list[str]
     created_at: Timestamp
     expires_at: Timestamp | None
@@ -139,6 +144,7 @@ class KeyPage(BaseModel):
 
 class ClientCreate(Body):
     name: Name
+    environment: Environment = Field("live", description="the environment of its tokens")
     redirect_uris: list[Annotated[str, Field(max_length=2000)]] = Field(
         default_factory=list, max_length=20
     )
@@ -164,6 +170,7 @@ class ClientOut(BaseModel):
     client_id: str
     name: str
     public: bool
+    environment: Environment
     redirect_uris: list[str]
     allowed_scopes: list[str]
     grant_types: list[str]

@@ -83,6 +83,7 @@ async def register_client(
     owner: Org | None = None,
     allow_admin_scope: bool = False,
     allowed_origins: Iterable[str] = (),
+    environment: str = "live",
 ) -> RegisteredClient:
     grants = tuple(dict.fromkeys(grant_types)) or ("authorization_code", "refresh_token")
     for grant in grants:
@@ -108,6 +109,8 @@ async def register_client(
         raise InvalidInput(
             f"{ADMIN_SCOPE} cannot be granted to OAuth clients (oauth.allow_admin_scope)", "scopes"
         )
+    if environment not in ("live", "test"):
+        raise InvalidInput("the environment is 'live' or 'test'", "environment")
     bound = await resolve_org(store, org) if org is not None else None
     secret = None if public else crypto.new_secret(crypto.CLIENT_SECRET_PREFIX)
     client = OAuthClient(
@@ -122,6 +125,7 @@ async def register_client(
         allow_user_auth=allow_user_auth,
         owner_org_id=owner.id if owner else (bound.id if bound else None),
         allowed_origins=tuple(dict.fromkeys(check_origin(o) for o in allowed_origins)),
+        environment=environment,
     )
     await store.insert_client(client, crypto.digest(secret) if secret else None)
     return RegisteredClient(client, secret)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol
 
 from aiohttp import web
@@ -219,6 +219,6 @@ class TokenEndpoint:
         if grant_type not in client.grant_types:
             raise UnauthorizedClient()
         ip, _ = self.forwarded_for.resolve(request.remote or "", request.scheme, request.headers)
-        issuance = await grant.validate(client, params, ip)
+        issuance = replace(await grant.validate(client, params, ip), environment=client.environment)
         body: dict[str, Any] = await self.tokens.issue(issuance)
         return web.json_response(body, headers=NO_STORE)

@@ -33,6 +33,7 @@ class Issuance:
     grant_id: str | None = None
     with_refresh: bool = True
     refresh_scopes: tuple[str, ...] | None = None  # default: the access token's scopes
+    environment: str = "live"  # the client's
 
 
 class TokenService:
@@ -100,6 +101,7 @@ class TokenService:
             expires_at=now + ttl,
             user_id=issuance.user_id,
             grant_id=issuance.grant_id,
+            environment=issuance.environment,
         )
 
     async def find(self, secret: str) -> OAuthToken | None:
@@ -127,4 +129,5 @@ class TokenService:
             expires_at=token.expires_at,
             client_id=token.client_id,
             user_id=token.user_id,
+            environment=token.environment,
         )

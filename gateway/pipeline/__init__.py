@@ -61,6 +61,7 @@ class Admission:
     principal: Principal | None
     forwarded: Headers  # X-Forwarded-* for the upstream
     request_id: str
+    upstream: str  # the target: the route's upstream, in the credential's environment
 
 
 class Pipeline:
@@ -111,7 +112,7 @@ class Pipeline:
         refuse_params(path, route.path_params)
         exchange.client_ip, forwarded = self.forwarded_for.resolve(peer, scheme, headers)
         if route.public:
-            return Admission(route, path, None, forwarded, exchange.request_id)
+            return Admission(route, path, None, forwarded, exchange.request_id, route.upstream)
         principal = self.authenticator.authenticate(headers)
         if isinstance(principal, Wait):
             return principal.then(lambda p: self._admit(route, path, p, forwarded, exchange))
@@ -128,7 +129,8 @@ class Pipeline:
         exchange.principal = principal
         self.limiter.check_address(principal.limits, exchange.client_ip)
         require_scopes(route, principal)
-        return Admission(route, path, principal, forwarded, exchange.request_id)
+        upstream = self.forwarder.target_for(route, principal.environment)
+        return Admission(route, path, principal, forwarded, exchange.request_id, upstream)
 
     def count(self, admission: Admission) -> Headers | Wait[Headers]:
         """Apply rate limits and quotas (429) and note the key's use; the headers to
@@ -136,7 +138,9 @@ class Pipeline:
         principal = admission.principal
         if principal is None:
             return self.identity(admission) + admission.forwarded
-        counted = self.limiter.admit(principal.credential_id, principal.org_id,
+        # An organization's test traffic is limited apart from its live traffic.
+        org = principal.org_id if principal.environment == "live" else principal.org_id + "#test"
+        counted = self.limiter.admit(principal.credential_id, org,
                                      principal.limits, principal.request_count)  # fmt: skip
         if counted is not None:
             return counted.then(lambda _: self._counted(admission, principal))

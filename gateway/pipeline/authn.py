@@ -47,6 +47,7 @@ class Principal:
     user_id: str | None = None
     limits: KeyLimits | None = None
     request_count: int = 0  # as stored when this principal was loaded (for quotas)
+    environment: str = "live"  # or "test": which targets it reaches, which wallet it pays from
 
     # What the upstream learns about the caller, fixed for a principal: made once.
     identity: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
@@ -57,6 +58,7 @@ class Principal:
             ("X-Scopes", self.scope_header),
             ("X-Auth-Method", self.method),
             ("X-Credential-Id", self.credential_id),
+            ("X-Environment", self.environment),
         ]
         if self.client_id:
             fields.append(("X-Client-Id", self.client_id))
@@ -174,7 +176,7 @@ class Authenticator:
         self.access_token_header = access_token_header
         self._lookups: dict[str, Lookup] = {crypto.API_KEY_PREFIX: self._api_key}
         self._valid: dict[str, Callable[[str], bool]] = {
-            crypto.API_KEY_PREFIX: lambda secret: crypto.well_formed(secret, crypto.API_KEY_PREFIX)
+            crypto.API_KEY_PREFIX: crypto.well_formed_key
         }
 
     def register(
@@ -261,6 +263,7 @@ class Authenticator:
             ),
             limits=KeyLimits.of(key.max_requests, key.rate_limit, key.allowed_ips),
             request_count=key.request_count,
+            environment=key.environment,
         )
 
 

@@ -40,6 +40,7 @@ INJECTED = (
     "X-Scopes",
     "X-Auth-Method",
     "X-Credential-Id",
+    "X-Environment",
     "X-Client-Id",
     "X-User-Id",
     "X-Request-Id",

@@ -21,7 +21,13 @@ from multidict import MultiMapping
 from yarl import URL
 
 from gateway.config import Upstream
-from gateway.errors import ClientClosedRequest, PayloadTooLarge, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    ClientClosedRequest,
+    EnvironmentUnavailable,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.exchange import Exchange
 from gateway.http.framing import Headers
 from gateway.metrics import Metrics
@@ -59,8 +65,8 @@ class Target:
     connect_timeout: float
 
     @classmethod
-    def of(cls, name: str, upstream: Upstream) -> Target:
-        url = URL(str(upstream.url))
+    def of(cls, name: str, upstream: Upstream, test: bool = False) -> Target:
+        url = URL(str(upstream.test_url if test else upstream.url))
         return cls(
             name=name,
             origin=str(url.origin()),
@@ -83,6 +89,11 @@ class Target:
 
 class BodyTooLarge(Exception):
     pass
+
+
+def target_key(upstream: str, environment: str) -> str:
+    """An upstream's target for one environment, as ``Forwarder.targets`` names it."""
+    return upstream if environment == "live" else f"{upstream}#{environment}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +121,11 @@ class Forwarder:
         self.default_max_body = max_body_size
         self.max_connections = max_connections
         self.targets = {name: Target.of(name, u) for name, u in upstreams.items()}
+        self.targets |= {
+            target_key(name, "test"): Target.of(target_key(name, "test"), u, test=True)
+            for name, u in upstreams.items()
+            if u.test_url is not None
+        }
         self.pools: dict[str, UpstreamPool] = {}
 
     async def start(self) -> None:
@@ -125,6 +141,19 @@ class Forwarder:
         for pool in self.pools.values():
             pool.close()
 
+    def target_for(self, route: CompiledRoute, environment: str) -> str:
+        """Which target a credential of ``environment`` reaches on ``route``: its
+        upstream's ``url`` for live, its ``test_url`` for test; 403 when there is none
+        or the route does not serve that environment."""
+        key = target_key(route.upstream, environment)
+        if environment not in route.environments or (
+            key not in self.targets and route.upstream in self.targets
+        ):
+            raise EnvironmentUnavailable(environment)
+        if route.cost is not None and environment != "live":
+            raise EnvironmentUnavailable(environment)  # no test wallet yet: never the live one
+        return key
+
     def body_limit(self, route: CompiledRoute) -> int | None:
         return route.max_body_size if route.max_body_size is not None else self.default_max_body
 
@@ -132,6 +161,7 @@ class Forwarder:
         self,
         method: str,
         route: CompiledRoute,
+        upstream: str,
         path: NormalPath,
         incoming: MultiMapping[str],
         injected: Headers,
@@ -145,7 +175,9 @@ class Forwarder:
         with None or the GatewayError to answer (502, 504, 413, 499). A body at hand and
         an idle connection need no waiting: the call then runs from the connections'
         callbacks (``Relay.send``); anything else in a task."""
-        target, pool, head_bytes = self.prepare(method, route, path, incoming, injected, chunked)
+        target, pool, head_bytes = self.prepare(
+            method, route, upstream, path, incoming, injected, chunked
+        )
         relay = Relay(self, target, pool, method, head_bytes, body, exchange, answer, done)
         leased: Wait[UpstreamProtocol] | None = None
         if body is None or isinstance(body, bytes):
@@ -163,15 +195,16 @@ class Forwarder:
         self,
         method: str,
         route: CompiledRoute,
+        upstream: str,
         path: NormalPath,
         incoming: MultiMapping[str],
         injected: list[tuple[str, str]],
         chunked: bool,
     ) -> tuple[Target, UpstreamPool, bytes]:
         """The upstream, its pool and the request head to send it."""
-        target, pool = self.targets.get(route.upstream), self.pools.get(route.upstream)
+        target, pool = self.targets.get(upstream), self.pools.get(upstream)
         if target is None or pool is None:  # judged before a reload that removed it
-            raise UpstreamError(route.upstream, "reloaded")
+            raise UpstreamError(upstream, "reloaded")
         headers = upstream_request_headers(
             incoming, injected, self.session_cookie, self.also_stripped
         )
@@ -278,6 +311,7 @@ class Forwarder:
     async def upgrade(
         self,
         route: CompiledRoute,
+        upstream: str,
         path: NormalPath,
         incoming: MultiMapping[str],
         injected: Headers,
@@ -289,7 +323,9 @@ class Forwarder:
         carries the socket's frames; None when it answered otherwise, as relayed to
         ``answer`` like any answer."""
         asked = [*injected, ("Connection", "Upgrade"), ("Upgrade", "websocket")]
-        target, pool, head_bytes = self.prepare("GET", route, path, incoming, asked, False)
+        target, pool, head_bytes = self.prepare(
+            "GET", route, upstream, path, incoming, asked, False
+        )
         started = time.perf_counter()
         try:
             conn = await pool.connect()

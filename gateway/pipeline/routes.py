@@ -42,6 +42,7 @@ class CompiledRoute:
     path_params: bool = False  # ";parameters" in segments are the upstream's to read
     cors: CorsPolicy | None = None
     websocket: bool = False  # WebSocket handshakes accepted (``gateway.http.tunnel``)
+    environments: frozenset[str] = frozenset({"live", "test"})
 
     @classmethod
     def from_config(cls, index: int, route: Route) -> CompiledRoute:
@@ -63,6 +64,7 @@ class CompiledRoute:
             if route.cors is not None
             else None,
             websocket=route.websocket,
+            environments=frozenset(route.environments),
         )
 
 

@@ -45,7 +45,7 @@ class KeyStore(Protocol):
         ...
 
     async def list_api_keys_page(
-        self, org_id: str, after: str | None, limit: int
+        self, org_id: str, after: str | None, limit: int, environment: str | None = None
     ) -> list[ApiKey]: ...
     async def update_api_key(self, key: ApiKey, at: float) -> None:
         """Write name, scopes, expiry and limits; evict the key from every cache."""

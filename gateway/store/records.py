@@ -39,6 +39,7 @@ class ApiKey:
     max_spend: int | None = None
     paid_requests: int = 0
     spent: int = 0
+    environment: str = "live"  # or "test" (``gateway.accounts.environments``)
 
     def usable_at(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
@@ -145,6 +146,7 @@ class OAuthClient:
     disabled_at: float | None = None
     owner_org_id: str | None = None  # the organization that registered it
     allowed_origins: tuple[str, ...] = ()  # CORS, besides its redirect URIs' origins
+    environment: str = "live"  # its tokens' environment
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +200,7 @@ class OAuthToken:
     grant_id: str | None = None
     used_at: float | None = None
     revoked_at: float | None = None
+    environment: str = "live"  # its client's
 
     def active_at(self, now: float) -> bool:
         return self.revoked_at is None and now < self.expires_at

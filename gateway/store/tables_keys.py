@@ -11,14 +11,14 @@ from gateway.store.sql import SqlBase
 KEY_COLUMNS = (
     "id, org_id, name, prefix, scopes, created_at, expires_at, last_used_at, revoked_at, "
     "max_requests, rate_limit, allowed_ips, request_count, max_paid_requests, max_spend, "
-    "paid_requests, spent"
+    "paid_requests, spent, environment"
 )
 
 
 def key_from_row(row: Iterable[Any]) -> ApiKey:
     (kid, org_id, name, prefix, scopes, created, expires, last_used, revoked,
      max_requests, rate_limit, allowed_ips, request_count, max_paid, max_spend, paid,
-     spent) = row  # fmt: skip
+     spent, environment) = row  # fmt: skip
     return ApiKey(
         id=kid,
         org_id=org_id,
@@ -37,6 +37,7 @@ def key_from_row(row: Iterable[Any]) -> ApiKey:
         max_spend=max_spend,
         paid_requests=paid,
         spent=spent,
+        environment=environment,
     )
 
 
@@ -59,6 +60,7 @@ def key_params(key: ApiKey) -> tuple[Any, ...]:
         key.max_spend,
         key.paid_requests,
         key.spent,
+        key.environment,
     )
 
 
@@ -121,10 +123,13 @@ class KeyTables(SqlBase):
         *columns, stored, valid_until = rows[0]
         return KeyWithDigest(key_from_row(columns), stored, valid_until)
 
-    async def list_api_keys_page(self, org_id: str, after: str | None, limit: int) -> list[ApiKey]:
+    async def list_api_keys_page(
+        self, org_id: str, after: str | None, limit: int, environment: str | None = None
+    ) -> list[ApiKey]:
         rows = await self._rows(
-            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = ? AND id > ? ORDER BY id LIMIT ?",
-            (org_id, after or "", limit),
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = ? AND id > ? "
+            "AND environment LIKE ? ORDER BY id LIMIT ?",
+            (org_id, after or "", environment or "%", limit),
         )
         return [key_from_row(r) for r in rows]
 

@@ -21,7 +21,7 @@ from gateway.store.tables_sessions import SessionTables
 
 CLIENT_COLUMNS = (
     "id, name, secret_digest, redirect_uris, allowed_scopes, grant_types, org_id, "
-    "allow_user_auth, created_at, disabled_at, owner_org_id, allowed_origins"
+    "allow_user_auth, created_at, disabled_at, owner_org_id, allowed_origins, environment"
 )
 GRANT_SELECT = (
     "SELECT g.id, g.user_id, u.email, g.org_id, g.client_id, c.name, g.scopes, g.created_at, "
@@ -34,7 +34,7 @@ CODE_COLUMNS = (
 )
 TOKEN_COLUMNS = (
     "id, kind, family_id, client_id, org_id, scopes, created_at, expires_at, user_id, "
-    "grant_id, used_at, revoked_at"
+    "grant_id, used_at, revoked_at, environment"
 )
 
 
@@ -52,6 +52,7 @@ def client_from_row(row: Iterable[Any]) -> ClientWithSecret:
         disabled,
         owner,
         origins,
+        environment,
     ) = row
     client = OAuthClient(
         id=cid,
@@ -66,6 +67,7 @@ def client_from_row(row: Iterable[Any]) -> ClientWithSecret:
         disabled_at=disabled,
         owner_org_id=owner,
         allowed_origins=tuple(o for o in origins.split("\n") if o),
+        environment=environment,
     )
     return ClientWithSecret(client, secret)
 
@@ -104,7 +106,8 @@ def code_from_row(row: Iterable[Any]) -> AuthCode:
 
 
 def token_from_row(row: Iterable[Any]) -> OAuthToken:
-    tid, kind, family, client_id, org_id, scopes, created, exp, user_id, grant, used, rev = row
+    (tid, kind, family, client_id, org_id, scopes, created, exp, user_id, grant, used, rev,
+     environment) = row  # fmt: skip
     return OAuthToken(
         id=tid,
         kind=kind,
@@ -118,6 +121,7 @@ def token_from_row(row: Iterable[Any]) -> OAuthToken:
         grant_id=grant,
         used_at=used,
         revoked_at=rev,
+        environment=environment,
     )
 
 
@@ -176,7 +180,7 @@ class OAuthTables(SessionTables):  # a user's sessions end with their password
     async def insert_client(self, client: OAuthClient, secret_digest: str | None) -> None:
         await self._write(
             f"INSERT INTO oauth_clients ({CLIENT_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 client.id,
                 client.name,
@@ -190,6 +194,7 @@ class OAuthTables(SessionTables):  # a user's sessions end with their password
                 client.disabled_at,
                 client.owner_org_id,
                 "\n".join(client.allowed_origins),
+                client.environment,
             ),
         )
 
@@ -336,7 +341,7 @@ class OAuthTables(SessionTables):  # a user's sessions end with their password
     async def insert_tokens(self, tokens: list[tuple[OAuthToken, str]]) -> None:
         await self._write_many(
             f"INSERT INTO oauth_tokens ({TOKEN_COLUMNS}, digest) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     t.id,
@@ -351,6 +356,7 @@ class OAuthTables(SessionTables):  # a user's sessions end with their password
                     t.grant_id,
                     t.used_at,
                     t.revoked_at,
+                    t.environment,
                     digest,
                 )
                 for t, digest in tokens
