@@ -108,6 +108,7 @@ def record(
             status=status,
             client_ip=exchange.client_ip or "",
             now=time.time(),
+            environment=principal.environment,
             paid=exchange.paid,
             failure=(exchange.request_id, method, error.reason) if error is not None else None,
         )

@@ -340,3 +340,48 @@ async def test_usage_page_charts_traffic_and_lists_the_latest_errors(
         ["/down/**", "502", "bad_gateway", label, "127.0.0.1"],
         ["/admin/echo/**", "403", "insufficient_scope", label, "127.0.0.1"],
     ], cells
+
+
+# --- test mode ------------------------------------------------------------------------
+
+
+async def test_the_test_live_switch_shows_and_creates_one_environment_at_a_time(
+    gw: Gateway, browser: Browser, tmp_path: Path
+) -> None:
+    user = await gw.user()
+    live = await gw.mint(["contacts:read"], name="Live integration")
+    tab = await open_tab(browser)
+    page = tab.page
+    await sign_in(tab, gw, user.email)
+    assert await page.locator("#test-banner").count() == 0
+    assert await page.locator(f'tr[data-key-id="{live.record.id}"]').count() == 1
+
+    await page.get_by_role("button", name="Test", exact=True).click()
+    await page.wait_for_url(dashboard_url(gw, "/keys"))
+    await page.locator("#test-banner").wait_for(state="visible")
+    assert "Test mode" in await page.inner_text("#test-banner")
+    assert await page.locator(f'tr[data-key-id="{live.record.id}"]').count() == 0
+    await page.fill("#name", "Sandbox")
+    await page.check('input[name=scopes][value="contacts:read"]')
+    await page.get_by_role("button", name="Create key").click()
+    shown = page.locator("#new-secret")
+    await shown.wait_for(state="visible")
+    secret = (await shown.inner_text()).strip()
+    assert secret.startswith("gwk_test_"), secret
+    await looks_clean(tab, tmp_path / "keys-test-mode.png")
+    row = page.locator("tr[data-key-id]", has_text="Sandbox")
+    key_id = await row.get_attribute("data-key-id")
+    assert key_id is not None
+    stored = await gw.store.get_api_key(key_id)
+    assert stored is not None and stored.environment == "test"
+
+    # The switch holds across pages, and Live shows live things only.
+    await page.goto(dashboard_url(gw, "/usage"))
+    await page.locator("#test-banner").wait_for(state="visible")
+    await page.get_by_role("button", name="Live", exact=True).click()
+    await page.wait_for_url(dashboard_url(gw, "/usage"))
+    assert await page.locator("#test-banner").count() == 0
+    await page.goto(dashboard_url(gw, "/keys"))
+    assert await page.locator(f'tr[data-key-id="{key_id}"]').count() == 0
+    assert await page.locator(f'tr[data-key-id="{live.record.id}"]').count() == 1
+    await looks_clean(tab, tmp_path / "keys-live-mode.png")

@@ -33,7 +33,7 @@ def config(config: dict[str, Any], test_target: TestServer) -> dict[str, Any]:
             "environments": ["test"],
             "strip_prefix": "/sandbox",
         },
-        {"path": "/paid/**", "upstream": "main", "cost": 1},
+        {"path": "/paid/echo/**", "upstream": "main", "cost": 3, "strip_prefix": "/paid"},
     ]
     config["decision"] = {"enabled": True}
     config["proxy"] = {"trusted_proxies": ["127.0.0.1/32"]}
@@ -75,9 +75,6 @@ async def test_each_environment_reaches_its_own_target_only(
     assert await refusal(gw, "/sandbox/echo/x", {"X-API-Key": live.secret}) == (
         403, "live_mode_unavailable")  # fmt: skip
     assert await refusal(gw, "/down/x", {"X-API-Key": test.secret}) == (
-        403, "test_mode_unavailable")  # fmt: skip
-    # No test wallet yet: a test key never spends the live one.
-    assert await refusal(gw, "/paid/x", {"X-API-Key": test.secret}) == (
         403, "test_mode_unavailable")  # fmt: skip
 
 
@@ -128,3 +125,67 @@ async def test_the_management_api_creates_and_filters_by_environment(gw: Gateway
     assert admin.record.id in [k["id"] for k in listed["data"]]
     resp = await gw.client.get(f"{prefix}/keys?environment=staging", headers=headers)
     assert resp.status == 400
+
+
+async def test_test_calls_pay_from_the_test_wallet_and_never_the_live_one(
+    gw: Gateway, test_target: TestServer
+) -> None:
+    org = await gw.org()
+    admin = {"X-API-Key": (await gw.mint(["gateway:admin"], name="admin")).secret}
+    test = await api_keys.issue_api_key(gw.store, org, name="sandbox", scopes=["contacts:read"],
+                                        catalog=gw.settings.scopes, environment="test")  # fmt: skip
+    prefix = gw.settings.management.prefix
+    await gw.store.wallet_credit(org.id, 100, "live money", 0.0)
+    assert await refusal(gw, "/paid/echo/x", {"X-API-Key": test.secret}) == (
+        402, "payment_required")  # fmt: skip
+    resp = await gw.client.post(f"{prefix}/wallet/test/credit", headers=admin,
+                                json={"amount": 10, "note": "trying it out"})  # fmt: skip
+    assert resp.status == 200
+    assert await resp.json() == {"org_id": org.id, "environment": "test", "balance": 10}
+    seen = await echoed(gw, "/paid/echo/x", {"X-API-Key": test.secret})
+    assert seen["host"] == f"127.0.0.1:{test_target.port}"
+
+    async def wallet(environment: str) -> dict[str, Any]:
+        resp = await gw.client.get(f"{prefix}/wallet?environment={environment}", headers=admin)
+        return dict(await resp.json())
+
+    assert (await wallet("test"))["balance"] == 7
+    assert (await wallet("live"))["balance"] == 100
+    resp = await gw.client.get(f"{prefix}/wallet/transactions?environment=test", headers=admin)
+    kinds = [(e["kind"], e["amount"]) for e in (await resp.json())["data"]]
+    assert kinds == [("debit", -3), ("credit", 10)]
+    resp = await gw.client.get(f"{prefix}/wallet/transactions", headers=admin)
+    assert [(e["kind"], e["amount"]) for e in (await resp.json())["data"]] == [("credit", 100)]
+
+
+async def test_usage_and_errors_are_kept_per_environment(gw: Gateway) -> None:
+    org = await gw.org()
+    admin = {"X-API-Key": (await gw.mint(["gateway:admin"], name="admin")).secret}
+    live = await gw.mint(["contacts:read"])
+    test = await api_keys.issue_api_key(gw.store, org, name="sandbox", scopes=["contacts:read"],
+                                        catalog=gw.settings.scopes, environment="test")  # fmt: skip
+    for _ in range(3):
+        await echoed(gw, "/echo/x", {"X-API-Key": test.secret})
+    await echoed(gw, "/echo/x", {"X-API-Key": live.secret})
+    assert await refusal(gw, "/down/x", {"X-API-Key": test.secret}) == (
+        403, "test_mode_unavailable")  # fmt: skip
+    prefix = gw.settings.management.prefix
+
+    async def stats(query: str) -> dict[str, Any]:
+        resp = await gw.client.get(f"{prefix}/stats?group_by=key{query}", headers=admin)
+        body: dict[str, Any] = await resp.json()
+        assert resp.status == 200, body
+        return body
+
+    tested = await stats("&environment=test")
+    assert tested["environment"] == "test"
+    assert (tested["requests"], tested["errors"]) == (4, 1)
+    assert [g["group"] for g in tested["groups"]] == [test.record.id]
+    lived = await stats("")  # live by default
+    assert lived["environment"] == "live"
+    assert live.record.id in [g["group"] for g in lived["groups"]]
+    assert test.record.id not in [g["group"] for g in lived["groups"]]
+    resp = await gw.client.get(f"{prefix}/errors?environment=test", headers=admin)
+    assert [e["status"] for e in (await resp.json())["data"]] == [403]
+    resp = await gw.client.get(f"{prefix}/errors", headers=admin)
+    assert (await resp.json())["data"] == []

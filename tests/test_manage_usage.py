@@ -119,13 +119,17 @@ async def test_stats_count_what_the_organization_sent(gw: Gateway, admin: Api) -
 
     stats = await admin.get("/stats")
     Stats.model_validate(stats)
-    assert stats == {**ledger.totals(), "groups": []}
+    assert stats == {"environment": "live", **ledger.totals(), "groups": []}
     assert ledger.totals() == {"requests": 9, "errors": 5, "paid_requests": 0}
     for group_by in ("key", "route", "status", "ip", "day"):
         # Every earlier /stats call of the admin key is itself a counted request.
         ledger.add(admin.credential_id, "manage:/stats", 200)
         stats = await admin.get("/stats", group_by=group_by)
-        assert stats == {**ledger.totals(), "groups": ledger.groups(group_by)}, group_by
+        assert stats == {
+            "environment": "live",
+            **ledger.totals(),
+            "groups": ledger.groups(group_by),
+        }, group_by
         for total in ("requests", "errors", "paid_requests"):
             assert sum(g[total] for g in stats["groups"]) == stats[total], (group_by, total)
 
@@ -248,7 +252,7 @@ async def test_an_error_cursor_must_be_one_the_api_returned(admin: Api) -> None:
 
 async def test_the_wallet_shows_the_balance_and_every_change(gw: Gateway, admin: Api) -> None:
     acme = await gw.org()
-    assert await admin.get("/wallet") == {"org_id": acme.id, "balance": 0}
+    assert await admin.get("/wallet") == {"org_id": acme.id, "environment": "live", "balance": 0}
     assert await admin.get("/wallet/transactions") == {"data": [], "next_cursor": None}
     key = await gw.mint(["contacts:read"])
     unfunded = await gw.client.get("/paid/echo/a", headers=api_key(key.secret))
@@ -266,7 +270,7 @@ async def test_the_wallet_shows_the_balance_and_every_change(gw: Gateway, admin:
         await gw.client.get("/paid/echo/c", headers=api_key(key.secret)), 402, "payment_required"
     )
 
-    assert await admin.get("/wallet") == {"org_id": acme.id, "balance": 2}
+    assert await admin.get("/wallet") == {"org_id": acme.id, "environment": "live", "balance": 2}
     entries = (await admin.get("/wallet/transactions"))["data"]
     for entry in entries:
         WalletEntryOut.model_validate(entry)

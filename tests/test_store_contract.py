@@ -544,6 +544,20 @@ async def test_usage_rows_merge(store: Store) -> None:
     assert await store.usage("org_a", "2024-06-01", "2024-06-30") == []
 
 
+async def test_usage_and_errors_are_kept_per_environment(store: Store) -> None:
+    live, test = usage_row("org_a", "2024-05-01"), replace(
+        usage_row("org_a", "2024-05-01"), environment="test")  # fmt: skip
+    await store.add_usage([live, test, test])
+    assert await store.usage("org_a", "2024-05-01", "2024-05-01") == [live]
+    assert await store.usage("org_a", "2024-05-01", "2024-05-01", "test") == [
+        replace(test, requests=6, errors=2, paid_requests=4)]  # fmt: skip
+    tested_error = replace(error_row("org_a", 2), environment="test")
+    await store.add_errors([error_row("org_a", 1), tested_error], keep=100)
+    assert [e.request_id for e in await store.errors_page("org_a", None, 10)] == ["req-1"]
+    tested = await store.errors_page("org_a", None, 10, "test")
+    assert [(e.request_id, e.environment) for e in tested] == [("req-2", "test")]
+
+
 def error_row(org: str, n: int) -> ErrorRow:
     return ErrorRow(org, T0 + n, f"req-{n}", "GET", "contacts", 401, "bad_key", None, "192.0.2.1")
 
@@ -932,6 +946,25 @@ async def test_wallet_credit_and_balance(store: Store) -> None:
     assert await store.wallet_credit(org.id, 5, None, T0 + 1) == 15
     assert await store.wallet_balance(org.id) == 15
     assert await store.wallet_balance("org_nobody") == 0
+
+
+async def test_each_environment_has_its_own_wallet(store: Store) -> None:
+    org = await new_org(store)
+    key = await new_key(store, org, "key_t")
+    assert await store.wallet_credit(org.id, 10, None, T0) == 10
+    assert await store.wallet_credit(org.id, 4, "free", T0, "test") == 4
+    taken = await store.wallet_debit(org.id, key.id, 3, request_id="r", route="paid",
+                                     idempotency_key=None, fingerprint=None, holder="h",
+                                     at=T0, environment="test")  # fmt: skip
+    assert taken.seq is not None
+    assert (await store.wallet_balance(org.id), await store.wallet_balance(org.id, "test")) == (
+        10, 1)  # fmt: skip
+    await store.wallet_refund(taken.seq, T0 + 1)  # back to the wallet it came from
+    assert (await store.wallet_balance(org.id), await store.wallet_balance(org.id, "test")) == (
+        10, 4)  # fmt: skip
+    tested = await store.wallet_entries(org.id, None, 10, "test")
+    assert [(e.kind, e.amount) for e in tested] == [("refund", 3), ("debit", -3), ("credit", 4)]
+    assert [e.kind for e in await store.wallet_entries(org.id, None, 10)] == ["credit"]
 
 
 async def test_concurrent_debits_never_overdraw(store: Store) -> None:

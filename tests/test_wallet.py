@@ -521,10 +521,15 @@ async def test_cli_wallet_credit_and_show(
     org = ledger.org
     assert await cli_json(config_path, "wallet", "credit", "acme", "50") == {
         "org_id": org.id,
+        "environment": "live",
         "balance": 50,
     }
     credited = await cli_json(config_path, "wallet", "credit", org.id, "25", "--note", "invoice 7")
-    assert credited == {"org_id": org.id, "balance": 75}
+    assert credited == {"org_id": org.id, "environment": "live", "balance": 75}
+    assert await ledger.balance() == 75
+    # The test wallet is another wallet: its credits never reach the live one.
+    tested = await cli_json(config_path, "wallet", "credit", "acme", "9", "--environment", "test")
+    assert tested == {"org_id": org.id, "environment": "test", "balance": 9}
     assert await ledger.balance() == 75
 
     key = await gw.mint(["contacts:read"])

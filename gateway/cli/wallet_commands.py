@@ -17,26 +17,33 @@ from gateway.wire import client_json, wallet_entry_json
 MAX_CREDIT = 10**12
 
 
+TEST_LABEL = {"live": "", "test": " (test wallet)"}
+
+
 async def wallet_credit(store: Store, settings: Settings, args: argparse.Namespace) -> None:
     if not 0 < args.amount <= MAX_CREDIT:
         raise CliError(f"the amount must be a whole number from 1 to {MAX_CREDIT}")
     org = await api_keys.resolve_org(store, args.org)
-    balance = await store.wallet_credit(org.id, args.amount, args.note, time.time())
-    emit(args, {"org_id": org.id, "balance": balance}, [f"{org.name}: balance {balance}"])
+    env = args.environment
+    balance = await store.wallet_credit(org.id, args.amount, args.note, time.time(), env)
+    emit(args, {"org_id": org.id, "environment": env, "balance": balance},
+         [f"{org.name}{TEST_LABEL[env]}: balance {balance}"])  # fmt: skip
 
 
 async def wallet_show(store: Store, settings: Settings, args: argparse.Namespace) -> None:
     org = await api_keys.resolve_org(store, args.org)
-    balance = await store.wallet_balance(org.id)
-    entries = await store.wallet_entries(org.id, None, args.last)
+    env = args.environment
+    balance = await store.wallet_balance(org.id, env)
+    entries = await store.wallet_entries(org.id, None, args.last, env)
     emit(
         args,
         {
             "org_id": org.id,
+            "environment": env,
             "balance": balance,
             "transactions": [wallet_entry_json(e) for e in entries],
         },
-        [f"{org.name}: balance {balance}"]
+        [f"{org.name}{TEST_LABEL[env]}: balance {balance}"]
         + [
             f"  {e.kind:6} {e.amount:+d} -> {e.balance_after}  {e.route or e.note or ''}"
             for e in entries
@@ -80,10 +87,12 @@ def register(sub: Any) -> None:
     credit.add_argument("org")
     credit.add_argument("amount", type=int)
     credit.add_argument("--note", help="why (kept with the transaction)")
+    credit.add_argument("--environment", choices=("live", "test"), default="live")
     credit.set_defaults(func=with_store(wallet_credit))
     show = wallet.add_parser("show", parents=[js], help="balance and latest transactions")
     show.add_argument("org")
     show.add_argument("--last", type=int, default=20)
+    show.add_argument("--environment", choices=("live", "test"), default="live")
     show.set_defaults(func=with_store(wallet_show))
 
     plugin = sub.add_parser("plugin", help="plugin credentials").add_subparsers(

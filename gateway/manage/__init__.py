@@ -56,6 +56,8 @@ PAGE = (
     Query("limit", "items per page (1 to 200, default 50)", {"type": "integer"}),
 )
 DAY = {"type": "string", "description": "YYYY-MM-DD or RFC 3339"}
+LIVE_BY_DEFAULT = Query("environment", "live (the default) or test",
+                        {"type": "string", "enum": ["live", "test"]})  # fmt: skip
 ENVIRONMENT = Query("environment", "only live or only test records (default: both)",
                     {"type": "string", "enum": ["live", "test"]})  # fmt: skip
 
@@ -95,13 +97,17 @@ OPERATIONS: tuple[Operation, ...] = (
               query=(Query("from", "first day (default: 29 days before 'to')", DAY),
                      Query("to", "last day (default: today, UTC)", DAY),
                      Query("group_by", "group the counts",
-                           {"type": "string", "enum": ["key", "route", "status", "ip", "day"]}))),
+                           {"type": "string", "enum": ["key", "route", "status", "ip", "day"]}),
+                     LIVE_BY_DEFAULT)),
     Operation("GET", "/errors", lambda m, r: m.usage.errors(r), "The latest failed requests",
-              (200, s.ErrorPage), query=PAGE),
-    Operation("GET", "/wallet", lambda m, r: m.usage.wallet(r), "The wallet balance",
-              (200, s.WalletOut)),
+              (200, s.ErrorPage), query=(*PAGE, LIVE_BY_DEFAULT)),
+    Operation("GET", "/wallet", lambda m, r: m.usage.wallet(r), "A wallet's balance",
+              (200, s.WalletOut), query=(LIVE_BY_DEFAULT,)),
+    Operation("POST", "/wallet/test/credit", lambda m, r: m.usage.test_credit(r),
+              "Add free credits to the test wallet", (200, s.WalletOut), body=s.WalletCredit),
     Operation("GET", "/wallet/transactions", lambda m, r: m.usage.wallet_entries(r),
-              "Credits, debits and refunds, newest first", (200, s.WalletPage), query=PAGE),
+              "Credits, debits and refunds, newest first", (200, s.WalletPage),
+              query=(*PAGE, LIVE_BY_DEFAULT)),
 )  # fmt: skip
 
 

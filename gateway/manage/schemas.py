@@ -238,6 +238,7 @@ class Group(Counts):
 
 
 class Stats(Counts):
+    environment: Environment
     groups: list[Group]
 
 
@@ -259,7 +260,13 @@ class ErrorPage(BaseModel):
 
 class WalletOut(BaseModel):
     org_id: str
+    environment: Environment
     balance: int
+
+
+class WalletCredit(Body):
+    amount: int = Field(ge=1, le=1_000_000_000, description="test credits to add (free)")
+    note: Annotated[str, Field(max_length=200)] | None = None
 
 
 class WalletEntryOut(BaseModel):

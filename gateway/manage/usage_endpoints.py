@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -11,7 +12,15 @@ from aiohttp import web
 from gateway.config import Settings
 from gateway.errors import ValidationFailed
 from gateway.manage.auth import ManagementAuth
-from gateway.manage.common import json_response, page, page_params, seq_cursor
+from gateway.manage.common import (
+    environment_param,
+    json_response,
+    page,
+    page_params,
+    read_body,
+    seq_cursor,
+)
+from gateway.manage.schemas import WalletCredit
 from gateway.metering.usage import UsageBook
 from gateway.store import Store
 from gateway.store.records import UsageRow
@@ -81,34 +90,53 @@ class UsageApi:
         group_by = one(request, "group_by")
         if group_by is not None and group_by not in GROUPS:
             raise ValidationFailed("group_by", f"one of: {', '.join(GROUPS)}")
+        environment = environment_param(request) or "live"
         await self.usage.flush(self.store)  # this node's latest counts, then read them all
-        rows = await self.store.usage(caller.org_id, from_day.isoformat(), to_day.isoformat())
+        rows = await self.store.usage(
+            caller.org_id, from_day.isoformat(), to_day.isoformat(), environment
+        )
         groups: list[dict[str, Any]] = []
         if group_by is not None:
             buckets: dict[str, list[UsageRow]] = {}
             for row in rows:
                 buckets.setdefault(GROUPS[group_by](row), []).append(row)
             groups = [{"group": g, **totals(rs)} for g, rs in sorted(buckets.items())]
-        return json_response({**totals(rows), "groups": groups})
+        return json_response({"environment": environment, **totals(rows), "groups": groups})
 
     async def errors(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
         cursor, limit = page_params(request)
         before = seq_cursor(cursor)
+        environment = environment_param(request) or "live"
         await self.usage.flush(self.store)
-        found = await self.store.errors_page(caller.org_id, before, limit + 1)
+        found = await self.store.errors_page(caller.org_id, before, limit + 1, environment)
         last = str(found[limit - 1].seq) if len(found) > limit else None
         return json_response(page([error_json(e) for e in found], limit, last))
 
     async def wallet(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
-        balance = await self.store.wallet_balance(caller.org_id)
-        return json_response({"org_id": caller.org_id, "balance": balance})
+        environment = environment_param(request) or "live"
+        balance = await self.store.wallet_balance(caller.org_id, environment)
+        return json_response(
+            {"org_id": caller.org_id, "environment": environment, "balance": balance}
+        )
+
+    async def test_credit(self, request: web.Request) -> web.Response:
+        """Top up the test wallet: test credits are free, for the organization's admins."""
+        caller = await self.auth.caller(request)
+        body = await read_body(request, WalletCredit)
+        balance = await self.store.wallet_credit(
+            caller.org_id, body.amount, body.note, time.time(), "test"
+        )
+        return json_response({"org_id": caller.org_id, "environment": "test", "balance": balance})
 
     async def wallet_entries(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
         cursor, limit = page_params(request)
-        found = await self.store.wallet_entries(caller.org_id, seq_cursor(cursor), limit + 1)
+        environment = environment_param(request) or "live"
+        found = await self.store.wallet_entries(
+            caller.org_id, seq_cursor(cursor), limit + 1, environment
+        )
         last = str(found[limit - 1].seq) if len(found) > limit else None
         return json_response(page([wallet_entry_json(e) for e in found], limit, last))
 

@@ -24,7 +24,7 @@ log = logging.getLogger("gateway.usage")
 MAX_PENDING_ERRORS = 10_000
 KEEP_ERRORS = 100_000  # rows kept in the request_errors table, across organizations
 
-RowKey = tuple[str, str, str, str, int, str]  # org, day, credential, route, status, ip
+RowKey = tuple[str, str, str, str, int, str, str]  # org, day, credential, route, status, ip, env
 
 
 class UsageBook:
@@ -54,11 +54,12 @@ class UsageBook:
         status: int,
         client_ip: str,
         now: float,
+        environment: str = "live",
         paid: bool = False,
         failure: tuple[str, str, str] | None = None,  # (request id, method, reason)
     ) -> None:
         """Count one request the gateway decided for an organization."""
-        key = (org_id, self.day(now), credential_id, route, status, client_ip)
+        key = (org_id, self.day(now), credential_id, route, status, client_ip, environment)
         tally = self.tallies.get(key)
         if tally is None:
             tally = self.tallies[key] = [0, 0, 0]
@@ -71,7 +72,7 @@ class UsageBook:
             request_id, method, reason = failure
             self.errors.append(
                 ErrorRow(org_id, now, request_id, method, route, status, reason,
-                         credential_id or None, client_ip or None)
+                         credential_id or None, client_ip or None, environment=environment)
             )  # fmt: skip
             if len(self.errors) > MAX_PENDING_ERRORS:
                 del self.errors[: len(self.errors) - MAX_PENDING_ERRORS]
@@ -86,7 +87,11 @@ class UsageBook:
                 await store.record_last_used(last_used, dict(counts))
                 last_used, counts = {}, Counter()
             if tallies:
-                await store.add_usage([UsageRow(*k, *v) for k, v in tallies.items()])
+                await store.add_usage([
+                    UsageRow(org, day, credential, route, status, ip, n, errs, paid, env)
+                    for (org, day, credential, route, status, ip, env), (n, errs, paid)
+                    in tallies.items()
+                ])  # fmt: skip
                 tallies = {}
             if errors:
                 await store.add_errors(errors, KEEP_ERRORS)

@@ -59,6 +59,7 @@ class Wallet:
         request_id: str,
         idempotency_key: str | None,
         request_fingerprint: str,
+        environment: str = "live",
     ) -> int | KeptAnswer:
         """Take the route's cost; returns the debit to settle or refund once the call
         is over, or for the retry of a call that succeeded, its kept answer."""
@@ -74,6 +75,7 @@ class Wallet:
             fingerprint=request_fingerprint if idempotency_key is not None else None,
             holder=self.holder,
             at=time.time(),
+            environment=environment,
         )
         if debit.refused is not None:
             refusal = REFUSALS.get(debit.refused)

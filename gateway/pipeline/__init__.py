@@ -171,7 +171,7 @@ class Pipeline:
         return Wait(self.wallet.charge(
             principal.org_id, principal.credential_id, route.name, route.cost,
             admission.request_id, idempotency_key,
-            fingerprint(method, path.forward_path() + "?" + path.query),
+            fingerprint(method, path.forward_path() + "?" + path.query), principal.environment,
         ))  # fmt: skip
 
     async def settle(

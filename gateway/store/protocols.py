@@ -77,21 +77,29 @@ class UsageStore(Protocol):
         ...
 
     async def add_usage(self, rows: list[UsageRow]) -> None: ...
-    async def usage(self, org_id: str, from_day: str, to_day: str) -> list[UsageRow]: ...
+    async def usage(
+        self, org_id: str, from_day: str, to_day: str, environment: str = "live"
+    ) -> list[UsageRow]:
+        """One environment's daily counts (live, test)."""
+        ...
+
     async def add_errors(self, rows: list[ErrorRow], keep: int) -> None: ...
     async def errors_page(
-        self, org_id: str, before_seq: int | None, limit: int
+        self, org_id: str, before_seq: int | None, limit: int, environment: str = "live"
     ) -> list[ErrorRow]: ...
 
 
 class WalletStore(Protocol):
-    """Each organization's wallet: credits, debits for metered calls, refunds."""
+    """Each organization's wallets, one per environment (live, test): credits, debits
+    for metered calls, refunds."""
 
-    async def wallet_credit(self, org_id: str, amount: int, note: str | None, at: float) -> int:
+    async def wallet_credit(
+        self, org_id: str, amount: int, note: str | None, at: float, environment: str = "live"
+    ) -> int:
         """Add credits; returns the new balance."""
         ...
 
-    async def wallet_balance(self, org_id: str) -> int: ...
+    async def wallet_balance(self, org_id: str, environment: str = "live") -> int: ...
     async def wallet_debit(
         self,
         org_id: str,
@@ -104,6 +112,7 @@ class WalletStore(Protocol):
         fingerprint: str | None,
         holder: str,
         at: float,
+        environment: str = "live",
     ) -> Debit:
         """Atomically: check the key's caps, take ``cost`` from the wallet (never below
         zero) and record it. A retry with the same idempotency key and fingerprint of a
@@ -122,7 +131,7 @@ class WalletStore(Protocol):
         ...
 
     async def wallet_entries(
-        self, org_id: str, before_seq: int | None, limit: int
+        self, org_id: str, before_seq: int | None, limit: int, environment: str = "live"
     ) -> list[WalletEntry]: ...
 
     # --- people ---

@@ -65,6 +65,7 @@ class UsageRow:
     requests: int
     errors: int
     paid_requests: int
+    environment: str = "live"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ class ErrorRow:
     credential_id: str | None
     client_ip: str | None
     seq: int = 0
+    environment: str = "live"
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,23 +26,29 @@ class DebitRefused(Exception):
 
 
 class WalletTables(SqlBase):
-    async def wallet_credit(self, org_id: str, amount: int, note: str | None, at: float) -> int:
+    async def wallet_credit(
+        self, org_id: str, amount: int, note: str | None, at: float, environment: str = "live"
+    ) -> int:
         async with self.transaction():
             await self._write(
-                "INSERT INTO wallets (org_id, balance) VALUES (?, ?) "
-                "ON CONFLICT (org_id) DO UPDATE SET balance = wallets.balance + excluded.balance",
-                (org_id, amount),
+                "INSERT INTO wallets (org_id, environment, balance) VALUES (?, ?, ?) "
+                "ON CONFLICT (org_id, environment) "
+                "DO UPDATE SET balance = wallets.balance + excluded.balance",
+                (org_id, environment, amount),
             )
-            balance = await self.wallet_balance(org_id)
+            balance = await self.wallet_balance(org_id, environment)
             await self._write(
-                "INSERT INTO wallet_transactions (org_id, amount, balance_after, kind, note, at) "
-                "VALUES (?, ?, ?, 'credit', ?, ?)",
-                (org_id, amount, balance, note, at),
+                "INSERT INTO wallet_transactions (org_id, environment, amount, balance_after, "
+                "kind, note, at) VALUES (?, ?, ?, ?, 'credit', ?, ?)",
+                (org_id, environment, amount, balance, note, at),
             )
         return balance
 
-    async def wallet_balance(self, org_id: str) -> int:
-        rows = await self._rows("SELECT balance FROM wallets WHERE org_id = ?", (org_id,))
+    async def wallet_balance(self, org_id: str, environment: str = "live") -> int:
+        rows = await self._rows(
+            "SELECT balance FROM wallets WHERE org_id = ? AND environment = ?",
+            (org_id, environment),
+        )
         return int(rows[0][0]) if rows else 0
 
     async def wallet_debit(
@@ -57,6 +63,7 @@ class WalletTables(SqlBase):
         fingerprint: str | None,
         holder: str,
         at: float,
+        environment: str = "live",
     ) -> Debit:
         try:
             async with self.transaction():
@@ -68,18 +75,20 @@ class WalletTables(SqlBase):
                         return Debit(seq=None, kept=await self._kept_answer(paid))
                 await self._take_from_key(credential_id, cost)
                 taken = await self._write(
-                    "UPDATE wallets SET balance = balance - ? WHERE org_id = ? AND balance >= ?",
-                    (cost, org_id, cost),
+                    "UPDATE wallets SET balance = balance - ? WHERE org_id = ? "
+                    "AND environment = ? AND balance >= ?",
+                    (cost, org_id, environment, cost),
                 )
                 if not taken:
                     raise DebitRefused("insufficient_funds")
-                balance = await self.wallet_balance(org_id)
+                balance = await self.wallet_balance(org_id, environment)
                 try:
                     rows = await self._rows(
-                        "INSERT INTO wallet_transactions (org_id, amount, balance_after, kind, "
-                        "request_id, credential_id, route, idempotency_key, fingerprint, "
-                        "holder, at) VALUES (?, ?, ?, 'debit', ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-                        (org_id, -cost, balance, request_id, credential_id, route,
+                        "INSERT INTO wallet_transactions (org_id, environment, amount, "
+                        "balance_after, kind, request_id, credential_id, route, idempotency_key, "
+                        "fingerprint, holder, at) "
+                        "VALUES (?, ?, ?, ?, 'debit', ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+                        (org_id, environment, -cost, balance, request_id, credential_id, route,
                          idempotency_key, fingerprint, holder, at),
                     )  # fmt: skip
                 except Conflict:
@@ -187,26 +196,27 @@ class WalletTables(SqlBase):
             if not marked:
                 return  # unknown, succeeded, or refunded already
             rows = await self._rows(
-                "SELECT org_id, amount, credential_id, request_id, route FROM wallet_transactions "
-                "WHERE seq = ?",
+                "SELECT org_id, environment, amount, credential_id, request_id, route "
+                "FROM wallet_transactions WHERE seq = ?",
                 (debit_seq,),
             )
-            org_id, amount, credential_id, request_id, route = rows[0]
+            org_id, environment, amount, credential_id, request_id, route = rows[0]
             cost = -int(amount)
             await self._write(
-                "UPDATE wallets SET balance = balance + ? WHERE org_id = ?", (cost, org_id)
+                "UPDATE wallets SET balance = balance + ? WHERE org_id = ? AND environment = ?",
+                (cost, org_id, environment),
             )
             await self._write(
                 "UPDATE api_keys SET paid_requests = paid_requests - 1, spent = spent - ? "
                 "WHERE id = ?",
                 (cost, credential_id),
             )
-            balance = await self.wallet_balance(org_id)
+            balance = await self.wallet_balance(org_id, environment)
             await self._write(
-                "INSERT INTO wallet_transactions (org_id, amount, balance_after, kind, "
-                "request_id, credential_id, route, note, at) "
-                "VALUES (?, ?, ?, 'refund', ?, ?, ?, 'the call did not succeed', ?)",
-                (org_id, cost, balance, request_id, credential_id, route, at),
+                "INSERT INTO wallet_transactions (org_id, environment, amount, balance_after, "
+                "kind, request_id, credential_id, route, note, at) "
+                "VALUES (?, ?, ?, ?, 'refund', ?, ?, ?, 'the call did not succeed', ?)",
+                (org_id, environment, cost, balance, request_id, credential_id, route, at),
             )
 
     async def wallet_release(self, holder: str, at: float) -> int:
@@ -223,11 +233,11 @@ class WalletTables(SqlBase):
         return len(rows)
 
     async def wallet_entries(
-        self, org_id: str, before_seq: int | None, limit: int
+        self, org_id: str, before_seq: int | None, limit: int, environment: str = "live"
     ) -> list[WalletEntry]:
         rows = await self._rows(
-            f"SELECT {ENTRY_COLUMNS} FROM wallet_transactions WHERE org_id = ? AND seq < ? "
-            "ORDER BY seq DESC LIMIT ?",
-            (org_id, before_seq if before_seq is not None else 2**62, limit),
+            f"SELECT {ENTRY_COLUMNS} FROM wallet_transactions WHERE org_id = ? "
+            "AND environment = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (org_id, environment, before_seq if before_seq is not None else 2**62, limit),
         )
         return [WalletEntry(*r) for r in rows]

@@ -103,6 +103,7 @@ class Dashboard:
             "csrf_field": CSRF_FIELD,
             "csrf_token": csrf_token(session),
             "logout": self.settings.oauth.paths.logout,
+            "environment": environment(session),
             **data,
         }
         return render(request, template, context, status=status, scripts=True)
@@ -138,17 +139,33 @@ class Dashboard:
     async def home(self, request: web.Request) -> web.Response:
         raise Redirect(f"{self.base}/keys")
 
-    async def switch_org(self, request: web.Request) -> web.Response:
-        session, memberships, _ = await self.context(request)
+    async def switched(self, request: web.Request, session: Session, field: str) -> str | None:
+        """What a switch's form chose, when the form is this session's own."""
         form = await request.post()
         sent = form.get(CSRF_FIELD)
-        wanted = form.get("org_id")
-        if csrf_ok(session, sent if isinstance(sent, str) else None) and wanted in {
-            m.org.id for m in memberships
-        }:
+        wanted = form.get(field)
+        if csrf_ok(session, sent if isinstance(sent, str) else None) and isinstance(wanted, str):
+            return wanted
+        return None
+
+    async def switch_org(self, request: web.Request) -> web.Response:
+        session, memberships, _ = await self.context(request)
+        wanted = await self.switched(request, session, "org_id")
+        if wanted in {m.org.id for m in memberships}:
             session["org_id"] = wanted
         response = see_other(f"{self.base}/keys")
         return await self.respond(request, session, response)
+
+    async def switch_environment(self, request: web.Request) -> web.Response:
+        """The Test/Live switch: which environment's keys, apps and usage are shown and
+        created, until switched back."""
+        session, _, _ = await self.context(request)
+        wanted = await self.switched(request, session, "environment")
+        if wanted in ENVIRONMENTS:
+            session["environment"] = wanted
+        back = (await request.post()).get("back")
+        section = back if isinstance(back, str) and back in SECTIONS else "keys"
+        return await self.respond(request, session, see_other(f"{self.base}/{section}"))
 
     async def keys_page(
         self,
@@ -159,7 +176,8 @@ class Dashboard:
         session, memberships, org_id = await self.context(request)
         listing: list[dict[str, Any]] = []
         if is_admin(memberships, org_id):
-            found = await self.store.list_api_keys(org_id)
+            shown = environment(session)
+            found = [k for k in await self.store.list_api_keys(org_id) if k.environment == shown]
             listing = [
                 {
                     "id": k.id,
@@ -201,6 +219,7 @@ class Dashboard:
                     "name": str(form.get("name", "")),
                     "scopes": [str(s) for s in form.getall("scopes", [])],
                     "ttl": days * 86400 if days else None,
+                    "environment": environment(session),
                     "limits": {
                         "rate_limit": optional_int(form, "rate_limit"),
                         "max_requests": optional_int(form, "max_requests"),
@@ -248,7 +267,9 @@ class Dashboard:
         session, memberships, org_id = await self.context(request)
         apps = []
         if is_admin(memberships, org_id):
-            apps = await self.store.list_clients_page(org_id, None, 500)
+            shown = environment(session)
+            apps = [c for c in await self.store.list_clients_page(org_id, None, 500)
+                    if c.environment == shown]  # fmt: skip
         data = {
             "apps": apps,
             "scopes": {k: v for k, v in self.settings.scopes.items() if k != "gateway:admin"},
@@ -275,6 +296,7 @@ class Dashboard:
                     "redirect_uris": form_list(str(form.get("redirect_uris", ""))),
                     "scopes": [str(s) for s in form.getall("scopes", [])],
                     "public": form.get("public") == "on",
+                    "environment": environment(session),
                 },
             )
             created = await self.api.apps.create_client(org_id, body)
@@ -322,14 +344,15 @@ class Dashboard:
         today = datetime.now(UTC).date()
         days = [(today - timedelta(days=CHART_DAYS - 1 - i)).isoformat() for i in range(CHART_DAYS)]
         await self.usage.flush(self.store)
-        rows = await self.store.usage(org_id, days[0], days[-1])
+        shown = environment(session)
+        rows = await self.store.usage(org_id, days[0], days[-1], shown)
         per_key: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         per_route: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for r in rows:
             per_key[r.credential_id][r.day] += r.requests
             per_route[r.route][r.day] += r.requests
         names = {k.id: f"{k.name} ({k.prefix}…)" for k in await self.store.list_api_keys(org_id)}
-        errors = await self.store.errors_page(org_id, None, 25)
+        errors = await self.store.errors_page(org_id, None, 25, shown)
         data = {
             "section": "usage",
             "by_key": line_chart("Requests per day by key", days,
@@ -346,6 +369,16 @@ class Dashboard:
         }  # fmt: skip
         response = self.page(request, session, memberships, org_id, "dash_usage.html", data)
         return await self.respond(request, session, response)
+
+
+ENVIRONMENTS: Final = ("live", "test")
+SECTIONS: Final = frozenset({"keys", "apps", "connected", "usage"})
+
+
+def environment(session: Session) -> str:
+    """The environment the dashboard shows and creates in (the Test/Live switch)."""
+    chosen = session.get("environment")
+    return chosen if isinstance(chosen, str) and chosen in ENVIRONMENTS else "live"
 
 
 def see_other(location: str) -> web.Response:
@@ -377,6 +410,7 @@ def add_dashboard_routes(app: web.Application, settings: Settings) -> None:
     pages: dict[str, dict[str, str]] = {
         "": {"GET": "home"},
         "/org": {"POST": "switch_org"},
+        "/environment": {"POST": "switch_environment"},
         "/keys": {"GET": "keys_view", "POST": "key_create"},
         "/keys/{key_id}/rotate": {"POST": "key_rotate"},
         "/keys/{key_id}/revoke": {"POST": "key_revoke"},
