@@ -18,6 +18,9 @@ from gateway import crypto
 from gateway.accounts.sign_in import SignIn
 from gateway.config import Settings, case_insensitive, config_hash
 from gateway.errors import NoRoute
+from gateway.events.delivery import Deliverer
+from gateway.events.scanner import Scanner
+from gateway.events.signals import Signals
 from gateway.http.engine import ENGINE, Engine
 from gateway.http.server import claimed_segments
 from gateway.logs import AccessLog
@@ -255,6 +258,10 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     app[MANAGEMENT] = management_api(store, settings, manage_auth, usage)
     app[DASHBOARD] = Dashboard(store, settings, sessions, app[MANAGEMENT], usage)
     metrics.cache_size = lambda: len(cache)
+    events = settings.events
+    signals = Signals(events.auth_failures_spike)
+    usage.watch = signals.watch
+    scanner = Scanner(store, events.expiry_scan_interval, settings.usage.flush_interval)
     # Only now the things that hold connections, each undone if a later one fails.
     await store.connect()
     try:
@@ -266,12 +273,16 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 background(watcher.run(cache)),
                 background(usage.run(store, settings.usage.flush_interval)),
                 background(app[ACCESS_LOG].run()),
+                background(signals.run(store, settings.usage.flush_interval)),
+                background(scanner.run()),
+                background(Deliverer(store, events).run()),
             ):
                 yield
         finally:
             await sockets.close()
             await forwarder.close()
             await usage.flush(store)
+            await signals.flush(store)
             await counters.close()
     finally:
         await store.close()

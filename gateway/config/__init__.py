@@ -32,6 +32,7 @@ from gateway.config.sections import (
     DashboardSettings,
     Database,
     Decision,
+    Events,
     IdentityAssertion,
     Limits,
     Listener,
@@ -81,6 +82,7 @@ class Settings(Strict):
     plugins: tuple[Plugin, ...] = ()
     tokens: Tokens = Tokens()
     logging: Logging = Logging()
+    events: Events = Events()
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: str = PrivateAttr(default="<settings>")

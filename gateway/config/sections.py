@@ -382,6 +382,33 @@ class Tokens(Strict):
     )
 
 
+class Events(Strict):
+    """Events and their webhook deliveries (``gateway.events``)."""
+
+    allow_http: bool = Field(False, description="accept http:// subscription URLs")
+    allow_private_targets: bool = Field(
+        False, description="deliver to loopback, private, link-local or reserved addresses"
+    )
+    retry_schedule: tuple[float, ...] = Field(
+        (5, 300, 1800, 7200, 18000, 36000, 36000),
+        description="seconds before each retry of a failed delivery",
+    )
+    auth_failures_spike: int = Field(
+        100, ge=1, description="401/403 answers per minute for one organization that are a spike"
+    )
+    expiry_scan_interval: float = Field(
+        3600, gt=0, description="seconds between scans for expiring keys"
+    )
+    poll_interval: float = Field(1.0, gt=0, description="seconds between looks for due deliveries")
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _delays(cls, delays: tuple[float, ...]) -> tuple[float, ...]:
+        if any(d <= 0 for d in delays):
+            raise ValueError("every delay is a number of seconds above 0")
+        return delays
+
+
 class Logging(Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from gateway.store import Store
 from gateway.store.records import ErrorRow, UsageRow
@@ -34,6 +35,8 @@ class UsageBook:
         self.tallies: dict[RowKey, list[int]] = {}
         self.errors: list[ErrorRow] = []
         self._day = (-1, "")
+        # Told of each batch of failed requests as it is written (``gateway.events``).
+        self.watch: Callable[[list[ErrorRow]], None] | None = None
 
     def day(self, now: float) -> str:
         number = int(now // 86400)
@@ -82,6 +85,8 @@ class UsageBook:
         counts, self.key_requests = self.key_requests, Counter()
         tallies, self.tallies = self.tallies, {}
         errors, self.errors = self.errors, []
+        if errors and self.watch is not None:
+            self.watch(errors)
         try:
             if last_used or counts:
                 await store.record_last_used(last_used, dict(counts))

@@ -182,3 +182,5 @@ class PostgresBase(SqlBase):
 
 class PostgresStore(KeyTables, UsageTables, OAuthTables, WalletTables, PostgresBase):
     """The shared store: PostgreSQL for several gateway nodes."""
+
+    SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"  # each due callback claimed by one node

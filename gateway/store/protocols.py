@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 from gateway.store.records import (
     ApiKey,
     AuthCode,
+    Callback,
     ClientWithSecret,
     ConsumedCode,
     ConsumedToken,
     Debit,
     ErrorRow,
+    Event,
     Grant,
     KeptAnswer,
     KeyWithDigest,
@@ -20,6 +23,8 @@ from gateway.store.records import (
     OAuthClient,
     OAuthToken,
     Org,
+    Outcome,
+    Subscription,
     UsageRow,
     User,
     WalletEntry,
@@ -42,6 +47,14 @@ class KeyStore(Protocol):
 
     async def find_api_key_by_digest(self, digest: str, now: float) -> KeyWithDigest | None:
         """By current digest, or by the previous one while its rotation grace lasts."""
+        ...
+
+    async def keys_expiring(self, now: float, until: float) -> list[ApiKey]:
+        """Unrevoked keys that expire after ``now`` and by ``until``."""
+        ...
+
+    async def keys_near_quota(self, fraction: float) -> list[ApiKey]:
+        """Unrevoked keys that used ``fraction`` of their ``max_requests`` or more."""
         ...
 
     async def list_api_keys_page(
@@ -227,8 +240,60 @@ class SessionStore(Protocol):
         ...
 
 
-class Store(KeyStore, UsageStore, WalletStore, OAuthStore, SessionStore, Protocol):
+class EventStore(Protocol):
+    """Events (an outbox), webhook subscriptions and their delivery attempts."""
+
+    async def add_event(self, event: Event) -> bool:
+        """Record it with a pending callback per subscription that wants it; False when
+        an event with its ``once`` key exists already."""
+        ...
+
+    async def get_event(self, event_id: str) -> Event | None: ...
+    async def events_page(
+        self, org_id: str, environment: str, before_seq: int | None, limit: int
+    ) -> list[Event]: ...
+    async def insert_subscription(self, sub: Subscription) -> None: ...
+    async def update_subscription(self, sub: Subscription) -> None: ...
+    async def get_subscription(self, subscription_id: str) -> Subscription | None: ...
+    async def list_subscriptions(self, org_id: str, environment: str) -> list[Subscription]: ...
+    async def delete_subscription(self, subscription_id: str) -> bool: ...
+    async def claim_callbacks(
+        self, now: float, lease: float, limit: int
+    ) -> list[tuple[Callback, Subscription, Event]]:
+        """Due callbacks, each claimed by one node for ``lease`` seconds."""
+        ...
+
+    async def finish_callback(
+        self, callback: Callback, outcome: Outcome, retry_at: float | None
+    ) -> None: ...
+    async def get_callback(self, callback_id: str) -> Callback | None: ...
+    async def retry_callback(self, callback: Callback, at: float) -> Callback: ...
+    async def callbacks_page(
+        self,
+        org_id: str,
+        environment: str,
+        before_seq: int | None,
+        limit: int,
+        *,
+        status: str | None = None,
+        subscription_id: str | None = None,
+        event_type: str | None = None,
+    ) -> list[Callback]: ...
+    async def count_refusals(
+        self, org_id: str, environment: str, minute: float, refusals: int
+    ) -> int: ...
+    async def set_low_balance_threshold(
+        self, org_id: str, environment: str, threshold: int | None
+    ) -> None: ...
+    async def low_balance_threshold(self, org_id: str, environment: str) -> int | None: ...
+
+
+class Store(KeyStore, UsageStore, WalletStore, OAuthStore, SessionStore, EventStore, Protocol):
     """One database with every table group."""
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """What runs inside is one transaction: a change and the events it causes."""
+        ...
 
     async def connect(self) -> None: ...
     async def close(self) -> None: ...

@@ -223,3 +223,71 @@ class ConsumedCode(Consumed):
 @dataclass(frozen=True, slots=True)
 class ConsumedToken(Consumed):
     token: OAuthToken
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to an organization's credentials or money, recorded
+    with the change that caused it (``gateway.events``)."""
+
+    id: str
+    org_id: str
+    environment: str
+    type: str
+    data: str  # a JSON object
+    at: float
+    once: str | None = None  # events sharing this key are recorded once
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """Where an organization's events are sent (a webhook endpoint)."""
+
+    id: str
+    org_id: str
+    environment: str
+    url: str
+    events: tuple[str, ...]
+    description: str
+    secret: str
+    created_at: float
+    previous_secret: str | None = None
+    previous_until: float | None = None
+    failing_since: float | None = None
+    disabled_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """One attempt to deliver an event to a subscription."""
+
+    id: str
+    event_id: str
+    subscription_id: str
+    org_id: str
+    environment: str
+    event_type: str
+    attempt: int
+    status: str  # pending, succeeded, failed
+    due_at: float
+    attempted_at: float | None = None
+    http_status: int | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    next_retry_at: float | None = None
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one delivery attempt got."""
+
+    http_status: int | None
+    error: str | None
+    latency_ms: float
+    at: float
+
+    @property
+    def delivered(self) -> bool:
+        return self.http_status is not None and 200 <= self.http_status < 300

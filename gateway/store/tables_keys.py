@@ -171,6 +171,22 @@ class KeyTables(SqlBase):
                 await self.record_events([key_id], at)
         return bool(deleted)
 
+    async def keys_expiring(self, now: float, until: float) -> list[ApiKey]:
+        rows = await self._rows(
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL "
+            "AND expires_at > ? AND expires_at <= ?",
+            (now, until),
+        )
+        return [key_from_row(r) for r in rows]
+
+    async def keys_near_quota(self, fraction: float) -> list[ApiKey]:
+        rows = await self._rows(
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL "
+            "AND max_requests IS NOT NULL AND request_count >= max_requests * ?",
+            (fraction,),
+        )
+        return [key_from_row(r) for r in rows]
+
     async def newest_credential_event(self) -> int:
         rows = await self._rows("SELECT MAX(seq) FROM credential_events", ())
         return int(rows[0][0] or 0) if rows else 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 
-from gateway.store.records import Conflict, Debit, KeptAnswer, WalletEntry
-from gateway.store.sql import SqlBase
+from gateway.store.records import Conflict, Debit, Event, KeptAnswer, WalletEntry
+from gateway.store.tables_events import EventTables
 
 ENTRY_COLUMNS = (
     "seq, org_id, amount, balance_after, kind, at, request_id, credential_id, route, note"
@@ -25,7 +26,7 @@ class DebitRefused(Exception):
         self.reason = reason
 
 
-class WalletTables(SqlBase):
+class WalletTables(EventTables):  # a debit may record a wallet.low event
     async def wallet_credit(
         self, org_id: str, amount: int, note: str | None, at: float, environment: str = "live"
     ) -> int:
@@ -82,6 +83,7 @@ class WalletTables(SqlBase):
                 if not taken:
                     raise DebitRefused("insufficient_funds")
                 balance = await self.wallet_balance(org_id, environment)
+                await self._low_balance(org_id, environment, balance, cost, at)
                 try:
                     rows = await self._rows(
                         "INSERT INTO wallet_transactions (org_id, environment, amount, "
@@ -97,6 +99,34 @@ class WalletTables(SqlBase):
         except DebitRefused as exc:
             return Debit(seq=None, refused=exc.reason)
         return Debit(seq=int(rows[0][0]))
+
+    async def set_low_balance_threshold(
+        self, org_id: str, environment: str, threshold: int | None
+    ) -> None:
+        await self._write(
+            "INSERT INTO wallets (org_id, environment, balance, low_balance_threshold) "
+            "VALUES (?, ?, 0, ?) ON CONFLICT (org_id, environment) "
+            "DO UPDATE SET low_balance_threshold = excluded.low_balance_threshold",
+            (org_id, environment, threshold),
+        )
+
+    async def low_balance_threshold(self, org_id: str, environment: str) -> int | None:
+        rows = await self._rows(
+            "SELECT low_balance_threshold FROM wallets WHERE org_id = ? AND environment = ?",
+            (org_id, environment),
+        )
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def _low_balance(
+        self, org_id: str, environment: str, balance: int, cost: int, at: float
+    ) -> None:
+        """A debit that took the balance under the organization's threshold: the
+        wallet.low event, in the debit's transaction."""
+        threshold = await self.low_balance_threshold(org_id, environment)
+        if threshold is not None and balance < threshold <= balance + cost:
+            data = json.dumps({"balance": balance, "low_balance_threshold": threshold})
+            await self.add_event(Event(f"evt_{secrets.token_hex(8)}", org_id, environment,
+                                       "wallet.low", data, at))  # fmt: skip
 
     async def _already_paid(
         self, org_id: str, credential_id: str, key: str, fingerprint: str | None, at: float
