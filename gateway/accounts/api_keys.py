@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from gateway import crypto
+from gateway.events import key_event
 from gateway.store import ApiKey, Conflict, Org, Store
 
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -131,7 +132,9 @@ async def issue_api_key(
         max_spend=limits.max_spend,
         environment=environment,
     )
-    await store.insert_api_key(record, crypto.digest(secret))
+    async with store.transaction():
+        await store.insert_api_key(record, crypto.digest(secret))
+        await store.add_event(key_event(record, "key.created"))
     return IssuedKey(record, secret)
 
 
@@ -151,8 +154,11 @@ async def rotate_api_key(store: Store, key: ApiKey, grace_seconds: float) -> Iss
     now = time.time()
     secret = crypto.new_api_key(key.environment)
     prefix = crypto.display_prefix(secret)
-    await store.rotate_api_key(key.id, crypto.digest(secret), prefix, now + grace_seconds, now)
-    return IssuedKey(replace(key, prefix=prefix), secret)
+    rotated = replace(key, prefix=prefix)
+    async with store.transaction():
+        await store.rotate_api_key(key.id, crypto.digest(secret), prefix, now + grace_seconds, now)
+        await store.add_event(key_event(rotated, "key.rotated", old_secret_valid_for=grace_seconds))
+    return IssuedKey(rotated, secret)
 
 
 async def revoke_api_key(store: Store, key_id: str) -> ApiKey:
@@ -161,7 +167,16 @@ async def revoke_api_key(store: Store, key_id: str) -> ApiKey:
         raise InvalidInput(f"unknown key {key_id!r}")
     if key.revoked_at is not None:
         raise InvalidInput(f"key {key_id!r} is already revoked")
-    await store.revoke_api_key(key_id, time.time())
-    revoked = await store.get_api_key(key_id)
-    assert revoked is not None
+    async with store.transaction():
+        await store.revoke_api_key(key_id, time.time())
+        revoked = await store.get_api_key(key_id)
+        assert revoked is not None
+        await store.add_event(key_event(revoked, "key.revoked"))
     return revoked
+
+
+async def delete_api_key(store: Store, key: ApiKey) -> None:
+    """Gone for good; told as a revocation to whoever listens."""
+    async with store.transaction():
+        if await store.delete_api_key(key.id, time.time()):
+            await store.add_event(key_event(key, "key.revoked", deleted=True))

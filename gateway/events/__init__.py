@@ -15,7 +15,7 @@ import secrets
 import time
 from typing import Any, Final
 
-from gateway.store.records import ApiKey, Event, OAuthClient
+from gateway.store.records import ApiKey, Event, Grant, OAuthClient
 
 EVENT_TYPES: Final = (
     "key.created",
@@ -65,3 +65,9 @@ def key_event(key: ApiKey, kind: str, once: str | None = None, **extra: Any) -> 
 def client_event(client: OAuthClient, org_id: str, kind: str, **data: Any) -> Event:
     return new_event(org_id, client.environment, kind,
                      {"client_id": client.id, "client_name": client.name, **data})  # fmt: skip
+
+
+def grant_event(client: OAuthClient, grant: Grant, kind: str) -> Event:
+    """A user's approval of an app, given or withdrawn."""
+    return client_event(client, grant.org_id, kind, grant_id=grant.id, user_id=grant.user_id,
+                        scopes=list(grant.scopes))  # fmt: skip

@@ -12,6 +12,7 @@ from gateway import crypto
 from gateway.accounts.api_keys import InvalidInput
 from gateway.config import ADMIN_SCOPE, Settings
 from gateway.errors import NotFound, ValidationFailed
+from gateway.events import client_event, grant_event
 from gateway.manage.auth import ManagementAuth
 from gateway.manage.common import json_response, page, page_params, read_body
 from gateway.manage.key_endpoints import catalog_scopes
@@ -77,7 +78,9 @@ class AppsApi:
         if client.public:
             raise ValidationFailed("", "a public client has no secret")
         secret = crypto.new_secret(crypto.CLIENT_SECRET_PREFIX)
-        await self.store.set_client_secret(client.id, crypto.digest(secret))
+        async with self.store.transaction():
+            await self.store.set_client_secret(client.id, crypto.digest(secret))
+            await self.store.add_event(client_event(client, org_id, "client.secret_rotated"))
         return {"client_id": client.id, "client_secret": secret}
 
     async def revoke_grant(self, org_id: str, grant_id: str, user_id: str | None) -> None:
@@ -86,7 +89,11 @@ class AppsApi:
             raise NotFound()
         if user_id is not None and grant.user_id != user_id:
             raise NotFound()
-        await self.store.revoke_grant(grant.id, time.time())
+        found = await self.store.get_client(grant.client_id)
+        async with self.store.transaction():
+            await self.store.revoke_grant(grant.id, time.time())
+            if found is not None:
+                await self.store.add_event(grant_event(found.client, grant, "grant.revoked"))
 
     # --- HTTP ---
 

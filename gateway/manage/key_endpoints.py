@@ -98,8 +98,7 @@ class KeysApi:
         return {**key_json(issued.record), "key": issued.secret}
 
     async def delete_key(self, org_id: str, key_id: str) -> None:
-        key = await self.key_of(org_id, key_id)
-        await self.store.delete_api_key(key.id, time.time())
+        await api_keys.delete_api_key(self.store, await self.key_of(org_id, key_id))
 
     # --- HTTP ---
 

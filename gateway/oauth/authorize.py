@@ -28,6 +28,7 @@ from gateway.errors import (
     UnauthorizedClient,
     UnsupportedResponseType,
 )
+from gateway.events import grant_event
 from gateway.oauth import pkce
 from gateway.oauth.metadata import issuer
 from gateway.oauth.params import scope_list
@@ -147,9 +148,17 @@ class Authorization:
 
     async def issue_code(self, pending: Pending, user_id: str, org_id: str) -> str:
         now = time.time()
-        grant_id = await self.store.upsert_grant(
-            crypto.new_id("grant"), user_id, org_id, pending.client_id, pending.scopes, now
-        )
+        new_id = crypto.new_id("grant")
+        async with self.store.transaction():
+            grant_id = await self.store.upsert_grant(
+                new_id, user_id, org_id, pending.client_id, pending.scopes, now
+            )
+            grant, found = (
+                await self.store.get_grant(grant_id),
+                await self.store.get_client(pending.client_id),
+            )
+            if grant_id == new_id and grant is not None and found is not None:
+                await self.store.add_event(grant_event(found.client, grant, "grant.created"))
         raw = crypto.new_secret(crypto.CODE_PREFIX)
         code = AuthCode(
             id=crypto.new_id("code"),

@@ -23,6 +23,7 @@ from gateway.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
+from gateway.events import client_event
 from gateway.oauth import pkce
 from gateway.oauth.client_auth import authenticate_client
 from gateway.oauth.params import body_params, require, scope_list
@@ -133,7 +134,12 @@ class RefreshTokenGrant:
         scopes = within_client(scopes, client)
         consumed = await self.store.consume_refresh_token(digest, now)
         if consumed is None or not consumed.fresh:
-            await self.store.revoke_family(token.family_id, now)
+            async with self.store.transaction():
+                await self.store.revoke_family(token.family_id, now)
+                await self.store.add_event(client_event(
+                    client, token.org_id, "refresh_token.reuse_detected",
+                    family_id=token.family_id, user_id=token.user_id,
+                ))  # fmt: skip
             raise InvalidGrant("The refresh token was already used; its grant is revoked.")
         return Issuance(
             client_id=client.id,
