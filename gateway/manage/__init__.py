@@ -14,6 +14,7 @@ from gateway.config import Settings
 from gateway.manage import schemas as s
 from gateway.manage.app_endpoints import AppsApi
 from gateway.manage.auth import ManagementAuth
+from gateway.manage.event_endpoints import EventsApi
 from gateway.manage.key_endpoints import KeysApi
 from gateway.manage.openapi import build
 from gateway.manage.usage_endpoints import UsageApi
@@ -27,6 +28,7 @@ class ManagementApi:
     keys: KeysApi
     apps: AppsApi
     usage: UsageApi
+    events: EventsApi
 
 
 MANAGEMENT: Final = web.AppKey("management", ManagementApi)
@@ -103,11 +105,42 @@ OPERATIONS: tuple[Operation, ...] = (
               (200, s.ErrorPage), query=(*PAGE, LIVE_BY_DEFAULT)),
     Operation("GET", "/wallet", lambda m, r: m.usage.wallet(r), "A wallet's balance",
               (200, s.WalletOut), query=(LIVE_BY_DEFAULT,)),
+    Operation("PATCH", "/wallet", lambda m, r: m.events.threshold(r),
+              "Set the balance under which a debit records wallet.low", (200, s.WalletSettings),
+              body=s.ThresholdPatch, query=(LIVE_BY_DEFAULT,)),
     Operation("POST", "/wallet/test/credit", lambda m, r: m.usage.test_credit(r),
               "Add free credits to the test wallet", (200, s.WalletOut), body=s.WalletCredit),
     Operation("GET", "/wallet/transactions", lambda m, r: m.usage.wallet_entries(r),
               "Credits, debits and refunds, newest first", (200, s.WalletPage),
               query=(*PAGE, LIVE_BY_DEFAULT)),
+    Operation("POST", "/subscriptions", lambda m, r: m.events.create(r),
+              "Subscribe a webhook URL to events", (201, s.SubscriptionCreated),
+              body=s.SubscriptionCreate),
+    Operation("GET", "/subscriptions", lambda m, r: m.events.list(r), "List subscriptions",
+              (200, s.SubscriptionList), query=(LIVE_BY_DEFAULT,)),
+    Operation("GET", "/subscriptions/{subscription_id}", lambda m, r: m.events.get(r),
+              "Get a subscription", (200, s.SubscriptionOut)),
+    Operation("PATCH", "/subscriptions/{subscription_id}", lambda m, r: m.events.patch(r),
+              "Change, pause or resume a subscription", (200, s.SubscriptionOut),
+              body=s.SubscriptionPatch),
+    Operation("DELETE", "/subscriptions/{subscription_id}", lambda m, r: m.events.delete(r),
+              "Delete a subscription", (204, None)),
+    Operation("POST", "/subscriptions/{subscription_id}/secret",
+              lambda m, r: m.events.rotate(r),
+              "A new signing secret (the old one signs too for 24 hours)",
+              (200, s.SubscriptionCreated)),
+    Operation("GET", "/events", lambda m, r: m.events.events(r),
+              "The organization's recent events, newest first", (200, s.EventPage),
+              query=(*PAGE, LIVE_BY_DEFAULT)),
+    Operation("GET", "/callbacks", lambda m, r: m.events.callbacks(r),
+              "Every delivery attempt, newest first", (200, s.CallbackPage),
+              query=(*PAGE, LIVE_BY_DEFAULT,
+                     Query("status", "pending, succeeded or failed",
+                           {"type": "string", "enum": ["pending", "succeeded", "failed"]}),
+                     Query("subscription", "one subscription's", {"type": "string"}),
+                     Query("event_type", "one event type's", {"type": "string"}))),
+    Operation("POST", "/callbacks/{callback_id}/retry", lambda m, r: m.events.retry(r),
+              "Deliver a callback's event once more, now", (201, s.CallbackOut)),
 )  # fmt: skip
 
 
@@ -147,6 +180,7 @@ def management_api(
         keys=KeysApi(store, settings, auth),
         apps=AppsApi(store, settings, auth),
         usage=UsageApi(store, settings, auth, usage),
+        events=EventsApi(store, settings, auth),
     )
 
 

@@ -52,14 +52,20 @@ def encode_cursor(last: str) -> str:
     return base64.urlsafe_b64encode(last.encode()).decode().rstrip("=")
 
 
+def one(request: web.Request, name: str) -> str | None:
+    """A query parameter given at most once."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise ValidationFailed(name, "give it once")
+    return values[0] if values else None
+
+
 def environment_param(request: web.Request) -> str | None:
     """``?environment=live|test``: one environment's records; None for both."""
-    values = request.query.getall("environment", [])
-    if len(values) > 1:
-        raise ValidationFailed("environment", "give it once")
-    if values and values[0] not in ("live", "test"):
+    value = one(request, "environment")
+    if value is not None and value not in ("live", "test"):
         raise ValidationFailed("environment", "'live' or 'test'")
-    return values[0] if values else None
+    return value
 
 
 def page_params(request: web.Request) -> tuple[str | None, int]:

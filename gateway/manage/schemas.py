@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -284,6 +284,89 @@ class WalletEntryOut(BaseModel):
 class WalletPage(BaseModel):
     data: list[WalletEntryOut]
     next_cursor: str | None
+
+
+EventType = Literal[
+    "key.created", "key.rotated", "key.revoked", "key.expiring", "quota.warning",
+    "quota.exhausted", "rate_limit.exceeded", "wallet.low", "grant.created", "grant.revoked",
+    "client.secret_rotated", "refresh_token.reuse_detected", "auth.failures_spike",
+]  # fmt: skip
+Url = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class SubscriptionCreate(Body):
+    url: Url
+    events: list[EventType] = Field(min_length=1, max_length=20)
+    description: Annotated[str, Field(max_length=200)] = ""
+    environment: Environment = "live"
+
+
+class SubscriptionPatch(Body):
+    url: Url | None = None
+    events: list[EventType] | None = Field(None, min_length=1, max_length=20)
+    description: Annotated[str, Field(max_length=200)] | None = None
+    enabled: bool | None = Field(None, description="false pauses it; true resumes a disabled one")
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    environment: Environment
+    url: str
+    events: list[str]
+    description: str
+    created_at: Timestamp
+    failing_since: Timestamp | None
+    disabled: bool
+    disabled_at: Timestamp | None
+
+
+class SubscriptionCreated(SubscriptionOut):
+    secret: str = Field(description="whsec_...: shown this once; signs every delivery")
+
+
+class SubscriptionList(BaseModel):
+    data: list[SubscriptionOut]
+
+
+class EventOut(BaseModel):
+    id: str
+    type: str
+    environment: Environment
+    timestamp: Timestamp
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    data: list[EventOut]
+    next_cursor: str | None
+
+
+class CallbackOut(BaseModel):
+    id: str
+    subscription_id: str
+    event_id: str
+    event_type: str
+    attempt: int
+    status: Literal["pending", "succeeded", "failed"]
+    due_at: Timestamp
+    attempted_at: Timestamp | None
+    http_status: int | None
+    error: str | None
+    latency_ms: float | None
+    next_retry_at: Timestamp | None
+
+
+class CallbackPage(BaseModel):
+    data: list[CallbackOut]
+    next_cursor: str | None
+
+
+class ThresholdPatch(Body):
+    low_balance_threshold: int | None = Field(ge=0, le=10**12, description="null: no alert")
+
+
+class WalletSettings(WalletOut):
+    low_balance_threshold: int | None
 
 
 class Problem(BaseModel):

@@ -15,6 +15,7 @@ from gateway.manage.auth import ManagementAuth
 from gateway.manage.common import (
     environment_param,
     json_response,
+    one,
     page,
     page_params,
     read_body,
@@ -45,13 +46,6 @@ def parse_day(name: str, text: str) -> date:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).date()
     except (ValueError, OverflowError):
         raise ValidationFailed(name, "expected YYYY-MM-DD or an RFC 3339 timestamp") from None
-
-
-def one(request: web.Request, name: str) -> str | None:
-    values = request.query.getall(name, [])
-    if len(values) > 1:
-        raise ValidationFailed(name, "give it once")
-    return values[0] if values else None
 
 
 def totals(rows: list[UsageRow]) -> dict[str, int]:

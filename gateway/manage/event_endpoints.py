@@ -1,0 +1,201 @@
+"""Webhook subscriptions, the organization's events, and every delivery attempt
+("callbacks"), one environment at a time (``?environment=``, live by default)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import replace
+from typing import Any, Final
+
+from aiohttp import web
+
+from gateway.config import Settings
+from gateway.errors import NotFound, ValidationFailed
+from gateway.events import signing
+from gateway.events.targets import TargetRefused, check_host, check_url
+from gateway.manage.auth import ManagementAuth
+from gateway.manage.common import (
+    environment_param,
+    json_response,
+    one,
+    page,
+    page_params,
+    read_body,
+    seq_cursor,
+)
+from gateway.manage.schemas import SubscriptionCreate, SubscriptionPatch, ThresholdPatch
+from gateway.store import Store
+from gateway.store.records import Callback, Event, Subscription
+from gateway.wire import rfc3339
+
+ROTATION_GRACE: Final = 86400.0  # seconds the old secret still signs after a rotation
+CALLBACK_STATUSES: Final = frozenset({"pending", "succeeded", "failed"})
+
+
+def subscription_json(sub: Subscription) -> dict[str, Any]:
+    return {
+        "id": sub.id,
+        "environment": sub.environment,
+        "url": sub.url,
+        "events": list(sub.events),
+        "description": sub.description,
+        "created_at": rfc3339(sub.created_at),
+        "failing_since": rfc3339(sub.failing_since),
+        "disabled": sub.disabled_at is not None,
+        "disabled_at": rfc3339(sub.disabled_at),
+    }
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {"id": event.id, "type": event.type, "environment": event.environment,
+            "timestamp": rfc3339(event.at), "data": json.loads(event.data)}  # fmt: skip
+
+
+def callback_json(cb: Callback) -> dict[str, Any]:
+    return {
+        "id": cb.id,
+        "subscription_id": cb.subscription_id,
+        "event_id": cb.event_id,
+        "event_type": cb.event_type,
+        "attempt": cb.attempt,
+        "status": cb.status,
+        "due_at": rfc3339(cb.due_at),
+        "attempted_at": rfc3339(cb.attempted_at),
+        "http_status": cb.http_status,
+        "error": cb.error,
+        "latency_ms": cb.latency_ms,
+        "next_retry_at": rfc3339(cb.next_retry_at),
+    }
+
+
+class EventsApi:
+    def __init__(self, store: Store, settings: Settings, auth: ManagementAuth) -> None:
+        self.store = store
+        self.settings = settings
+        self.auth = auth
+
+    async def checked_url(self, url: str) -> str:
+        events = self.settings.events
+        try:
+            parsed = check_url(url, events.allow_http, events.allow_private_targets)
+            await check_host(parsed, events.allow_private_targets)
+        except TargetRefused as exc:
+            raise ValidationFailed("url", str(exc)) from None
+        return str(parsed)
+
+    async def own(self, request: web.Request, org_id: str) -> Subscription:
+        found = await self.store.get_subscription(request.match_info["subscription_id"])
+        if found is None or found.org_id != org_id:
+            raise NotFound()
+        return found
+
+    # --- subscriptions ---
+
+    async def create(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        body = await read_body(request, SubscriptionCreate)
+        sub = Subscription(
+            id=f"sub_{secrets.token_hex(8)}",
+            org_id=caller.org_id,
+            environment=body.environment,
+            url=await self.checked_url(body.url),
+            events=tuple(dict.fromkeys(body.events)),
+            description=body.description,
+            secret=signing.new_secret(),
+            created_at=time.time(),
+        )
+        await self.store.insert_subscription(sub)
+        return json_response({**subscription_json(sub), "secret": sub.secret}, status=201)
+
+    async def list(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        environment = environment_param(request) or "live"
+        found = await self.store.list_subscriptions(caller.org_id, environment)
+        return json_response({"data": [subscription_json(s) for s in found]})
+
+    async def get(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        return json_response(subscription_json(await self.own(request, caller.org_id)))
+
+    async def patch(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        sub = await self.own(request, caller.org_id)
+        body = await read_body(request, SubscriptionPatch)
+        changed = replace(
+            sub,
+            url=await self.checked_url(body.url) if body.url is not None else sub.url,
+            events=tuple(dict.fromkeys(body.events)) if body.events is not None else sub.events,
+            description=body.description if body.description is not None else sub.description,
+        )
+        if body.enabled is not None:  # enabling again forgets the failures that disabled it
+            disabled = None if body.enabled else (sub.disabled_at or time.time())
+            changed = replace(changed, disabled_at=disabled, failing_since=None)
+        await self.store.update_subscription(changed)
+        return json_response(subscription_json(changed))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        sub = await self.own(request, caller.org_id)
+        await self.store.delete_subscription(sub.id)
+        return web.Response(status=204)
+
+    async def rotate(self, request: web.Request) -> web.Response:
+        """A new secret; the old one still signs beside it for 24 hours."""
+        caller = await self.auth.caller(request)
+        sub = await self.own(request, caller.org_id)
+        now = time.time()
+        rotated = replace(sub, secret=signing.new_secret(), previous_secret=sub.secret,
+                          previous_until=now + ROTATION_GRACE)  # fmt: skip
+        await self.store.update_subscription(rotated)
+        return json_response({**subscription_json(rotated), "secret": rotated.secret})
+
+    # --- events and callbacks ---
+
+    async def events(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        cursor, limit = page_params(request)
+        environment = environment_param(request) or "live"
+        found = await self.store.events_page(
+            caller.org_id, environment, seq_cursor(cursor), limit + 1
+        )
+        last = str(found[limit - 1].seq) if len(found) > limit else None
+        return json_response(page([event_json(e) for e in found], limit, last))
+
+    async def callbacks(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        cursor, limit = page_params(request)
+        environment = environment_param(request) or "live"
+        status = one(request, "status")
+        if status is not None and status not in CALLBACK_STATUSES:
+            raise ValidationFailed("status", "one of: pending, succeeded, failed")
+        found = await self.store.callbacks_page(
+            caller.org_id, environment, seq_cursor(cursor), limit + 1, status=status,
+            subscription_id=one(request, "subscription"),
+            event_type=one(request, "event_type"),
+        )  # fmt: skip
+        last = str(found[limit - 1].seq) if len(found) > limit else None
+        return json_response(page([callback_json(c) for c in found], limit, last))
+
+    async def retry(self, request: web.Request) -> web.Response:
+        """Deliver a callback's event once more, now."""
+        caller = await self.auth.caller(request)
+        found = await self.store.get_callback(request.match_info["callback_id"])
+        if found is None or found.org_id != caller.org_id:
+            raise NotFound()
+        again = await self.store.retry_callback(found, time.time())
+        return json_response(callback_json(again), status=201)
+
+    async def threshold(self, request: web.Request) -> web.Response:
+        """``PATCH /wallet``: the balance under which a debit records wallet.low."""
+        caller = await self.auth.caller(request)
+        environment = environment_param(request) or "live"
+        body = await read_body(request, ThresholdPatch)
+        await self.store.set_low_balance_threshold(
+            caller.org_id, environment, body.low_balance_threshold
+        )
+        balance = await self.store.wallet_balance(caller.org_id, environment)
+        return json_response({"org_id": caller.org_id, "environment": environment,
+                              "balance": balance,
+                              "low_balance_threshold": body.low_balance_threshold})  # fmt: skip
