@@ -139,7 +139,7 @@ async def test_a_failing_receiver_is_retried_and_every_attempt_is_logged(
     deadline = time.monotonic() + DEADLINE
     while True:
         log = (await admin.call("GET", f"/callbacks?subscription={sub['id']}"))["data"]
-        if log and log[0]["status"] == "succeeded" or time.monotonic() > deadline:
+        if (log and log[0]["status"] == "succeeded") or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.1)
     attempts = [(c["attempt"], c["status"], c["http_status"]) for c in reversed(log)]
