@@ -6,13 +6,19 @@ tests allow http and private targets, as the README says an operator may."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
-from conftest import AiohttpServer, Gateway
+from cli_runner import cli_json
+from conftest import AiohttpServer, Gateway, Spawned, free_port
+from nodes import cli_key, descendants, node_config, write_node
 from oauth_helpers import issued_tokens, token_request, with_config
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -234,3 +240,47 @@ async def test_each_event_comes_from_the_action_that_causes_it(
             "rate_limit.exceeded", "auth.failures_spike", "wallet.low", "grant.created",
             "grant.revoked", "client.secret_rotated",
             "refresh_token.reuse_detected"} <= types  # fmt: skip
+
+
+async def test_an_event_outlives_a_crash_before_its_delivery(
+    tmp_path: Path, upstream_url: str, receiver: Receiver, spawned: list[Spawned]
+) -> None:
+    """The node is killed (SIGKILL, workers and all) after the event is recorded and
+    before any delivery; started again, it delivers."""
+    config = node_config(upstream_url, free_port(), free_port())
+    config["database"] = {"url": f"sqlite:///{tmp_path / 'node.db'}"}
+    config["events"] = {**EVENTS, "poll_interval": 3600}  # the first life never delivers
+    node = write_node(tmp_path, "node", config, workers=2)
+    spawned.append(node)
+    await cli_json(node.config_path, "org", "create", "acme")
+    admin = {"X-API-Key": await cli_key(node.config_path, "admin", "gateway:admin")}
+    await node.start()
+    async with aiohttp.ClientSession() as http:
+        url = f"{node.public}/_gateway/v1/subscriptions"
+        async with http.post(
+            url, headers=admin, json={"url": receiver.url, "events": ["key.created"]}
+        ) as resp:
+            sub = await resp.json()
+            assert resp.status == 201, sub
+        async with http.post(
+            f"{node.public}/_gateway/v1/keys",
+            headers=admin,
+            json={"name": "zap", "scopes": ["contacts:read"]},
+        ) as resp:
+            created = await resp.json()
+            assert resp.status == 201, created
+    assert node.proc is not None
+    for pid in {node.proc.pid, *descendants(node.proc.pid)}:
+        os.kill(pid, signal.SIGKILL)
+    node.proc.wait(timeout=10)
+    assert receiver.received == []
+
+    config["events"]["poll_interval"] = 0.1
+    node = write_node(tmp_path, "node", config, workers=2)
+    spawned.append(node)
+    await node.start()
+    (headers, body), *_ = await receiver.wait_for(1)
+    payload = Webhook(sub["secret"]).verify(body, headers)
+    assert (payload["type"], payload["data"]["key_id"]) == ("key.created", created["id"])
+    await asyncio.sleep(1.0)
+    assert len(receiver.received) == 1  # two workers, one delivery
