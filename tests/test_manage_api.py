@@ -32,8 +32,10 @@ from oauth_helpers import bearer, issued_tokens, proxied_status
 
 from gateway import crypto
 from gateway.config import ADMIN_SCOPE
+from gateway.events import new_event
 from gateway.manage import OPERATIONS, PAGE, Operation
 from gateway.manage.openapi import PARAM, operation_id
+from gateway.store.records import Subscription
 
 
 def each(ops: Iterable[Operation]) -> list[Any]:
@@ -56,6 +58,11 @@ MINIMAL_BODY: dict[tuple[str, str], dict[str, Any]] = {
         "scopes": ["contacts:read"],
     },
     ("PATCH", "/clients/{client_id}"): {},
+    # A public address, never contacted: nothing here records a wallet.low event.
+    ("POST", "/subscriptions"): {"url": "https://1.1.1.1/hooks", "events": ["wallet.low"]},
+    ("PATCH", "/subscriptions/{subscription_id}"): {},
+    ("PATCH", "/wallet"): {"low_balance_threshold": 5},
+    ("POST", "/wallet/test/credit"): {"amount": 1},
 }
 
 # Changes a PATCH of another organization's resource must not make.
@@ -65,7 +72,23 @@ HIJACK: dict[tuple[str, str], dict[str, Any]] = {
         "name": "mine now",
         "redirect_uris": ["https://evil.example/cb"],
     },
+    ("PATCH", "/subscriptions/{subscription_id}"): {
+        "url": "https://1.0.0.1/mine",
+        "events": ["key.created"],
+    },
 }
+
+
+async def stored_callback(gw: Gateway, org_id: str) -> tuple[str, str]:
+    """A subscription and one pending callback of ``org_id``, made in the store: the
+    URL is a documentation address, which a delivery refuses without connecting."""
+    sub = Subscription(id=f"sub_{org_id[-6:]}", org_id=org_id, environment="live",
+                       url="https://192.0.2.1/in", events=("key.created",), description="",
+                       secret="whsec_c2VjcmV0", created_at=time.time())  # fmt: skip
+    await gw.store.insert_subscription(sub)
+    await gw.store.add_event(new_event(org_id, "live", "key.created", {"key_id": "key_x"}))
+    (callback,) = await gw.store.callbacks_page(org_id, "live", None, 10)
+    return sub.id, callback.id
 
 
 def concrete(path: str, **ids: str) -> str:
@@ -87,7 +110,10 @@ async def own_ids(gw: Gateway, admin: Api) -> dict[str, str]:
     """An API key and a client of the admin's organization."""
     key = await gw.mint(["contacts:read"])
     client = await admin.ok("POST", "/clients", 201, json=MINIMAL_BODY[("POST", "/clients")])
-    return {"key_id": key.record.id, "client_id": client["client_id"]}
+    sub = await admin.ok("POST", "/subscriptions", 201,
+                         json=MINIMAL_BODY[("POST", "/subscriptions")])  # fmt: skip
+    return {"key_id": key.record.id, "client_id": client["client_id"],
+            "subscription_id": sub["id"]}  # fmt: skip
 
 
 # --- who may call ------------------------------------------------------------------
@@ -208,9 +234,35 @@ async def test_every_operation_succeeds_for_an_admin(gw: Gateway, admin: Api) ->
 
     acme = await gw.org()
     await gw.store.wallet_credit(acme.id, 500, "welcome", time.time())
-    assert await call("GET", "/wallet") == {"org_id": acme.id, "balance": 500}
+    assert await call("GET", "/wallet") == {"org_id": acme.id, "environment": "live",
+                                            "balance": 500}  # fmt: skip
     (credit,) = (await call("GET", "/wallet/transactions"))["data"]
     assert (credit["kind"], credit["amount"], credit["note"]) == ("credit", 500, "welcome")
+    threshold = await call("PATCH", "/wallet", MINIMAL_BODY[("PATCH", "/wallet")])
+    assert threshold["low_balance_threshold"] == 5
+    tested = await call(
+        "POST", "/wallet/test/credit", MINIMAL_BODY[("POST", "/wallet/test/credit")]
+    )
+    assert (tested["environment"], tested["balance"]) == ("test", 1)
+
+    sub = await call("POST", "/subscriptions", MINIMAL_BODY[("POST", "/subscriptions")])
+    sub_id = sub["id"]
+    assert [s["id"] for s in (await call("GET", "/subscriptions"))["data"]] == [sub_id]
+    assert (await call("GET", "/subscriptions/{subscription_id}", subscription_id=sub_id))[
+        "events"] == ["wallet.low"]  # fmt: skip
+    paused = await call("PATCH", "/subscriptions/{subscription_id}", {"enabled": False},
+                        subscription_id=sub_id)  # fmt: skip
+    assert paused["disabled"] is True
+    rotated = await call("POST", "/subscriptions/{subscription_id}/secret",
+                         subscription_id=sub_id)  # fmt: skip
+    assert rotated["secret"] != sub["secret"]
+    await call("DELETE", "/subscriptions/{subscription_id}", subscription_id=sub_id)
+    assert "key.created" in [e["type"] for e in (await call("GET", "/events"))["data"]]
+    _, callback_id = await stored_callback(gw, acme.id)
+    (pending,) = (await call("GET", "/callbacks"))["data"]
+    assert pending["id"] == callback_id
+    again = await call("POST", "/callbacks/{callback_id}/retry", callback_id=callback_id)
+    assert again["attempt"] == 2
     assert call.done == {(op.method, op.path) for op in OPERATIONS}
 
 
@@ -229,7 +281,9 @@ async def test_another_organizations_ids_are_not_found_and_stay_unchanged(
     globex = await gw.org(OTHER_ORG)
     tokens = await issued_tokens(gw, zap, org_id=globex.id)
     (grant,) = (await theirs.get("/grants"))["data"]
-    ids = {"key_id": key.record.id, "client_id": client["client_id"], "grant_id": grant["id"]}
+    subscription_id, callback_id = await stored_callback(gw, globex.id)
+    ids = {"key_id": key.record.id, "client_id": client["client_id"], "grant_id": grant["id"],
+           "subscription_id": subscription_id, "callback_id": callback_id}  # fmt: skip
 
     async def their_state() -> tuple[Any, ...]:
         return (
@@ -237,6 +291,8 @@ async def test_another_organizations_ids_are_not_found_and_stay_unchanged(
             await theirs.get(f"/clients/{client['client_id']}"),
             gw.db_rows(f"SELECT secret_digest FROM oauth_clients WHERE id = '{ids['client_id']}'"),
             await theirs.get("/grants"),
+            await theirs.get(f"/subscriptions/{subscription_id}"),
+            await theirs.get("/callbacks"),
         )
 
     before = await their_state()
