@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from aiohttp import web
 from cli_runner import cli_json
 from conftest import AiohttpServer, Gateway, Spawned, free_port
-from nodes import cli_key, descendants, node_config, write_node
+from nodes import cli_key, descendants, node_config, readme_block, write_node
 from oauth_helpers import issued_tokens, token_request, with_config
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -284,3 +285,41 @@ async def test_an_event_outlives_a_crash_before_its_delivery(
     assert (payload["type"], payload["data"]["key_id"]) == ("key.created", created["id"])
     await asyncio.sleep(1.0)
     assert len(receiver.received) == 1  # two workers, one delivery
+
+
+@LOOPBACK
+async def test_the_readme_receiver_verifies_a_delivery(gw: Gateway, admin: Admin) -> None:
+    port = free_port()
+    sub = await admin.subscribe(f"http://127.0.0.1:{port}/hooks", ["key.created"])
+    script = readme_block("### Events and webhooks", "python")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "PORT": str(port), "WEBHOOK_SECRET": sub["secret"]},
+    )  # fmt: skip
+    try:
+        await wait_until_listening(port)
+        created = await admin.call("POST", "/keys", 201,
+                                   json={"name": "zap", "scopes": ["contacts:read"]})  # fmt: skip
+        assert child.stdout is not None
+        line = b""
+        while not line.startswith(b"key.created "):  # after aiohttp's banner
+            line = await asyncio.wait_for(child.stdout.readline(), DEADLINE)
+            assert line, "the receiver ended"
+        assert created["id"] in line.decode()
+    finally:
+        child.kill()
+        await child.wait()
+
+
+async def wait_until_listening(port: int) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on {port}"
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
