@@ -13,12 +13,12 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from browser_helpers import PNG_MAGIC, TIMEOUT_MS, Tab, open_tab
-from conftest import PASSWORD, REDIRECT_URI, Gateway
+from browser_helpers import TIMEOUT_MS, Tab, open_tab
+from conftest import REDIRECT_URI, Gateway
+from dashboard_pages import dashboard_url, looks_clean, sign_in
 from oauth_helpers import (
     basic_auth,
     issued_tokens,
@@ -41,33 +41,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 # --- pages ----------------------------------------------------------------------------
-
-
-async def sign_in(tab: Tab, gw: Gateway, email: str) -> None:
-    """Open /dashboard, get sent to the login page, sign in, land on the keys page."""
-    page = tab.page
-    await page.goto(gw.base_url + gw.settings.dashboard.path)
-    landed = urlsplit(page.url)
-    assert landed.path == gw.settings.oauth.paths.login, page.url
-    assert parse_qs(landed.query)["next"] == [gw.settings.dashboard.path]
-    await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url(dashboard_url(gw, "/keys"))
-
-
-def dashboard_url(gw: Gateway, section: str) -> str:
-    return gw.base_url + gw.settings.dashboard.path + section
-
-
-async def looks_clean(tab: Tab, shot: Path) -> None:
-    """No CSP complaint on the page just shown, and a non-empty screenshot of it."""
-    assert await tab.csp_violations() == []
-    csp = [m for m in tab.console if "content security policy" in m.lower()]
-    assert csp == [], tab.console
-    await tab.page.screenshot(path=shot, full_page=True)
-    data = shot.read_bytes()
-    assert len(data) > len(PNG_MAGIC) and data.startswith(PNG_MAGIC), shot
 
 
 async def visit(tab: Tab, gw: Gateway, section: str, shot: Path) -> Page:

@@ -17,10 +17,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from browser_helpers import open_tab
 from cli_runner import cli_json
 from conftest import AiohttpServer, Gateway, Spawned, free_port
+from dashboard_pages import dashboard_url, looks_clean, sign_in
 from nodes import cli_key, descendants, node_config, readme_block, write_node
 from oauth_helpers import issued_tokens, token_request, with_config
+from playwright.async_api import Browser
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 EVENTS = {"allow_http": True, "allow_private_targets": True, "retry_schedule": [0.3, 0.3, 0.3],
@@ -323,3 +326,40 @@ async def wait_until_listening(port: int) -> None:
             continue
         writer.close()
         return
+
+
+@LOOPBACK
+async def test_the_webhooks_page_adds_a_subscription_and_shows_its_deliveries(
+    gw: Gateway, admin: Admin, receiver: Receiver, browser: Browser, tmp_path: Path
+) -> None:
+    user = await gw.user()
+    tab = await open_tab(browser)
+    page = tab.page
+    await sign_in(tab, gw, user.email)
+    await page.get_by_role("link", name="Webhooks").click()
+    await page.wait_for_url(dashboard_url(gw, "/webhooks"))
+    await page.fill("#url", receiver.url)
+    await page.check('input[name=events][value="key.created"]')
+    await page.get_by_role("button", name="Add subscription").click()
+    shown = page.locator("#new-secret")
+    await shown.wait_for(state="visible")
+    secret = (await shown.inner_text()).strip()
+    assert secret.startswith("whsec_")
+    await looks_clean(tab, tmp_path / "webhooks-created.png")
+
+    await admin.call("POST", "/keys", 201, json={"name": "zap", "scopes": ["contacts:read"]})
+    (headers, body), *_ = await receiver.wait_for(1)
+    assert Webhook(secret).verify(body, headers)["type"] == "key.created"
+    row = page.locator("tr[data-callback-id]").first
+    deadline = time.monotonic() + DEADLINE
+    while await page.locator("tr[data-callback-id]").count() == 0 or "204" not in (
+        await row.inner_text()
+    ):
+        assert time.monotonic() < deadline, "the delivery never showed"
+        await page.reload()
+    assert "key.created" in await row.inner_text()
+    await looks_clean(tab, tmp_path / "webhooks-delivered.png")
+    await row.get_by_role("button", name="Send again").click()
+    await receiver.wait_for(2)
+    # The secret was shown once, on the page that answered the form.
+    assert secret not in await page.content()

@@ -93,12 +93,12 @@ class EventsApi:
 
     # --- subscriptions ---
 
-    async def create(self, request: web.Request) -> web.Response:
-        caller = await self.auth.caller(request)
-        body = await read_body(request, SubscriptionCreate)
+    # --- operations (shared with the dashboard) ---
+
+    async def subscribe(self, org_id: str, body: SubscriptionCreate) -> dict[str, Any]:
         sub = Subscription(
             id=f"sub_{secrets.token_hex(8)}",
-            org_id=caller.org_id,
+            org_id=org_id,
             environment=body.environment,
             url=await self.checked_url(body.url),
             events=tuple(dict.fromkeys(body.events)),
@@ -107,7 +107,21 @@ class EventsApi:
             created_at=time.time(),
         )
         await self.store.insert_subscription(sub)
-        return json_response({**subscription_json(sub), "secret": sub.secret}, status=201)
+        return {**subscription_json(sub), "secret": sub.secret}
+
+    async def retry_one(self, org_id: str, callback_id: str) -> dict[str, Any]:
+        """Deliver a callback's event once more, now."""
+        found = await self.store.get_callback(callback_id)
+        if found is None or found.org_id != org_id:
+            raise NotFound()
+        return callback_json(await self.store.retry_callback(found, time.time()))
+
+    # --- HTTP ---
+
+    async def create(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        body = await read_body(request, SubscriptionCreate)
+        return json_response(await self.subscribe(caller.org_id, body), status=201)
 
     async def list(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
@@ -179,13 +193,9 @@ class EventsApi:
         return json_response(page([callback_json(c) for c in found], limit, last))
 
     async def retry(self, request: web.Request) -> web.Response:
-        """Deliver a callback's event once more, now."""
         caller = await self.auth.caller(request)
-        found = await self.store.get_callback(request.match_info["callback_id"])
-        if found is None or found.org_id != caller.org_id:
-            raise NotFound()
-        again = await self.store.retry_callback(found, time.time())
-        return json_response(callback_json(again), status=201)
+        again = await self.retry_one(caller.org_id, request.match_info["callback_id"])
+        return json_response(again, status=201)
 
     async def threshold(self, request: web.Request) -> web.Response:
         """``PATCH /wallet``: the balance under which a debit records wallet.low."""

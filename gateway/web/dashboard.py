@@ -29,11 +29,19 @@ from gateway.store.records import Membership
 from gateway.web.charts import daily_series, line_chart
 from gateway.web.endpoints import View, add_endpoint
 from gateway.web.pages import error_page, form_list, optional_int, render
-from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
+from gateway.web.session import (
+    CSRF_FIELD,
+    ENVIRONMENTS,
+    REVEAL,
+    Sessions,
+    csrf_ok,
+    csrf_token,
+    environment,
+)
+from gateway.web.webhooks_page import WebhooksPage
 from gateway.wire import rfc3339
 
 CHART_DAYS = 30
-REVEAL = "reveal"  # session key of a secret waiting to be shown once
 
 
 class Redirect(Exception):
@@ -66,6 +74,7 @@ class Dashboard:
         self.usage = usage
         self.base = settings.dashboard.path
         self.login = settings.oauth.paths.login
+        self.webhooks = WebhooksPage(self)
 
     # --- plumbing ---
 
@@ -371,14 +380,7 @@ class Dashboard:
         return await self.respond(request, session, response)
 
 
-ENVIRONMENTS: Final = ("live", "test")
-SECTIONS: Final = frozenset({"keys", "apps", "connected", "usage"})
-
-
-def environment(session: Session) -> str:
-    """The environment the dashboard shows and creates in (the Test/Live switch)."""
-    chosen = session.get("environment")
-    return chosen if isinstance(chosen, str) and chosen in ENVIRONMENTS else "live"
+SECTIONS: Final = frozenset({"keys", "apps", "connected", "usage", "webhooks"})
 
 
 def see_other(location: str) -> web.Response:
@@ -393,7 +395,10 @@ def page_view(name: str) -> View:
 
     async def view(request: web.Request) -> web.StreamResponse:
         try:
-            result: web.Response = await getattr(request.app[DASHBOARD], name)(request)
+            target: Any = request.app[DASHBOARD]
+            for part in name.split("."):  # "webhooks.view": the Webhooks page's view
+                target = getattr(target, part)
+            result: web.Response = await target(request)
         except Redirect as exc:
             return see_other(exc.location)
         except NotAdmin:
@@ -419,6 +424,8 @@ def add_dashboard_routes(app: web.Application, settings: Settings) -> None:
         "/connected": {"GET": "connected_view"},
         "/connected/{grant_id}/revoke": {"POST": "connected_revoke"},
         "/usage": {"GET": "usage_view"},
+        "/webhooks": {"GET": "webhooks.view", "POST": "webhooks.create"},
+        "/webhooks/callbacks/{callback_id}/retry": {"POST": "webhooks.retry"},
     }
     for path, methods in pages.items():
         table = {method: page_view(name) for method, name in methods.items()}

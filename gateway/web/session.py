@@ -25,6 +25,7 @@ from gateway.store import Store
 
 log = logging.getLogger("gateway.web")
 CSRF_FIELD = "csrf_token"
+REVEAL = "reveal"  # session key of a secret waiting to be shown once
 
 
 class Sessions:
@@ -95,3 +96,12 @@ def csrf_ok(session: Session, sent: str | None) -> bool:
     if not isinstance(expected, str) or not sent:
         return False
     return hmac.compare_digest(expected.encode(), sent.encode("utf-8", "surrogateescape"))
+
+
+ENVIRONMENTS = ("live", "test")
+
+
+def environment(session: Session) -> str:
+    """The environment the dashboard shows and creates in (its Live/Test switch)."""
+    chosen = session.get("environment")
+    return chosen if isinstance(chosen, str) and chosen in ENVIRONMENTS else "live"

@@ -1,0 +1,80 @@
+"""The dashboard's Webhooks page: an organization's subscriptions in the
+environment the Live/Test switch shows, a form to add one (its secret shown
+once), and the latest delivery attempts with a button to send one again. The
+work is the management API's (``gateway.manage.event_endpoints``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from aiohttp import web
+
+from gateway.errors import ApiError, NotFound
+from gateway.events import EVENT_TYPES
+from gateway.manage.common import validate
+from gateway.manage.event_endpoints import callback_json, subscription_json
+from gateway.manage.schemas import SubscriptionCreate
+from gateway.web.session import REVEAL, environment
+from gateway.wire import rfc3339
+
+if TYPE_CHECKING:
+    from gateway.web.dashboard import Dashboard
+
+SHOWN_ATTEMPTS: Final = 25
+
+
+class WebhooksPage:
+    def __init__(self, dashboard: Dashboard) -> None:
+        self.dash = dashboard
+
+    async def view(self, request: web.Request, *, error: str | None = None) -> web.Response:
+        dash = self.dash
+        session, memberships, org_id = await dash.context(request)
+        org_id = dash.admin_org(memberships, org_id)
+        shown = environment(session)
+        subs = await dash.store.list_subscriptions(org_id, shown)
+        attempts = await dash.store.callbacks_page(org_id, shown, None, SHOWN_ATTEMPTS)
+        data = {
+            "section": "webhooks",
+            "subscriptions": [subscription_json(s) for s in subs],
+            "attempts": [
+                {**callback_json(c), "when": rfc3339(c.attempted_at or c.due_at)} for c in attempts
+            ],
+            "event_types": EVENT_TYPES,
+            "shown": session.pop(REVEAL, {}).get("webhooks"),
+            "error": error,
+        }
+        response = dash.page(request, session, memberships, org_id, "dash_webhooks.html", data,
+                             status=400 if error else 200)  # fmt: skip
+        return await dash.respond(request, session, response)
+
+    async def create(self, request: web.Request) -> web.Response:
+        dash = self.dash
+        session, memberships, org_id = await dash.context(request)
+        try:
+            form = await dash.checked_form(request, session)
+            org_id = dash.admin_org(memberships, org_id)
+            body = validate(SubscriptionCreate, {
+                "url": str(form.get("url", "")).strip(),
+                "events": [str(e) for e in form.getall("events", [])],
+                "description": str(form.get("description", "")),
+                "environment": environment(session),
+            })  # fmt: skip
+            created = await dash.api.events.subscribe(org_id, body)
+        except ApiError as exc:
+            return await self.view(request, error=exc.message)
+        return await dash.reveal(request, session, "webhooks", url=created["url"],
+                                 secret=created["secret"])  # fmt: skip
+
+    async def retry(self, request: web.Request) -> web.Response:
+        dash = self.dash
+        session, memberships, org_id = await dash.context(request)
+        try:
+            await dash.checked_form(request, session)
+            org_id = dash.admin_org(memberships, org_id)
+            await dash.api.events.retry_one(org_id, request.match_info["callback_id"])
+        except NotFound:
+            return await self.view(request, error="That delivery is not this organization's.")
+        except ApiError as exc:
+            return await self.view(request, error=exc.message)
+        return web.Response(status=303, headers={"Location": f"{dash.base}/webhooks"})
