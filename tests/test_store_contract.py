@@ -33,10 +33,13 @@ from gateway.store.records import (
     AuthCode,
     Debit,
     ErrorRow,
+    Event,
     KeptAnswer,
     OAuthClient,
     OAuthToken,
     Org,
+    Outcome,
+    Subscription,
     UsageRow,
     User,
 )
@@ -1182,3 +1185,71 @@ async def test_a_consent_request_is_answered_once_even_at_the_same_moment(store:
     answers = await asyncio.gather(*(store.answer_consent("r1", T0, T0 - 60) for _ in range(5)))
     assert sorted(answers) == [False, False, False, False, True]
     assert await store.answer_consent("r1", T0 + 1000, T0 + 999)  # forgotten, so new again
+
+
+# --- events and their deliveries -------------------------------------------------------------
+
+
+async def subscribed(store: Store, org: Org, events: tuple[str, ...] = ("key.created",)) -> str:
+    sub = Subscription(id=f"sub_{len(events)}_{org.id}", org_id=org.id, environment="live",
+                       url="https://hooks.example.com/in", events=events, description="",
+                       secret="whsec_c2VjcmV0", created_at=T0)  # fmt: skip
+    await store.insert_subscription(sub)
+    return sub.id
+
+
+def an_event(org: Org, n: int, kind: str = "key.created", once: str | None = None) -> Event:
+    return Event(id=f"evt_{n}", org_id=org.id, environment="live", type=kind, data="{}",
+                 at=T0 + n, once=once)  # fmt: skip
+
+
+async def test_an_event_is_recorded_once_with_a_callback_per_wanting_subscription(
+    store: Store,
+) -> None:
+    org = await new_org(store)
+    wants = await subscribed(store, org)
+    await subscribed(store, org, ("wallet.low", "key.revoked"))  # wants something else
+    assert await store.add_event(an_event(org, 1, once="key.expiring:k:7d"))
+    assert not await store.add_event(an_event(org, 2, once="key.expiring:k:7d"))
+    (callback,) = await store.callbacks_page(org.id, "live", None, 10)
+    assert (callback.subscription_id, callback.event_id, callback.status) == (
+        wants, "evt_1", "pending")  # fmt: skip
+    assert [e.id for e in await store.events_page(org.id, "live", None, 10)] == ["evt_1"]
+    assert await store.events_page(org.id, "test", None, 10) == []
+
+
+async def test_concurrent_claims_never_share_a_callback(store: Store) -> None:
+    org = await new_org(store)
+    await subscribed(store, org)
+    for n in range(20):
+        await store.add_event(an_event(org, n))
+    now = T0 + 100
+    first, second = await asyncio.gather(store.claim_callbacks(now, 30, 15),
+                                         store.claim_callbacks(now, 30, 15))  # fmt: skip
+    ids = [c.id for c, _, _ in first] + [c.id for c, _, _ in second]
+    assert len(ids) == len(set(ids)) == 20
+    assert await store.claim_callbacks(now + 1, 30, 50) == []  # claimed for 30 s
+    assert len(await store.claim_callbacks(now + 31, 30, 50)) == 20  # a dead node's, again
+
+
+async def test_a_failed_attempt_is_retried_and_five_days_of_failures_disable(
+    store: Store,
+) -> None:
+    org = await new_org(store)
+    sub_id = await subscribed(store, org)
+    await store.add_event(an_event(org, 1))
+    ((callback, _, _),) = await store.claim_callbacks(T0 + 10, 30, 10)
+    await store.finish_callback(callback, Outcome(500, "HTTP 500", 3.0, T0 + 10), T0 + 15)
+    assert await store.claim_callbacks(T0 + 12, 30, 10) == []  # not due yet
+    ((again, _, _),) = await store.claim_callbacks(T0 + 16, 30, 10)
+    assert again.attempt == 2
+    sub = await store.get_subscription(sub_id)
+    assert sub is not None and sub.failing_since == T0 + 10 and sub.disabled_at is None
+    five_days = T0 + 10 + 5 * 86400
+    await store.finish_callback(again, Outcome(None, "timeout", 10.0, five_days), None)
+    sub = await store.get_subscription(sub_id)
+    assert sub is not None and sub.disabled_at == five_days
+    log = await store.callbacks_page(org.id, "live", None, 10, status="failed")
+    assert [(c.attempt, c.http_status, c.error) for c in log] == [
+        (2, None, "timeout"), (1, 500, "HTTP 500")]  # fmt: skip
+    assert log[1].next_retry_at == T0 + 15 and log[0].next_retry_at is None
