@@ -46,7 +46,7 @@ def each(ops: Iterable[Operation]) -> list[Any]:
 OPS = each(OPERATIONS)
 WITH_IDS = each(op for op in OPERATIONS if PARAM.search(op.path))
 WITH_BODY = each(op for op in OPERATIONS if op.body is not None)
-PAGED = each(op for op in OPERATIONS if op.query == PAGE)
+PAGED = each(op for op in OPERATIONS if all(q in op.query for q in PAGE))
 
 # The smallest body each body-taking operation accepts.
 MINIMAL_BODY: dict[tuple[str, str], dict[str, Any]] = {

@@ -81,7 +81,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/clients", lambda m, r: m.apps.create(r),
               "Register a developer application", (201, s.ClientCreated), body=s.ClientCreate),
     Operation("GET", "/clients", lambda m, r: m.apps.list(r), "List developer applications",
-              (200, s.ClientPage), query=PAGE),
+              (200, s.ClientPage), query=(*PAGE, ENVIRONMENT)),
     Operation("GET", "/clients/{client_id}", lambda m, r: m.apps.get(r),
               "Get a developer application", (200, s.ClientOut)),
     Operation("PATCH", "/clients/{client_id}", lambda m, r: m.apps.patch(r),

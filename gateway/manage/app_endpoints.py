@@ -14,7 +14,13 @@ from gateway.config import ADMIN_SCOPE, Settings
 from gateway.errors import NotFound, ValidationFailed
 from gateway.events import client_event, grant_event
 from gateway.manage.auth import ManagementAuth
-from gateway.manage.common import json_response, page, page_params, read_body
+from gateway.manage.common import (
+    environment_param,
+    json_response,
+    page,
+    page_params,
+    read_body,
+)
 from gateway.manage.key_endpoints import catalog_scopes
 from gateway.manage.schemas import ClientCreate, ClientPatch
 from gateway.oauth.clients import check_origin, check_redirect_uri, register_client
@@ -105,7 +111,8 @@ class AppsApi:
     async def list(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
         after, limit = page_params(request)
-        found = await self.store.list_clients_page(caller.org_id, after, limit + 1)
+        environment = environment_param(request)
+        found = await self.store.list_clients_page(caller.org_id, after, limit + 1, environment)
         last = found[limit - 1].id if len(found) > limit else None
         return json_response(page([client_json(c) for c in found], limit, last))
 

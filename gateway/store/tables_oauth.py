@@ -219,12 +219,12 @@ class OAuthTables(SessionTables):  # a user's sessions end with their password
         return bool(changed)
 
     async def list_clients_page(
-        self, owner_org_id: str, after: str | None, limit: int
+        self, owner_org_id: str, after: str | None, limit: int, environment: str | None = None
     ) -> list[OAuthClient]:
         rows = await self._rows(
             f"SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE owner_org_id = ? AND id > ? "
-            "ORDER BY id LIMIT ?",
-            (owner_org_id, after or "", limit),
+            "AND environment LIKE ? ORDER BY id LIMIT ?",
+            (owner_org_id, after or "", environment or "%", limit),
         )
         return [client_from_row(r).client for r in rows]
 

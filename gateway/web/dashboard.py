@@ -277,8 +277,7 @@ class Dashboard:
         apps = []
         if is_admin(memberships, org_id):
             shown = environment(session)
-            apps = [c for c in await self.store.list_clients_page(org_id, None, 500)
-                    if c.environment == shown]  # fmt: skip
+            apps = await self.store.list_clients_page(org_id, None, 500, shown)
         data = {
             "apps": apps,
             "scopes": {k: v for k, v in self.settings.scopes.items() if k != "gateway:admin"},
