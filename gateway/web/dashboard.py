@@ -9,8 +9,6 @@ and can revoke the apps they approved.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from aiohttp import web
@@ -26,7 +24,6 @@ from gateway.manage.schemas import ClientCreate, KeyCreate
 from gateway.metering.usage import UsageBook
 from gateway.store import Store
 from gateway.store.records import Membership
-from gateway.web.charts import daily_series, line_chart
 from gateway.web.endpoints import View, add_endpoint
 from gateway.web.pages import error_page, form_list, optional_int, render
 from gateway.web.session import (
@@ -38,10 +35,9 @@ from gateway.web.session import (
     csrf_token,
     environment,
 )
+from gateway.web.usage_page import UsagePage
 from gateway.web.webhooks_page import WebhooksPage
 from gateway.wire import rfc3339
-
-CHART_DAYS = 30
 
 
 class Redirect(Exception):
@@ -75,6 +71,7 @@ class Dashboard:
         self.base = settings.dashboard.path
         self.login = settings.oauth.paths.login
         self.webhooks = WebhooksPage(self)
+        self.usage_page = UsagePage(self)
 
     # --- plumbing ---
 
@@ -344,40 +341,6 @@ class Dashboard:
             await self.api.apps.revoke_grant(grant.org_id, grant.id, session["user_id"])
         raise Redirect(f"{self.base}/connected")
 
-    # --- usage ---
-
-    async def usage_view(self, request: web.Request) -> web.Response:
-        session, memberships, org_id = await self.context(request)
-        self.admin_org(memberships, org_id)
-        today = datetime.now(UTC).date()
-        days = [(today - timedelta(days=CHART_DAYS - 1 - i)).isoformat() for i in range(CHART_DAYS)]
-        await self.usage.flush(self.store)
-        shown = environment(session)
-        rows = await self.store.usage(org_id, days[0], days[-1], shown)
-        per_key: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        per_route: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for r in rows:
-            per_key[r.credential_id][r.day] += r.requests
-            per_route[r.route][r.day] += r.requests
-        names = {k.id: f"{k.name} ({k.prefix}…)" for k in await self.store.list_api_keys(org_id)}
-        errors = await self.store.errors_page(org_id, None, 25, shown)
-        data = {
-            "section": "usage",
-            "by_key": line_chart("Requests per day by key", days,
-                                 daily_series(days, per_key, names)),
-            "by_route": line_chart("Requests per day by route", days,
-                                   daily_series(days, per_route, {})),
-            "total": sum(r.requests for r in rows),
-            "errors": [
-                {"at": rfc3339(e.at), "route": e.route, "status": e.status, "reason": e.reason,
-                 "credential": names.get(e.credential_id or "", e.credential_id or "-"),
-                 "client_ip": e.client_ip or "-"}
-                for e in errors
-            ],
-        }  # fmt: skip
-        response = self.page(request, session, memberships, org_id, "dash_usage.html", data)
-        return await self.respond(request, session, response)
-
 
 SECTIONS: Final = frozenset({"keys", "apps", "connected", "usage", "webhooks"})
 
@@ -422,7 +385,7 @@ def add_dashboard_routes(app: web.Application, settings: Settings) -> None:
         "/apps/{client_id}/secret": {"POST": "app_secret"},
         "/connected": {"GET": "connected_view"},
         "/connected/{grant_id}/revoke": {"POST": "connected_revoke"},
-        "/usage": {"GET": "usage_view"},
+        "/usage": {"GET": "usage_page.view"},
         "/webhooks": {"GET": "webhooks.view", "POST": "webhooks.create"},
         "/webhooks/callbacks/{callback_id}/retry": {"POST": "webhooks.retry"},
     }
