@@ -347,7 +347,9 @@ async def test_the_webhooks_page_adds_a_subscription_and_shows_its_deliveries(
     assert secret.startswith("whsec_")
     await looks_clean(tab, tmp_path / "webhooks-created.png")
 
-    await admin.call("POST", "/keys", 201, json={"name": "zap", "scopes": ["contacts:read"]})
+    created = await admin.call(
+        "POST", "/keys", 201, json={"name": "zap", "scopes": ["contacts:read"]}
+    )
     (headers, body), *_ = await receiver.wait_for(1)
     assert Webhook(secret).verify(body, headers)["type"] == "key.created"
     row = page.locator("tr[data-callback-id]").first
@@ -361,5 +363,22 @@ async def test_the_webhooks_page_adds_a_subscription_and_shows_its_deliveries(
     await looks_clean(tab, tmp_path / "webhooks-delivered.png")
     await row.get_by_role("button", name="Send again").click()
     await receiver.wait_for(2)
+    assert await page.locator("tr[data-event-id]", has_text=created["id"]).count() == 1
+
+    # Pause, rotate, resume, delete: each button does what the API would.
+    (sub,) = (await admin.call("GET", "/subscriptions"))["data"]
+    sub_row = page.locator(f'tr[data-subscription-id="{sub["id"]}"]')
+    await sub_row.get_by_role("button", name="Pause").click()
+    await sub_row.get_by_role("button", name="Resume").wait_for()
+    assert (await admin.call("GET", f"/subscriptions/{sub['id']}"))["disabled"] is True
+    await sub_row.get_by_role("button", name="Resume").click()
+    await sub_row.get_by_role("button", name="Pause").wait_for()
+    await sub_row.get_by_role("button", name="Rotate secret").click()
+    await shown.wait_for(state="visible")
+    assert (await shown.inner_text()).strip() not in ("", secret)
+    await sub_row.get_by_role("button", name="Delete").click()
+    await page.wait_for_url(dashboard_url(gw, "/webhooks"))
+    assert await page.locator("tr[data-subscription-id]").count() == 0
+    assert (await admin.call("GET", "/subscriptions"))["data"] == []
     # The secret was shown once, on the page that answered the form.
     assert secret not in await page.content()

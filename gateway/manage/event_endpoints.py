@@ -85,8 +85,8 @@ class EventsApi:
             raise ValidationFailed("url", str(exc)) from None
         return str(parsed)
 
-    async def own(self, request: web.Request, org_id: str) -> Subscription:
-        found = await self.store.get_subscription(request.match_info["subscription_id"])
+    async def subscription_of(self, org_id: str, subscription_id: str) -> Subscription:
+        found = await self.store.get_subscription(subscription_id)
         if found is None or found.org_id != org_id:
             raise NotFound()
         return found
@@ -131,12 +131,21 @@ class EventsApi:
 
     async def get(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
-        return json_response(subscription_json(await self.own(request, caller.org_id)))
+        sub_id = request.match_info["subscription_id"]
+        return json_response(subscription_json(await self.subscription_of(caller.org_id, sub_id)))
 
-    async def patch(self, request: web.Request) -> web.Response:
-        caller = await self.auth.caller(request)
-        sub = await self.own(request, caller.org_id)
-        body = await read_body(request, SubscriptionPatch)
+    async def rotate_secret(self, org_id: str, subscription_id: str) -> dict[str, Any]:
+        """A new secret; the old one still signs beside it for 24 hours."""
+        sub = await self.subscription_of(org_id, subscription_id)
+        rotated = replace(sub, secret=signing.new_secret(), previous_secret=sub.secret,
+                          previous_until=time.time() + ROTATION_GRACE)  # fmt: skip
+        await self.store.update_subscription(rotated)
+        return {**subscription_json(rotated), "secret": rotated.secret}
+
+    async def change(
+        self, org_id: str, subscription_id: str, body: SubscriptionPatch
+    ) -> dict[str, Any]:
+        sub = await self.subscription_of(org_id, subscription_id)
         changed = replace(
             sub,
             url=await self.checked_url(body.url) if body.url is not None else sub.url,
@@ -147,23 +156,27 @@ class EventsApi:
             disabled = None if body.enabled else (sub.disabled_at or time.time())
             changed = replace(changed, disabled_at=disabled, failing_since=None)
         await self.store.update_subscription(changed)
-        return json_response(subscription_json(changed))
+        return subscription_json(changed)
+
+    async def remove(self, org_id: str, subscription_id: str) -> None:
+        sub = await self.subscription_of(org_id, subscription_id)
+        await self.store.delete_subscription(sub.id)
+
+    async def patch(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        body = await read_body(request, SubscriptionPatch)
+        sub_id = request.match_info["subscription_id"]
+        return json_response(await self.change(caller.org_id, sub_id, body))
 
     async def delete(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
-        sub = await self.own(request, caller.org_id)
-        await self.store.delete_subscription(sub.id)
+        await self.remove(caller.org_id, request.match_info["subscription_id"])
         return web.Response(status=204)
 
     async def rotate(self, request: web.Request) -> web.Response:
-        """A new secret; the old one still signs beside it for 24 hours."""
         caller = await self.auth.caller(request)
-        sub = await self.own(request, caller.org_id)
-        now = time.time()
-        rotated = replace(sub, secret=signing.new_secret(), previous_secret=sub.secret,
-                          previous_until=now + ROTATION_GRACE)  # fmt: skip
-        await self.store.update_subscription(rotated)
-        return json_response({**subscription_json(rotated), "secret": rotated.secret})
+        sub_id = request.match_info["subscription_id"]
+        return json_response(await self.rotate_secret(caller.org_id, sub_id))
 
     # --- events and callbacks ---
 

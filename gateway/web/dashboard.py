@@ -388,6 +388,9 @@ def add_dashboard_routes(app: web.Application, settings: Settings) -> None:
         "/usage": {"GET": "usage_page.view"},
         "/webhooks": {"GET": "webhooks.view", "POST": "webhooks.create"},
         "/webhooks/callbacks/{callback_id}/retry": {"POST": "webhooks.retry"},
+        "/webhooks/{subscription_id}/secret": {"POST": "webhooks.rotate"},
+        "/webhooks/{subscription_id}/enabled": {"POST": "webhooks.pause"},
+        "/webhooks/{subscription_id}/delete": {"POST": "webhooks.delete"},
     }
     for path, methods in pages.items():
         table = {method: page_view(name) for method, name in methods.items()}

@@ -5,15 +5,21 @@ work is the management API's (``gateway.manage.event_endpoints``)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from gateway.errors import ApiError, NotFound
+from gateway.errors import ApiError
 from gateway.events import EVENT_TYPES
 from gateway.manage.common import validate
-from gateway.manage.event_endpoints import callback_json, subscription_json
-from gateway.manage.schemas import SubscriptionCreate
+from gateway.manage.event_endpoints import (
+    EventsApi,
+    callback_json,
+    event_json,
+    subscription_json,
+)
+from gateway.manage.schemas import SubscriptionCreate, SubscriptionPatch
 from gateway.web.session import REVEAL, environment
 from gateway.wire import rfc3339
 
@@ -34,12 +40,14 @@ class WebhooksPage:
         shown = environment(session)
         subs = await dash.store.list_subscriptions(org_id, shown)
         attempts = await dash.store.callbacks_page(org_id, shown, None, SHOWN_ATTEMPTS)
+        events = await dash.store.events_page(org_id, shown, None, SHOWN_ATTEMPTS)
         data = {
             "section": "webhooks",
             "subscriptions": [subscription_json(s) for s in subs],
             "attempts": [
                 {**callback_json(c), "when": rfc3339(c.attempted_at or c.due_at)} for c in attempts
             ],
+            "events": [{**event_json(e), "data": e.data} for e in events],  # as sent
             "event_types": EVENT_TYPES,
             "shown": session.pop(REVEAL, {}).get("webhooks"),
             "error": error,
@@ -67,14 +75,44 @@ class WebhooksPage:
                                  secret=created["secret"])  # fmt: skip
 
     async def retry(self, request: web.Request) -> web.Response:
+        callback_id = request.match_info["callback_id"]
+        return await self.act(request, lambda org: self.api.retry_one(org, callback_id))
+
+    async def rotate(self, request: web.Request) -> web.Response:
+        sub_id = request.match_info["subscription_id"]
         dash = self.dash
         session, memberships, org_id = await dash.context(request)
         try:
             await dash.checked_form(request, session)
-            org_id = dash.admin_org(memberships, org_id)
-            await dash.api.events.retry_one(org_id, request.match_info["callback_id"])
-        except NotFound:
-            return await self.view(request, error="That delivery is not this organization's.")
+            rotated = await self.api.rotate_secret(dash.admin_org(memberships, org_id), sub_id)
+        except ApiError as exc:
+            return await self.view(request, error=exc.message)
+        return await dash.reveal(request, session, "webhooks", url=rotated["url"],
+                                 secret=rotated["secret"])  # fmt: skip
+
+    async def pause(self, request: web.Request) -> web.Response:
+        sub_id = request.match_info["subscription_id"]
+        form = await request.post()
+        change = SubscriptionPatch(enabled=form.get("enabled") == "true")
+        return await self.act(request, lambda org: self.api.change(org, sub_id, change))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        sub_id = request.match_info["subscription_id"]
+        return await self.act(request, lambda org: self.api.remove(org, sub_id))
+
+    async def act(
+        self, request: web.Request, action: Callable[[str], Awaitable[object]]
+    ) -> web.Response:
+        """A button's form: checked, done for the organization, back to the page."""
+        dash = self.dash
+        session, memberships, org_id = await dash.context(request)
+        try:
+            await dash.checked_form(request, session)
+            await action(dash.admin_org(memberships, org_id))
         except ApiError as exc:
             return await self.view(request, error=exc.message)
         return web.Response(status=303, headers={"Location": f"{dash.base}/webhooks"})
+
+    @property
+    def api(self) -> EventsApi:
+        return self.dash.api.events
