@@ -7,7 +7,18 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.store.records import ApiKey, ErrorRow, Grant, OAuthClient, Org, User, WalletEntry
+from gateway.store.records import (
+    ApiKey,
+    Callback,
+    ErrorRow,
+    Event,
+    Grant,
+    OAuthClient,
+    Org,
+    Subscription,
+    User,
+    WalletEntry,
+)
 
 MAX_DEPTH = 32  # nesting of JSON bodies the gateway reads; none of its APIs needs more
 STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
@@ -123,4 +134,40 @@ def error_json(row: ErrorRow) -> dict[str, Any]:
         "reason": row.reason,
         "credential_id": row.credential_id,
         "client_ip": row.client_ip,
+    }
+
+
+def subscription_json(sub: Subscription) -> dict[str, Any]:
+    return {
+        "id": sub.id,
+        "environment": sub.environment,
+        "url": sub.url,
+        "events": list(sub.events),
+        "description": sub.description,
+        "created_at": rfc3339(sub.created_at),
+        "failing_since": rfc3339(sub.failing_since),
+        "disabled": sub.disabled_at is not None,
+        "disabled_at": rfc3339(sub.disabled_at),
+    }
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {"id": event.id, "type": event.type, "environment": event.environment,
+            "timestamp": rfc3339(event.at), "data": json.loads(event.data)}  # fmt: skip
+
+
+def callback_json(cb: Callback) -> dict[str, Any]:
+    return {
+        "id": cb.id,
+        "subscription_id": cb.subscription_id,
+        "event_id": cb.event_id,
+        "event_type": cb.event_type,
+        "attempt": cb.attempt,
+        "status": cb.status,
+        "due_at": rfc3339(cb.due_at),
+        "attempted_at": rfc3339(cb.attempted_at),
+        "http_status": cb.http_status,
+        "error": cb.error,
+        "latency_ms": cb.latency_ms,
+        "next_retry_at": rfc3339(cb.next_retry_at),
     }

@@ -43,6 +43,16 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 # --- pages ----------------------------------------------------------------------------
 
 
+async def create_key(page: Page, name: str) -> str:
+    """Fill in and send the keys page's form; the secret it shows once."""
+    await page.fill("#name", name)
+    await page.check('input[name=scopes][value="contacts:read"]')
+    await page.get_by_role("button", name="Create key").click()
+    shown = page.locator("#new-secret")
+    await shown.wait_for(state="visible")
+    return (await shown.inner_text()).strip()
+
+
 async def visit(tab: Tab, gw: Gateway, section: str, shot: Path) -> Page:
     response = await tab.page.goto(dashboard_url(gw, section))
     assert response is not None and response.status == 200, section
@@ -72,13 +82,8 @@ async def test_admin_creates_uses_and_revokes_a_key(
     await looks_clean(tab, tmp_path / "keys-empty.png")
     assert await page.inner_text("h1") == "Integrations & API"
 
-    await page.fill("#name", "Zapier")
-    await page.check('input[name=scopes][value="contacts:read"]')
-    await page.get_by_role("button", name="Create key").click()
-    shown = page.locator("#new-secret")
-    await shown.wait_for(state="visible")
-    secret = (await shown.inner_text()).strip()
-    assert secret.startswith("gwk_"), secret
+    secret = await create_key(page, "Zapier")
+    assert secret.startswith("gwk_live_"), secret
     await looks_clean(tab, tmp_path / "keys-created.png")
 
     copy = page.locator("button[data-copy=new-secret]")
@@ -334,12 +339,7 @@ async def test_the_test_live_switch_shows_and_creates_one_environment_at_a_time(
     await page.locator("#test-banner").wait_for(state="visible")
     assert "Test mode" in await page.inner_text("#test-banner")
     assert await page.locator(f'tr[data-key-id="{live.record.id}"]').count() == 0
-    await page.fill("#name", "Sandbox")
-    await page.check('input[name=scopes][value="contacts:read"]')
-    await page.get_by_role("button", name="Create key").click()
-    shown = page.locator("#new-secret")
-    await shown.wait_for(state="visible")
-    secret = (await shown.inner_text()).strip()
+    secret = await create_key(page, "Sandbox")
     assert secret.startswith("gwk_test_"), secret
     await looks_clean(tab, tmp_path / "keys-test-mode.png")
     row = page.locator("tr[data-key-id]", has_text="Sandbox")

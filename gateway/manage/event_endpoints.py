@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from dataclasses import replace
@@ -27,47 +26,11 @@ from gateway.manage.common import (
 )
 from gateway.manage.schemas import SubscriptionCreate, SubscriptionPatch, ThresholdPatch
 from gateway.store import Store
-from gateway.store.records import Callback, Event, Subscription
-from gateway.wire import rfc3339
+from gateway.store.records import Subscription
+from gateway.wire import callback_json, event_json, subscription_json
 
 ROTATION_GRACE: Final = 86400.0  # seconds the old secret still signs after a rotation
 CALLBACK_STATUSES: Final = frozenset({"pending", "succeeded", "failed"})
-
-
-def subscription_json(sub: Subscription) -> dict[str, Any]:
-    return {
-        "id": sub.id,
-        "environment": sub.environment,
-        "url": sub.url,
-        "events": list(sub.events),
-        "description": sub.description,
-        "created_at": rfc3339(sub.created_at),
-        "failing_since": rfc3339(sub.failing_since),
-        "disabled": sub.disabled_at is not None,
-        "disabled_at": rfc3339(sub.disabled_at),
-    }
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    return {"id": event.id, "type": event.type, "environment": event.environment,
-            "timestamp": rfc3339(event.at), "data": json.loads(event.data)}  # fmt: skip
-
-
-def callback_json(cb: Callback) -> dict[str, Any]:
-    return {
-        "id": cb.id,
-        "subscription_id": cb.subscription_id,
-        "event_id": cb.event_id,
-        "event_type": cb.event_type,
-        "attempt": cb.attempt,
-        "status": cb.status,
-        "due_at": rfc3339(cb.due_at),
-        "attempted_at": rfc3339(cb.attempted_at),
-        "http_status": cb.http_status,
-        "error": cb.error,
-        "latency_ms": cb.latency_ms,
-        "next_retry_at": rfc3339(cb.next_retry_at),
-    }
 
 
 class EventsApi:

@@ -6,22 +6,17 @@ work is the management API's (``gateway.manage.event_endpoints``)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
 from gateway.errors import ApiError
 from gateway.events import EVENT_TYPES
 from gateway.manage.common import validate
-from gateway.manage.event_endpoints import (
-    EventsApi,
-    callback_json,
-    event_json,
-    subscription_json,
-)
+from gateway.manage.event_endpoints import EventsApi
 from gateway.manage.schemas import SubscriptionCreate, SubscriptionPatch
 from gateway.web.session import REVEAL, environment
-from gateway.wire import rfc3339
+from gateway.wire import callback_json, event_json, rfc3339, subscription_json
 
 if TYPE_CHECKING:
     from gateway.web.dashboard import Dashboard
@@ -57,22 +52,17 @@ class WebhooksPage:
         return await dash.respond(request, session, response)
 
     async def create(self, request: web.Request) -> web.Response:
-        dash = self.dash
-        session, memberships, org_id = await dash.context(request)
-        try:
-            form = await dash.checked_form(request, session)
-            org_id = dash.admin_org(memberships, org_id)
-            body = validate(SubscriptionCreate, {
-                "url": str(form.get("url", "")).strip(),
-                "events": [str(e) for e in form.getall("events", [])],
-                "description": str(form.get("description", "")),
-                "environment": environment(session),
-            })  # fmt: skip
-            created = await dash.api.events.subscribe(org_id, body)
-        except ApiError as exc:
-            return await self.view(request, error=exc.message)
-        return await dash.reveal(request, session, "webhooks", url=created["url"],
-                                 secret=created["secret"])  # fmt: skip
+        session = await self.dash.sessions.load(request)
+        form = await request.post()
+        body = {
+            "url": str(form.get("url", "")).strip(),
+            "events": [str(e) for e in form.getall("events", [])],
+            "description": str(form.get("description", "")),
+            "environment": environment(session),
+        }
+        return await self.act(
+            request, lambda org: self.api.subscribe(org, validate(SubscriptionCreate, body))
+        )
 
     async def retry(self, request: web.Request) -> web.Response:
         callback_id = request.match_info["callback_id"]
@@ -80,15 +70,7 @@ class WebhooksPage:
 
     async def rotate(self, request: web.Request) -> web.Response:
         sub_id = request.match_info["subscription_id"]
-        dash = self.dash
-        session, memberships, org_id = await dash.context(request)
-        try:
-            await dash.checked_form(request, session)
-            rotated = await self.api.rotate_secret(dash.admin_org(memberships, org_id), sub_id)
-        except ApiError as exc:
-            return await self.view(request, error=exc.message)
-        return await dash.reveal(request, session, "webhooks", url=rotated["url"],
-                                 secret=rotated["secret"])  # fmt: skip
+        return await self.act(request, lambda org: self.api.rotate_secret(org, sub_id))
 
     async def pause(self, request: web.Request) -> web.Response:
         sub_id = request.match_info["subscription_id"]
@@ -101,16 +83,20 @@ class WebhooksPage:
         return await self.act(request, lambda org: self.api.remove(org, sub_id))
 
     async def act(
-        self, request: web.Request, action: Callable[[str], Awaitable[object]]
+        self, request: web.Request, action: Callable[[str], Awaitable[dict[str, Any] | None]]
     ) -> web.Response:
-        """A button's form: checked, done for the organization, back to the page."""
+        """A form of this page: checked, done for the organization, back to the page,
+        with a new signing secret shown once if the action made one."""
         dash = self.dash
         session, memberships, org_id = await dash.context(request)
         try:
             await dash.checked_form(request, session)
-            await action(dash.admin_org(memberships, org_id))
+            done = await action(dash.admin_org(memberships, org_id))
         except ApiError as exc:
             return await self.view(request, error=exc.message)
+        if done is not None and "secret" in done:
+            return await dash.reveal(request, session, "webhooks", url=done["url"],
+                                     secret=done["secret"])  # fmt: skip
         return web.Response(status=303, headers={"Location": f"{dash.base}/webhooks"})
 
     @property
