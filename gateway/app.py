@@ -54,7 +54,7 @@ from gateway.web.consent import ConsentViews
 from gateway.web.dashboard import DASHBOARD, Dashboard, add_dashboard_routes
 from gateway.web.endpoints import View, add_endpoint
 from gateway.web.login import LoginViews
-from gateway.web.middleware import observe
+from gateway.web.middleware import observe, server_named
 from gateway.web.pages import setup_templates
 from gateway.web.session import Sessions
 from gateway.web.token_cors import TokenCors
@@ -253,7 +253,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE] = Engine(app[PIPELINE], metrics, usage, app[ACCESS_LOG], claimed_segments(own),
                          settings.proxy.header_timeout, settings.proxy.max_connections,
                          make_decisions(settings, forwarded_for), sockets,
-                         settings.proxy.websocket_idle_timeout)  # fmt: skip
+                         settings.proxy.websocket_idle_timeout, settings.server_header)  # fmt: skip
     manage_auth = ManagementAuth(store, authenticator, limiter, sessions, forwarded_for)
     app[MANAGEMENT] = management_api(store, settings, manage_auth, usage)
     app[DASHBOARD] = Dashboard(store, settings, sessions, app[MANAGEMENT], usage)
@@ -375,6 +375,7 @@ def create_app(
     if memory is not None:
         app[NODE_MEMORY] = memory
     app.cleanup_ctx.append(resources)
+    app.on_response_prepare.append(server_named(settings.server_header))
     setup_templates(app)
     add_oauth_routes(app, settings)
     add_management_routes(app, settings, lambda: app[CURRENT].settings)

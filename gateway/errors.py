@@ -58,16 +58,19 @@ class AuthError(GatewayError):
 class Unauthorized(AuthError):
     """401 for a missing, unknown, revoked or expired credential.
 
-    The body is the same for every cause so a caller cannot probe which keys
-    exist; ``why`` is kept for metrics and the access log only.
+    The body is the same for every cause of a credential that was sent, so a
+    caller cannot probe which keys exist; ``why`` is kept for metrics and the
+    access log. A request that sent none is told what to send.
     """
 
     status = 401
     code = "unauthorized"
     message = "Invalid or unknown access token."
+    MISSING = "No credential: send X-API-Key or Authorization: Bearer."
 
     def __init__(self, why: str = "invalid") -> None:
-        super().__init__()
+        # Someone who forgot the header is told so; every other cause reads the same.
+        super().__init__(self.MISSING if why == "missing" else None)
         self.why = why
 
     def headers(self) -> Mapping[str, str]:

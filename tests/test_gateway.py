@@ -7,14 +7,20 @@ import hashlib
 import time
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import ClientResponse
 from conftest import Gateway
+from oauth_helpers import with_config
 
 from gateway import crypto
 from gateway.store import ApiKey
 
 UNAUTHORIZED = {"error": "unauthorized", "message": "Invalid or unknown access token."}
+NO_CREDENTIAL = {
+    "error": "unauthorized",
+    "message": "No credential: send X-API-Key or Authorization: Bearer.",
+}
 
 
 async def assert_error(resp: ClientResponse, status: int, body: dict[str, Any] | str) -> None:
@@ -37,7 +43,7 @@ def header(echo: dict[str, Any], name: str) -> list[str]:
 
 async def test_missing_credential_is_401_with_bearer_challenge(gw: Gateway) -> None:
     resp = await gw.client.get("/contacts")
-    await assert_error(resp, 401, UNAUTHORIZED)
+    await assert_error(resp, 401, NO_CREDENTIAL)
     assert resp.headers["WWW-Authenticate"] == 'Bearer realm="gateway"'
 
 
@@ -327,3 +333,26 @@ async def test_jwks_is_absent_with_opaque_tokens(gw: Gateway) -> None:
     await assert_error(await gw.client.get("/.well-known/jwks.json"), 404, "not_found")
     metadata = await (await gw.client.get("/.well-known/oauth-authorization-server")).json()
     assert "jwks_uri" not in metadata
+
+
+async def test_every_answer_names_the_gateway_and_no_versions(
+    gw: Gateway, upstream_url: str
+) -> None:
+    key = await gw.mint(["contacts:read"])
+    answers = [
+        await gw.client.get("/contacts"),  # the engine's refusal
+        await gw.client.get("/contacts", headers={"X-API-Key": key.secret}),  # proxied
+        await gw.client.get("/.well-known/oauth-authorization-server"),  # aiohttp's
+        await gw.client.get(gw.settings.oauth.paths.token),  # aiohttp's 405
+    ]
+    assert gw.admin is not None
+    answers.append(await gw.admin.get("/healthz"))
+    assert [r.headers.getall("Server") for r in answers] == [["gateway"]] * len(answers)
+    async with aiohttp.ClientSession() as http, http.get(f"{upstream_url}/status") as direct:
+        assert "aiohttp" in direct.headers["Server"]  # what the upstream says of itself
+
+
+@with_config(server_header="Acme API")
+async def test_the_server_field_is_configurable(gw: Gateway) -> None:
+    assert (await gw.client.get("/contacts")).headers["Server"] == "Acme API"
+    assert (await gw.client.get("/.well-known/jwks.json")).headers["Server"] == "Acme API"

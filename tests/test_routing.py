@@ -280,15 +280,28 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("routes: [\n  {path: /a\n", "not valid YAML"),
-        ("- just\n- a list\n", "expected a mapping of keys at the top level"),
+        ("routes: [\n  {path: /a\n", ":3:1: not valid YAML: expected ',' or ']'"),
+        ("- just\n- a list\n", ": expected a mapping of keys at the top level"),
     ],
     ids=["bad yaml", "not a mapping"],
 )
 def test_unreadable_yaml_names_the_file(tmp_path: Path, text: str, problem: str) -> None:
     path = write_config(tmp_path, text)
     problems = load_problems(path)
-    assert len(problems) == 1 and problems[0].startswith(f"{path}: {problem}"), problems
+    assert len(problems) == 1 and problems[0].startswith(f"{path}{problem}"), problems
+
+
+def test_a_misspelt_key_is_named_with_the_key_it_looks_like(tmp_path: Path) -> None:
+    raw = valid_config()
+    raw["logging"] = {"levle": "DEBUG"}
+    raw["routes"][0]["scopse"] = []
+    raw["colour"] = "red"
+    problems = load_problems(write_config(tmp_path, raw))
+    assert sorted(p.split(": ", 1)[1] for p in problems) == [
+        "colour: unknown key",  # nothing like it
+        "logging.levle: unknown key (did you mean 'level'?)",
+        "routes[0].scopse: unknown key (did you mean 'scopes'?)",
+    ]
 
 
 def test_settings_from_dict_names_its_source() -> None:

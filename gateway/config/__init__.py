@@ -6,16 +6,18 @@ reported as ``<file>: <key path>: <what was expected>``, unknown keys included.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
     AnyHttpUrl,
+    BaseModel,
     Field,
     PrivateAttr,
     ValidationError,
@@ -82,6 +84,10 @@ class Settings(Strict):
     plugins: tuple[Plugin, ...] = ()
     tokens: Tokens = Tokens()
     logging: Logging = Logging()
+    server_header: str = Field(
+        "gateway", pattern=r"^[!-~]+( [!-~]+)*$", max_length=100,
+        description="the Server field of the gateway's own answers (no version by default)",
+    )  # fmt: skip
     events: Events = Events()
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -188,7 +194,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Setting
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
+        raise ConfigError([yaml_problem(source, exc)]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -204,13 +210,55 @@ def settings_from_dict(
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(
-            [f"{source}: {key_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
-        ) from None
+        raise ConfigError([f"{source}: {problem(e['type'], e['loc'], e['msg'])}"
+                           for e in exc.errors()]) from None  # fmt: skip
     problems = [f"{source}: {p}" for p in cross_check(settings)]
     if problems:
         raise ConfigError(problems)
     return settings.located(base_dir or Path.cwd(), source)
+
+
+def yaml_problem(source: str, exc: yaml.YAMLError) -> str:
+    """A YAML syntax error as ``file:line:column: what``, lines counted from 1."""
+    mark = getattr(exc, "problem_mark", None)
+    what = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return f"{source}: not valid YAML: {what}"
+    return f"{source}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {what}"
+
+
+def problem(kind: str, loc: tuple[int | str, ...], message: str) -> str:
+    """One validation error, named by its key path; an unknown key with the known key it
+    most looks like (``logging.levle: unknown key (did you mean 'level'?)``)."""
+    if kind != "extra_forbidden" or not loc:
+        return f"{key_path(loc)}: {message}"
+    return f"{key_path(loc)}: unknown key{suggestion(loc)}"
+
+
+def suggestion(loc: tuple[int | str, ...]) -> str:
+    current: Any = Settings
+    for part in loc[:-1]:
+        model = model_in(current)
+        if model is None:
+            return ""
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        current = field.annotation if field is not None else model  # else an index or a name
+    model = model_in(current)
+    known = list(model.model_fields) if model is not None else []
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def model_in(annotation: Any) -> type[BaseModel] | None:
+    """The config model an annotation is or holds (``X | None``, ``tuple[X, ...]``,
+    ``dict[str, X]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:

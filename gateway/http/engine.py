@@ -57,6 +57,7 @@ class Engine:
     decisions: Decisions | None  # the decision endpoint, when enabled
     sockets: SocketGuard  # the open WebSockets' credentials
     websocket_idle_timeout: float
+    server: str  # the Server field of the gateway's own answers
 
     def deciding(self, path: NormalPath | None) -> Decisions | None:
         """The decision endpoint, if the request is for it."""
@@ -328,7 +329,9 @@ class Connection(asyncio.Protocol):
         """Bytes that are not a request we serve: answered in JSON, then closed."""
         self.keep_alive = False
         headers, body = error_parts(error, new_request_id())
-        head = response_head("GET", error.status, "", headers, len(body), True)
+        head = response_head(
+            "GET", error.status, "", headers, len(body), True, server=self.engine.server
+        )
         self.send(head.data + body)
         self.buffer.clear()
         self.hang_up()

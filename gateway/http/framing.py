@@ -17,7 +17,6 @@ from typing import Final
 
 import httptools
 from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE
 
 from gateway.errors import HeadTooLarge, MalformedRequest, VersionNotSupported
 
@@ -280,6 +279,7 @@ def response_head(
     length: int | None,
     close: bool,
     http10: bool = False,
+    server: str = "gateway",
 ) -> ResponseHead:
     """Status line and fields, completed as aiohttp completes its responses. ``length``:
     the body's, for an answer sent whole; None for a streamed one (the upstream's
@@ -318,7 +318,7 @@ def response_head(
     if not dated:
         lines.append(f"Date: {rfc822_formatted_time()}")
     if not named:
-        lines.append(f"Server: {SERVER_SOFTWARE}")
+        lines.append(f"Server: {server}")  # the config's ``server_header``; never a version
     if close:
         lines.append("Connection: close")
     elif http10:

@@ -37,9 +37,8 @@ class Answer:
         if route is not None and route.cors is not None:  # the route's CORS (``cors``)
             origin = next((v for n, v in self.head.headers if n.lower() == "origin"), None)
             headers = [*headers, *route.cors.actual(origin)]
-        head = response_head(
-            self.method, status, reason, headers, length, not conn.keep_alive, self.http10
-        )
+        head = response_head(self.method, status, reason, headers, length,
+                             not conn.keep_alive, self.http10, conn.engine.server)  # fmt: skip
         self.status = status
         self.bodiless, self.chunked = head.bodiless, head.chunked
         if head.close:
@@ -71,7 +70,9 @@ class Answer:
     def switching(self, reason: str, headers: Headers) -> None:
         """The upstream's 101 to a WebSocket handshake (RFC 9110 §15.2.2)."""
         self.status = 101
-        self.conn.send(response_head(self.method, 101, reason, headers, 0, False).data)
+        conn = self.conn
+        head = response_head(self.method, 101, reason, headers, 0, False, server=conn.engine.server)
+        conn.send(head.data)
 
     def abort(self) -> None:
         self.exchange.aborted = True

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.errors import ServiceUnavailable
 from gateway.metrics import Metrics
-from gateway.web.middleware import render
+from gateway.web.middleware import render, server_named
 
 
 class NodeStatus(Protocol):
@@ -79,8 +79,9 @@ async def metrics_view(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def create_admin_app(status: NodeStatus) -> web.Application:
+def create_admin_app(status: NodeStatus, server: str = "gateway") -> web.Application:
     admin = web.Application()
+    admin.on_response_prepare.append(server_named(server))
     admin[STATUS] = status
     admin.router.add_get("/healthz", healthz)
     admin.router.add_get("/readyz", readyz)

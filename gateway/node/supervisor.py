@@ -107,7 +107,11 @@ class Supervisor:
         store = open_store(self.settings)
         await store.connect()
         memory: NodeMemory | None = None
-        admin = web.AppRunner(create_admin_app(self), access_log=None, handle_signals=False)
+        admin = web.AppRunner(
+            create_admin_app(self, self.settings.server_header),
+            access_log=None,
+            handle_signals=False,
+        )
         try:
             await store.migrate()  # once, before any worker opens the database
             await self._release(store, self.node + "/")  # a previous life's debits

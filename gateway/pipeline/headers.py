@@ -137,14 +137,16 @@ def downstream_response_headers(
     incoming: Sequence[tuple[str, str]], session_cookie: str = ""
 ) -> list[tuple[str, str]]:
     """Hop-by-hop headers dropped; so is any attempt by an upstream to set the gateway's
-    session cookie. A value that is not valid UTF-8 raises UpstreamHeaderError (no silent
-    change: aiohttp would drop the bytes it cannot write)."""
+    session cookie, and its Server field, which the gateway's own replaces (as nginx and
+    Envoy do: no upstream software or version is announced). A value that is not valid
+    UTF-8 raises UpstreamHeaderError (no silent change: aiohttp would drop the bytes it
+    cannot write)."""
     connection = tuple(value for name, value in incoming if name.lower() == "connection")
     listed = listed_in(connection) if connection else frozenset()
     out: list[tuple[str, str]] = []
     for name, value in incoming:
         key = name.lower()
-        if key in HOP_BY_HOP or key in listed:
+        if key in HOP_BY_HOP or key in listed or key == "server":
             continue
         if not value.isascii():
             try:

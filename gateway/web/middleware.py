@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
@@ -90,3 +91,13 @@ def observe(metrics: Metrics, usage: UsageBook, access_log: AccessLog) -> Middle
         return response
 
     return middleware
+
+
+def server_named(name: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """A response signal: aiohttp's answers say ``Server: name`` (``server_header``), not
+    aiohttp's and Python's versions."""
+
+    async def name_server(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = name
+
+    return name_server
