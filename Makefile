@@ -23,8 +23,10 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	@BIN=$(BIN) sh scripts/run-demo.sh
 
-## make test: install the test extras and run the whole suite.
+## make test: install the test extras (and Debian's chromium and nginx when missing), run the whole suite.
+## PostgreSQL and Redis at their local default addresses are used when they answer.
 test: $(VENV)/.installed-test
+	@sh scripts/test-prereqs.sh
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test

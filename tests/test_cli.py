@@ -58,9 +58,11 @@ class Cli:
     workdir: Path
 
     def run(
-        self, *args: str, env: dict[str, str] | None = None
+        self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return run_gateway("--config", str(self.config_path), *args, cwd=self.workdir, env=env)
+        return run_gateway(
+            "--config", str(self.config_path), *args, cwd=self.workdir, env=env, stdin=stdin
+        )
 
     def json(self, *args: str) -> dict[str, Any]:
         """Run a ``--json`` command that must succeed; return its one JSON object."""
@@ -329,8 +331,67 @@ def test_routes_explain_json(cli: Cli, upstream_url: str) -> None:
 
 
 def test_routes_explain_without_a_match(cli: Cli) -> None:
-    assert_refused(cli.run("routes", "explain", "GET", "/nowhere"), "404")
+    assert_refused(cli.run("routes", "explain", "GET", "/nowhere"), "404 not_found")
     assert_refused(cli.run("routes", "explain", "GET", "/nowhere", "--json"), "404")
+
+
+def test_routes_explain_gives_the_server_s_own_405(cli: Cli) -> None:
+    """/contacts answers GET and HEAD, /contacts/** POST, PATCH and DELETE."""
+    assert_refused(cli.run("routes", "explain", "PUT", "/contacts/42"),
+                   "405 method_not_allowed", "Allow: DELETE, GET, PATCH, POST")  # fmt: skip
+
+
+# Every command says what it does, and one without its subcommand shows them.
+
+
+@pytest.mark.parametrize("group", ["org", "key", "user", "client", "wallet", "config", "routes"])
+def test_a_group_without_its_subcommand_prints_its_usage(cli: Cli, group: str) -> None:
+    result = cli.run(group)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"usage: gateway {group}"), result.stderr
+    listed = [line.split() for line in result.stderr.splitlines() if line.startswith("    ")]
+    assert listed and all(len(words) > 1 for words in listed), result.stderr  # each described
+
+
+def test_key_rotate_shows_the_new_secret_once_and_the_old_stops(cli: Cli) -> None:
+    cli.org()
+    key = cli.key("acme")
+    rotated = cli.json("key", "rotate", key["id"])
+    assert rotated["id"] == key["id"] and rotated["key"] != key["key"]
+    assert rotated["key"].startswith("gwk_live_")
+    digest = cli.db_rows("SELECT digest FROM api_keys WHERE id = ?", (key["id"],))
+    assert digest == [(hashlib.sha256(rotated["key"].encode()).hexdigest(),)]
+    assert_refused(cli.run("key", "rotate", "key_nope"), "unknown key")
+
+
+def test_user_list_shows_members_and_their_roles(cli: Cli) -> None:
+    cli.org("acme")
+    cli.org("globex")
+    for email, org in (("ada@example.com", "acme"), ("bob@example.com", "globex")):
+        result = cli.run("user", "create", email, "--org", org, "--role", "admin",
+                         "--password-stdin", stdin="correct horse battery staple\n")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    everyone = cli.json("user", "list")["data"]
+    assert [(u["email"], u["orgs"]) for u in everyone] == [
+        ("ada@example.com", {"acme": "admin"}),
+        ("bob@example.com", {"globex": "admin"}),
+    ]
+    assert [u["email"] for u in cli.json("user", "list", "--org", "globex")["data"]] == [
+        "bob@example.com"]  # fmt: skip
+
+
+def test_org_delete_is_refused_while_credentials_live_unless_forced(cli: Cli) -> None:
+    org = cli.org("acme")
+    key = cli.key("acme")
+    assert_refused(cli.run("org", "delete", "acme"), "1 live credential", "--force")
+    assert cli.db_rows("SELECT id FROM api_keys") == [(key["id"],)]
+    deleted = cli.json("org", "delete", "acme", "--force")
+    assert (deleted["id"], deleted["deleted"], deleted["revoked"]) == (org["id"], True, 1)
+    assert cli.db_rows("SELECT id FROM orgs") == []
+    assert cli.db_rows("SELECT id FROM api_keys") == []
+    assert (key["id"],) in cli.db_rows("SELECT credential_id FROM credential_events")
+    empty = cli.org("empty")  # nothing live: no --force needed
+    assert cli.json("org", "delete", "empty")["id"] == empty["id"]
 
 
 @pytest.mark.parametrize("allowed", [False, True])

@@ -20,6 +20,11 @@ from gateway.errors import ConfigError
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
+        if message.startswith("the following arguments are required: ") and any(
+            isinstance(a, argparse._SubParsersAction) and a.dest in message for a in self._actions
+        ):
+            self.print_help(sys.stderr)  # "gateway key": which key commands there are
+            self.exit(EXIT_USAGE)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 

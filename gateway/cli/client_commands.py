@@ -7,7 +7,7 @@ import getpass
 import sys
 from typing import Any
 
-from gateway.accounts import users
+from gateway.accounts import api_keys, users
 from gateway.cli.common import CliError, emit, json_parent, split_scopes, with_store
 from gateway.config import Settings
 from gateway.oauth import clients
@@ -27,6 +27,21 @@ async def user_create(store: Store, settings: Settings, args: argparse.Namespace
     password = read_password(args)
     user = await users.create_user(store, args.email, password, args.org, args.role)
     emit(args, user_json(user), [f"{user.id}  {user.email}"])
+
+
+async def user_list(store: Store, settings: Settings, args: argparse.Namespace) -> None:
+    org = await api_keys.resolve_org(store, args.org) if args.org else None
+    found = await store.list_users(org.id if org else None)
+    rows = []
+    for user in found:
+        roles = {m.org.name: m.role for m in await store.memberships(user.id)}
+        rows.append((user, roles))
+    emit(
+        args,
+        {"data": [{**user_json(u), "orgs": roles} for u, roles in rows]},
+        [f"{u.id}  {u.email}  {' '.join(f'{o}:{r}' for o, r in roles.items())}"
+         + ("  disabled" if u.disabled_at else "") for u, roles in rows],
+    )  # fmt: skip
 
 
 async def user_add_to_org(store: Store, settings: Settings, args: argparse.Namespace) -> None:
@@ -96,13 +111,16 @@ def register(sub: Any) -> None:
     user = sub.add_parser("user", help="people who sign in").add_subparsers(
         dest="sub", required=True
     )
-    create = user.add_parser("create", parents=[js])
+    create = user.add_parser("create", parents=[js], help="a person who can sign in")
     create.add_argument("email")
     create.add_argument("--org", required=True, help="organization id or name")
     create.add_argument("--role", default="member", choices=users.ROLES)
     create.add_argument("--password-stdin", action="store_true", help="read the password")
     create.set_defaults(func=with_store(user_create))
-    add = user.add_parser("add-to-org", parents=[js])
+    listing = user.add_parser("list", parents=[js], help="everyone, or one organization's")
+    listing.add_argument("--org", help="organization id or name")
+    listing.set_defaults(func=with_store(user_list))
+    add = user.add_parser("add-to-org", parents=[js], help="membership in another organization")
     add.add_argument("email")
     add.add_argument("org")
     add.add_argument("--role", default="member", choices=users.ROLES)
@@ -122,7 +140,7 @@ def register(sub: Any) -> None:
     client = sub.add_parser("client", help="OAuth clients").add_subparsers(
         dest="sub", required=True
     )
-    create = client.add_parser("create", parents=[js])
+    create = client.add_parser("create", parents=[js], help="register an OAuth client")
     create.add_argument("--name", required=True)
     create.add_argument("--redirect-uri", action="append", help="repeat for several")
     create.add_argument("--scopes", required=True, help="the client's ceiling, space-separated")
@@ -145,7 +163,9 @@ def register(sub: Any) -> None:
         help="legacy: accept auth_string (user credentials) with client_credentials",
     )
     create.set_defaults(func=with_store(client_create))
-    client.add_parser("list", parents=[js]).set_defaults(func=with_store(client_list))
-    disable = client.add_parser("disable", parents=[js])
+    client.add_parser("list", parents=[js], help="every OAuth client").set_defaults(
+        func=with_store(client_list)
+    )
+    disable = client.add_parser("disable", parents=[js], help="a client and its tokens stop")
     disable.add_argument("client_id")
     disable.set_defaults(func=with_store(client_disable))

@@ -11,7 +11,7 @@ from typing import Any
 from gateway.cli.common import CliError, emit, json_parent, with_store
 from gateway.config import Settings, case_insensitive
 from gateway.errors import GatewayError
-from gateway.pipeline.paths import normalize
+from gateway.pipeline.paths import normalize, refuse_params
 from gateway.pipeline.proxy import Target
 from gateway.pipeline.routes import RouteTable
 from gateway.store import Store
@@ -69,9 +69,18 @@ def routes_explain(settings: Settings, args: argparse.Namespace) -> None:
         path = normalize(args.path)
     except GatewayError as exc:
         raise CliError(f"400 {exc.message}") from None
-    match = RouteTable(settings.routes, case_insensitive(settings)).match(method, path.segments)
-    if match is None:
-        raise CliError(f"no route matches {method} {path.display}: the gateway answers 404")
+    try:  # the server's own decision, by the same code
+        match = RouteTable(settings.routes, case_insensitive(settings)).decide(
+            method, path.segments
+        )
+        refuse_params(path, match.route.path_params)
+    except GatewayError as exc:
+        allow = exc.headers().get("Allow")
+        raise CliError(
+            f"{method} {path.display}: the gateway answers {exc.status} {exc.code}"
+            + (f" (Allow: {allow})" if allow else "")
+            + f": {exc.message}"
+        ) from None
     route = match.route
     target = Target.of(route.upstream, settings.upstreams[route.upstream])
     upstream_url = target.url_for(route, path)

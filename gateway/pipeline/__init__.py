@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from multidict import MultiMapping
 
-from gateway.errors import MethodNotAllowed, NoRoute, UpgradeRefused
+from gateway.errors import UpgradeRefused
 from gateway.exchange import Exchange
 from gateway.metering.limits import Limiter
 from gateway.metering.usage import UsageBook
@@ -86,11 +86,7 @@ class Pipeline:
         self.wallet = wallet
 
     def match(self, method: str, segments: tuple[str, ...]) -> Match:
-        found = self.routes.match(method, segments)
-        if found is None:
-            allowed = self.routes.allowed_methods(segments)
-            raise MethodNotAllowed(method, allowed) if allowed else NoRoute()
-        return found
+        return self.routes.decide(method, segments)
 
     def authorize(
         self,

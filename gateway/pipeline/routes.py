@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gateway.config import Route, route_ties
+from gateway.errors import MethodNotAllowed, NoRoute
 from gateway.pipeline.cors import CorsPolicy
 
 
@@ -172,6 +173,14 @@ class RouteTable:
         if node.glob is not None:
             return node.glob.pick(method)
         return None
+
+    def decide(self, method: str, segments: tuple[str, ...]) -> Match:
+        """The route a request hits; 405 (with the methods allowed) or 404 otherwise."""
+        found = self.match(method, segments)
+        if found is None:
+            allowed = self.allowed_methods(segments)
+            raise MethodNotAllowed(method, allowed) if allowed else NoRoute()
+        return found
 
     def allowed_methods(self, segments: tuple[str, ...]) -> tuple[str, ...]:
         """Every method some route would accept at this path (for 405's Allow)."""

@@ -153,6 +153,18 @@ class WalletStore(Protocol):
 class OAuthStore(Protocol):
     """Users and memberships, OAuth clients, grants, codes and tokens."""
 
+    async def live_credentials(self, org_id: str, now: float) -> int:
+        """How many of the organization's keys and tokens still authenticate."""
+        ...
+
+    async def list_users(self, org_id: str | None) -> list[User]:
+        """Everyone, or the members of one organization, by email."""
+        ...
+
+    async def delete_org(self, org_id: str, at: float) -> None:
+        """The organization and all that is its; its credentials evicted everywhere."""
+        ...
+
     async def set_password(self, user_id: str, password_hash: str, at: float) -> None:
         """A new password; every session of the user ends."""
         ...

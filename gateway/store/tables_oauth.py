@@ -390,6 +390,43 @@ class OAuthTables(SessionTables):  # a user's sessions end with their password
     async def revoke_family(self, family_id: str, at: float) -> None:
         await self._revoke_where("family_id = ?", (family_id,), at)
 
+    async def live_credentials(self, org_id: str, now: float) -> int:
+        """The organization's keys and tokens that still authenticate."""
+        rows = await self._rows(
+            "SELECT (SELECT COUNT(*) FROM api_keys WHERE org_id = ? AND revoked_at IS NULL "
+            "AND (expires_at IS NULL OR expires_at > ?)) + (SELECT COUNT(*) FROM oauth_tokens "
+            "WHERE org_id = ? AND revoked_at IS NULL AND expires_at > ?)",
+            (org_id, now, org_id, now),
+        )
+        return int(rows[0][0])
+
+    async def list_users(self, org_id: str | None) -> list[User]:
+        where = " WHERE id IN (SELECT user_id FROM memberships WHERE org_id = ?)" if org_id else ""
+        rows = await self._rows(
+            f"SELECT id, email, created_at, disabled_at FROM users{where} ORDER BY email",
+            (org_id,) if org_id else (),
+        )
+        return [User(*r) for r in rows]
+
+    async def delete_org(self, org_id: str, at: float) -> None:
+        """The organization and everything that is its: keys, tokens, its apps (and
+        their tokens in other organizations), memberships, grants, wallets,
+        subscriptions, events and usage. Every credential is evicted from every cache."""
+        async with self.transaction():
+            keys = await self._rows("SELECT id FROM api_keys WHERE org_id = ?", (org_id,))
+            await self.record_events([k for (k,) in keys], at)
+            await self._revoke_where("org_id = ?", (org_id,), at)
+            apps = await self._rows(
+                "SELECT id FROM oauth_clients WHERE org_id = ? OR owner_org_id = ?",
+                (org_id, org_id),
+            )
+            for (client_id,) in apps:
+                await self._revoke_where("client_id = ?", (client_id,), at)
+            for table in ("events", "callbacks", "refusal_counts", "usage_daily",
+                          "request_errors", "wallet_transactions", "oauth_codes"):  # fmt: skip
+                await self._write(f"DELETE FROM {table} WHERE org_id = ?", (org_id,))
+            await self._write("DELETE FROM orgs WHERE id = ?", (org_id,))  # the rest cascades
+
     async def _revoke_where(self, where: str, params: tuple[Any, ...], at: float) -> None:
         """Revoke matching live tokens and tell every node's cache about each one."""
         async with self.transaction():
