@@ -280,7 +280,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("routes: [\n  {path: /a\n", ":3:1: not valid YAML: expected ',' or ']'"),
+        ("routes: [\n  {path: /a\n", ":3:1: not valid YAML: expected ',' or '}'"),
         ("- just\n- a list\n", ": expected a mapping of keys at the top level"),
     ],
     ids=["bad yaml", "not a mapping"],

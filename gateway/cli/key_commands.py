@@ -110,9 +110,7 @@ def register(sub: Any) -> None:
     org.add_parser("list", parents=[js], help="every organization").set_defaults(
         func=with_store(org_list)
     )
-    delete = org.add_parser(
-        "delete", parents=[js], help="an organization and all that is its (keys, apps, usage)"
-    )
+    delete = org.add_parser("delete", parents=[js], help="an organization and all that is its")
     delete.add_argument("org", help="organization id or name")
     delete.add_argument("--force", action="store_true", help="even with live credentials")
     delete.set_defaults(func=with_store(org_delete))
