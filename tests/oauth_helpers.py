@@ -109,9 +109,14 @@ def authorize_query(
     scope: str | None = "contacts:read",
     state: str | None = STATE,
     redirect_uri: str = REDIRECT_URI,
+    prompt: str | None = "consent",
     **extra: str,
 ) -> dict[str, str]:
+    """An authorization request. ``prompt=consent`` by default, so that each flow of a
+    test meets the consent page; ``prompt=None`` lets a standing approval answer."""
     query = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri}
+    if prompt is not None:
+        query["prompt"] = prompt
     if scope is not None:
         query["scope"] = scope
     if state is not None:

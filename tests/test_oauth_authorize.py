@@ -594,3 +594,37 @@ async def test_a_disabled_user_s_tokens_stop_working(gw: Gateway, ada: User) -> 
     while (await gw.client.get("/contacts", headers=bearer)).status == 200:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
+
+
+# --- a standing approval ----------------------------------------------------------
+
+
+async def test_an_approved_app_is_not_asked_again_unless_it_prompts(gw: Gateway) -> None:
+    await gw.user()
+    client = await gw.oauth_client()
+    first = redirect_params(await login_and_consent(gw, authorize_query(client.client.id)))
+    assert "code" in first
+    # The same app, the same scopes, no prompt: straight back with a code.
+    resp = await get_authorize(gw, authorize_query(client.client.id, prompt=None))
+    assert resp.status == 302, await resp.text()
+    again = redirect_params(resp.headers["Location"])
+    assert again["state"] == STATE and again["code"] != first["code"]
+    # A scope not approved yet, or prompt=consent: the page again.
+    wider = authorize_query(client.client.id, prompt=None, scope="contacts:read contacts:write")
+    assert (await get_authorize(gw, wider)).status == 200
+    assert (await get_authorize(gw, authorize_query(client.client.id))).status == 200
+
+
+async def test_a_revoked_approval_or_a_second_organization_asks_again(gw: Gateway) -> None:
+    await gw.user(orgs=("acme", "globex"))
+    client = await gw.oauth_client()
+    globex = await gw.org("globex")
+    await login_and_consent(gw, authorize_query(client.client.id), org_id=globex.id)
+    (grant,) = await gw.store.list_grants_page(globex.id, None, None, 10)
+    await gw.store.revoke_grant(grant.id, time.time())
+    assert (await get_authorize(gw, authorize_query(client.client.id, prompt=None))).status == 200
+    acme = await gw.org("acme")
+    await login_and_consent(gw, authorize_query(client.client.id), org_id=acme.id)
+    await login_and_consent(gw, authorize_query(client.client.id), org_id=globex.id)
+    # Approved in two organizations: which one is the user's choice to make again.
+    assert (await get_authorize(gw, authorize_query(client.client.id, prompt=None))).status == 200

@@ -128,6 +128,27 @@ class Authorization:
             redirect_uri, state, error=error.code, error_description=error.message, iss=self.issuer
         )
 
+    async def remembered(self, user_id: str, pending: Pending) -> str | None:
+        """Where to send a user who approved this app before: the code for the one
+        organization whose standing approval covers every scope asked (and which the
+        user still holds); None to ask again (no approval, or several organizations to
+        choose from). As Google and GitHub do; ``prompt=consent`` always asks."""
+        covering = []
+        for membership in await self.store.memberships(user_id):
+            org_id = membership.org.id
+            for grant in await self.store.list_grants_page(org_id, user_id, None, 500):
+                if grant.client_id == pending.client_id and set(pending.scopes) <= set(
+                    grant.scopes
+                ):
+                    covering.append(org_id)
+        if len(covering) != 1:
+            return None
+        org_id = covering[0]
+        if await held_scopes(self.store, user_id, org_id, pending.scopes) != pending.scopes:
+            return None  # the user's role changed since: they decide again
+        code = await self.issue_code(pending, user_id, org_id)
+        return redirect_target(pending.redirect_uri, pending.state, code=code, iss=self.issuer)
+
     async def decide(self, user_id: str, pending: Pending, action: object, org_id: object) -> str:
         """The user's answer to a pending request: where to send them (§4.1.2)."""
         found = await self.store.get_client(pending.client_id)

@@ -74,7 +74,14 @@ class ConsentViews:
                 request, self.settings.oauth.paths.login, csrf_token(session), str(request.rel_url)
             )
         else:
-            response = await self.consent_form(request, session, client, pending)
+            prompts = request.query.get("prompt", "").split()
+            location = None
+            if "consent" not in prompts:  # OpenID Connect's prompt=consent asks again
+                location = await self.flow.remembered(session["user_id"], pending)
+            if location is not None:
+                response = found_at(location)
+            else:
+                response = await self.consent_form(request, session, client, pending)
         await self.sessions.save(request, response, session)
         return response
 
