@@ -388,12 +388,40 @@ async def test_next_cannot_leave_the_site(
     gw: Gateway, ada: User, zap: RegisteredClient, next_url: str
 ) -> None:
     login_path = gw.settings.oauth.paths.login
+    dashboard = gw.settings.dashboard.path  # where a sign-in with nothing to continue lands
     resp = await gw.client.get(login_path, params={"next": next_url}, allow_redirects=False)
     page = await assert_page(resp, 200)
-    assert hidden_fields(page)["next"] == login_path
+    assert hidden_fields(page)["next"] == dashboard
     resp = await post_login(gw, page, "ada@example.com", next=next_url)
     assert resp.status == 303
-    assert resp.headers["Location"] == login_path
+    assert resp.headers["Location"] == dashboard
+
+
+async def test_the_login_page_says_what_and_for_whom_and_keeps_the_email(
+    gw: Gateway, ada: User, zap: RegisteredClient
+) -> None:
+    resp = await get_authorize(gw, authorize_query(zap.client.id))
+    page = await assert_page(resp, 200)
+    assert (
+        "Sign in to Gateway" in page and f"continue to <strong>{zap.client.name}</strong>" in page
+    )
+    resp = await post_login(gw, page, "ada@example.com", password="wrong")
+    again = await resp.text()
+    assert resp.status == 401
+    assert 'value="ada@example.com"' in again  # the email stays; the password does not
+    assert f"continue to <strong>{zap.client.name}</strong>" in again
+
+
+async def test_opening_the_login_page_signed_in_goes_to_the_dashboard(
+    gw: Gateway, ada: User
+) -> None:
+    login_path = gw.settings.oauth.paths.login
+    page = await assert_page(await gw.client.get(login_path), 200)
+    assert "continue to" not in page
+    assert (await post_login(gw, page, "ada@example.com")).headers["Location"] == (
+        gw.settings.dashboard.path)  # fmt: skip
+    resp = await gw.client.get(login_path, allow_redirects=False)
+    assert (resp.status, resp.headers["Location"]) == (303, gw.settings.dashboard.path)
 
 
 # --- the user's decision ------------------------------------------------------
@@ -476,7 +504,7 @@ async def test_login_next_with_control_characters_falls_back(gw: Gateway) -> Non
     await gw.user()
     page = await gw.client.get("/oauth/login", params={"next": "/dashboard/x\r\nSet-Cookie: a=b"})
     text = await page.text()
-    assert 'name="next" value="/oauth/login"' in text
+    assert 'name="next" value="/dashboard"' in text  # the fallback, not the sent value
 
 
 @with_config(oauth={"login_throttle": {"per_account": "5/15 minutes"}})

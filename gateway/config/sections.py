@@ -351,6 +351,10 @@ class Management(Strict):
 
 class DashboardSettings(Strict):
     path: str = "/dashboard"
+    product_name: str = Field(
+        "Gateway", min_length=1, max_length=80,
+        description="what people sign in to, on the login page and the dashboard",
+    )  # fmt: skip
 
     @field_validator("path")
     @classmethod

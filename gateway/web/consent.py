@@ -21,7 +21,7 @@ from gateway.errors import OAuthError
 from gateway.oauth.authorize import Authorization, NotRedirectable, Pending, origin_of
 from gateway.oauth.params import query_params
 from gateway.store.records import Membership, OAuthClient
-from gateway.web.login import login_page
+from gateway.web.login import LoginForm, login_page
 from gateway.web.pages import error_page, render
 from gateway.web.session import CSRF_FIELD, Sessions, csrf_ok, csrf_token
 
@@ -70,9 +70,9 @@ class ConsentViews:
             return found_at(self.flow.error_location(redirect_uri, state, exc))
         session = await self.sessions.load(request)
         if "user_id" not in session:
-            response = login_page(
-                request, self.settings.oauth.paths.login, csrf_token(session), str(request.rel_url)
-            )
+            form = LoginForm(self.settings.oauth.paths.login, str(request.rel_url),
+                             self.settings.dashboard.product_name, client.name)  # fmt: skip
+            response = login_page(request, form, csrf_token(session))
         else:
             prompts = request.query.get("prompt", "").split()
             location = None

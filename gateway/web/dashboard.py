@@ -110,6 +110,7 @@ class Dashboard:
             "csrf_token": csrf_token(session),
             "logout": self.settings.oauth.paths.logout,
             "environment": environment(session),
+            "product": self.settings.dashboard.product_name,
             **data,
         }
         return render(request, template, context, status=status, scripts=True)

@@ -8,8 +8,10 @@ both the account and the client address (``oauth.login_throttle``).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from aiohttp import web
+from yarl import URL
 
 from gateway.accounts.sign_in import SignIn
 from gateway.config import Settings
@@ -25,21 +27,29 @@ BAD_LOGIN = "The email or password is not right."
 SAFE_NEXT = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*$")
 
 
-def login_page(
-    request: web.Request,
-    action: str,
-    csrf: str,
-    next_url: str,
-    error: str | None = None,
-    status: int = 200,
-) -> web.Response:
-    """The login form, posting to ``action`` and going on to ``next_url``."""
+@dataclass(frozen=True, slots=True)
+class LoginForm:
+    """What the login page says: where it posts, where it goes on to, and for whom."""
+
+    action: str
+    next_url: str
+    product: str  # what the user signs in to
+    app: str | None = None  # the application asking, during an authorization
+    email: str = ""  # kept after a failed attempt
+    error: str | None = None
+
+
+def login_page(request: web.Request, form: LoginForm, csrf: str, status: int = 200) -> web.Response:
+    """The login form, posting to ``form.action`` and going on to ``form.next_url``."""
     context = {
-        "action": action,
-        "next": next_url,
+        "action": form.action,
+        "next": form.next_url,
+        "product": form.product,
+        "app": form.app,
+        "email": form.email,
         "csrf_token": csrf,
         "csrf_field": CSRF_FIELD,
-        "error": error,
+        "error": form.error,
     }
     return render(request, "login.html", context, status=status)
 
@@ -56,6 +66,7 @@ class LoginViews:
         self.store = store
         self.paths = settings.oauth.paths
         self.dashboard = settings.dashboard.path
+        self.product = settings.dashboard.product_name
         self.sessions = sessions
         self.sign_in = sign_in
         self.forwarded_for = forwarded_for
@@ -72,34 +83,36 @@ class LoginViews:
             )
         ):
             return value
-        return self.paths.login
+        return self.dashboard  # nothing else to continue: the user's dashboard
 
-    def form(
+    async def app_asking(self, next_url: str) -> str | None:
+        """The application an authorization request in ``next_url`` is for."""
+        if not next_url.startswith(self.paths.authorize + "?"):
+            return None
+        client_id = URL(next_url).query.get("client_id")
+        found = await self.store.get_client(client_id) if client_id else None
+        return found.client.name if found is not None else None
+
+    async def form(
         self,
         request: web.Request,
         csrf: str,
         next_url: str,
         error: str | None = None,
         status: int = 200,
+        email: str = "",
     ) -> web.Response:
-        return login_page(request, self.paths.login, csrf, next_url, error, status)
+        app = await self.app_asking(next_url)
+        shown = LoginForm(self.paths.login, next_url, self.product, app, email, error)
+        return login_page(request, shown, csrf, status)
 
     async def get(self, request: web.Request) -> web.Response:
         session = await self.sessions.load(request)
-        if "user_id" in session and "next" not in request.query:
-            response = render(
-                request,
-                "signed_in.html",
-                {
-                    "email": session.get("email"),
-                    "logout": self.paths.logout,
-                    "csrf_token": csrf_token(session),
-                    "csrf_field": CSRF_FIELD,
-                },
-            )
+        next_url = self.safe_next(request.query.get("next"))
+        if "user_id" in session:  # signed in already: on to where they were going
+            response = web.Response(status=303, headers={"Location": next_url})
         else:
-            next_url = self.safe_next(request.query.get("next"))
-            response = self.form(request, csrf_token(session), next_url)
+            response = await self.form(request, csrf_token(session), next_url)
         await self.sessions.save(request, response, session)
         return response
 
@@ -109,7 +122,7 @@ class LoginViews:
         next_url = self.safe_next(form.get("next"))
         sent = form.get(CSRF_FIELD)
         if not csrf_ok(session, sent if isinstance(sent, str) else None):
-            response = self.form(
+            response = await self.form(
                 request, csrf_token(session), next_url, "Your session expired; try again.", 400
             )
             await self.sessions.save(request, response, session)
@@ -122,11 +135,13 @@ class LoginViews:
         except SignInUnavailable:
             return error_page(request, 503, "Try again shortly", "Sign-in is unavailable.")
         except SignInThrottled as exc:
-            response = self.form(request, csrf_token(session), next_url, exc.message, 429)
+            response = await self.form(
+                request, csrf_token(session), next_url, exc.message, 429, email
+            )
             response.headers.update(exc.headers())
             return response
         if user is None:
-            return self.form(request, csrf_token(session), next_url, BAD_LOGIN, 401)
+            return await self.form(request, csrf_token(session), next_url, BAD_LOGIN, 401, email)
         fresh = await self.sessions.signed_in(user.id, user.email)
         response = web.Response(status=303, headers={"Location": next_url})
         await self.sessions.save(request, response, fresh)
