@@ -50,6 +50,7 @@ from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import RouteTable
 from gateway.pipeline.sockets import SocketGuard
 from gateway.store import Store, StoreUnavailable, open_store
+from gateway.tracing import Spans
 from gateway.web.consent import ConsentViews
 from gateway.web.dashboard import DASHBOARD, Dashboard, add_dashboard_routes
 from gateway.web.endpoints import View, add_endpoint
@@ -143,6 +144,9 @@ def oauth_server(
             forwarded_for,
         ),
     )
+
+
+SPANS_CLOSE: Final = 3.0  # seconds to export the last spans at shutdown
 
 
 def make_forwarder(settings: Settings, metrics: Metrics) -> Forwarder:
@@ -250,10 +254,12 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     )
     own = [resource.canonical for resource in app.router.resources()]
     sockets = SocketGuard(memory.revocations)
+    spans = Spans(settings.tracing) if settings.tracing.otlp_endpoint else None
     app[ENGINE] = Engine(app[PIPELINE], metrics, usage, app[ACCESS_LOG], claimed_segments(own),
                          settings.proxy.header_timeout, settings.proxy.max_connections,
                          make_decisions(settings, forwarded_for), sockets,
-                         settings.proxy.websocket_idle_timeout, settings.server_header)  # fmt: skip
+                         settings.proxy.websocket_idle_timeout, settings.server_header,
+                         spans)  # fmt: skip
     manage_auth = ManagementAuth(store, authenticator, limiter, sessions, forwarded_for)
     app[MANAGEMENT] = management_api(store, settings, manage_auth, usage)
     app[DASHBOARD] = Dashboard(store, settings, sessions, app[MANAGEMENT], usage)
@@ -279,6 +285,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             ):
                 yield
         finally:
+            if spans is not None:  # what is left, exported off the event loop, bounded
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.to_thread(spans.close), SPANS_CLOSE)
             await sockets.close()
             await forwarder.close()
             await usage.flush(store)

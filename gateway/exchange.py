@@ -22,6 +22,7 @@ CLIENT_CLOSED: Final = 499  # nginx's convention for a connection cut mid-respon
 if TYPE_CHECKING:
     from gateway.pipeline.authn import Principal
     from gateway.pipeline.routes import CompiledRoute
+    from gateway.tracing import Spans, Trace
 
 
 @dataclass(slots=True)
@@ -36,6 +37,7 @@ class Exchange:
     prepared_at: float | None = None  # when our response headers went out
     aborted: bool = False  # the connection was cut mid-body
     paid: bool = False  # a metered call that was charged and not refunded
+    trace: Trace | None = None  # a proxied request's (``gateway.tracing``)
 
 
 class RequestIds:
@@ -69,13 +71,17 @@ def finish(
     exchange: Exchange,
     status: int,
     error: GatewayError | None,
+    spans: Spans | None = None,
 ) -> None:
-    """Account for one answered request: metrics, usage and the access log."""
+    """Account for one answered request: metrics, usage, the access log, and its span
+    when spans are exported."""
     finished = time.perf_counter()
     if exchange.aborted:
         status = CLIENT_CLOSED
     record(metrics, usage, method, exchange, status, error, finished)
     access_log.write(method, path, remote, exchange, status, finished - exchange.started, error)
+    if spans is not None:
+        spans.end(exchange, method, status, finished - exchange.started)
 
 
 def record(

@@ -83,7 +83,8 @@ class AccessLog:
     ) -> None:
         if not self.enabled:
             return
-        principal = exchange.principal
+        principal, trace = exchange.principal, exchange.trace
+        traced = f'"{trace.trace_id}"' if trace is not None else "null"  # hex: no escaping
         upstream = exchange.upstream_seconds
         route = exchange.route.name if exchange.route is not None else exchange.endpoint
         who = NOBODY
@@ -97,6 +98,7 @@ class AccessLog:
         # are the gateway's own hex and need no escaping.
         self._lines.append(
             f'{{"ts":{time.time():.3f},"request_id":"{exchange.request_id}",'
+            f'"trace_id":{traced},'
             f'"method":{text(method)},"path":{text(path[:512])},"route":{text(route)},'
             f'"status":{status},"duration_ms":{duration * 1000:.3f},'
             f'"upstream_ms":{"null" if upstream is None else f"{upstream * 1000:.3f}"},'

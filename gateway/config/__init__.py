@@ -51,6 +51,7 @@ from gateway.config.sections import (
     Strict,
     Throttle,
     Tokens,
+    Tracing,
     Upstream,
     Usage,
 )
@@ -89,6 +90,7 @@ class Settings(Strict):
         description="the Server field of the gateway's own answers (no version by default)",
     )  # fmt: skip
     events: Events = Events()
+    tracing: Tracing = Tracing()
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: str = PrivateAttr(default="<settings>")

@@ -413,6 +413,15 @@ class Events(Strict):
         return delays
 
 
+class Tracing(Strict):
+    """Spans of proxied requests exported over OTLP/HTTP (``gateway.tracing``)."""
+
+    otlp_endpoint: str | None = Field(
+        None, description="e.g. http://127.0.0.1:4318/v1/traces; null: no export"
+    )
+    service_name: str = "gateway"
+
+
 class Logging(Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True

@@ -29,6 +29,7 @@ from gateway.pipeline.proxy import Answer as AnswerSink
 from gateway.pipeline.proxy import BodyTooLarge, Switched
 from gateway.pipeline.relay import Relay
 from gateway.store.records import KeptAnswer
+from gateway.tracing import continue_trace
 from gateway.wait import Wait
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class Call:
         self.relay: Relay | None = None
         self.continued = False  # 100 Continue sent
         self.original: Original | None = None  # a decision's (``gateway.pipeline.decision``)
+        self.exchange.trace = continue_trace(self.headers)
         if decisions is not None:
             self.original = decisions.original(head.method, head.target, self.headers, conn.peer)
             self.method = self.original.method
@@ -181,7 +183,9 @@ class Call:
 
     def _charge(self, injected: Headers) -> None:
         assert self.admission is not None
-        self.injected = injected
+        trace = self.exchange.trace
+        assert trace is not None
+        self.injected = [*injected, ("traceparent", trace.traceparent)]
         # A decision is charged for good: the gateway never sees the upstream's answer.
         idempotency_key = self.headers.get("Idempotency-Key") if self.original is None else None
         charged: int | KeptAnswer | Wait[int | KeptAnswer | None] | None = self.pipeline.charge(
@@ -289,7 +293,8 @@ class Call:
         engine.metrics.active -= 1
         status = error.status if error is not None else answer.status
         finish(engine.metrics, engine.usage, engine.access_log, self.head.method,
-               logged_path(self.head.target), conn.peer, exchange, status, error)  # fmt: skip
+               logged_path(self.head.target), conn.peer, exchange, status, error,
+               engine.spans)  # fmt: skip
         self.task = None
         conn.finished(self)
 

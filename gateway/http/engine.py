@@ -32,6 +32,7 @@ from gateway.pipeline.decision import Decisions
 from gateway.pipeline.paths import NormalPath, normalize
 from gateway.pipeline.sockets import SocketGuard
 from gateway.pipeline.upstream import UpstreamProtocol
+from gateway.tracing import Spans
 
 if TYPE_CHECKING:
     from gateway.http.server import Lent, ProxyServer
@@ -58,6 +59,7 @@ class Engine:
     sockets: SocketGuard  # the open WebSockets' credentials
     websocket_idle_timeout: float
     server: str  # the Server field of the gateway's own answers
+    spans: Spans | None = None  # proxied requests' spans, when exported over OTLP
 
     def deciding(self, path: NormalPath | None) -> Decisions | None:
         """The decision endpoint, if the request is for it."""

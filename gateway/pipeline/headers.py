@@ -58,11 +58,13 @@ SPOOFABLE = (
     "X-Cluster-Client-IP", "Fastly-Client-IP", "X-Forwarded-Server", "X-Forwarded-Scheme",
     "X-Forwarded-Ssl", "X-Forwarded-Port", "X-Forwarded-Prefix",
 )  # fmt: skip
+# The gateway's span is the upstream's parent (``gateway.tracing``); tracestate passes.
+TRACE = ("traceparent",)
 OVERRIDES = (
     "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "X-Original-URL",
     "X-Rewrite-URL", "X-Original-Method",
 )  # fmt: skip
-STRIPPED = frozenset(n.lower() for n in (*INJECTED, *CREDENTIALS, *SPOOFABLE, *OVERRIDES))
+STRIPPED = frozenset(n.lower() for n in (*INJECTED, *CREDENTIALS, *SPOOFABLE, *OVERRIDES, *TRACE))
 # Framing the gateway relies on to stream the body; never dropped via Connection.
 KEEP_FRAMING = frozenset({"content-length"})
 TRUST_CACHED = 4096  # addresses whose trust is remembered (``ForwardedFor.is_trusted``)
