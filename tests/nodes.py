@@ -321,3 +321,17 @@ class Example:
                 if running(pid):
                     os.kill(pid, signal.SIGKILL)
         self.log.close()
+
+
+def shipped_folder(directory: Path) -> Path:
+    """A folder holding the shipped config.yaml, for the README's examples that use its
+    fixed ports (public 8080, admin 9090, the example upstream 9001)."""
+    for port in (8080, 9090, 9001):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                pytest.fail(f"port {port}, which the shipped config uses, is taken")
+    shutil.copy(ROOT / "config.yaml", directory / "config.yaml")
+    return directory

@@ -9,34 +9,23 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
-from nodes import ROOT, descendants, running
+from nodes import ROOT, descendants, running, shipped_folder
 from processes import clean_env
 
-PORTS = (8080, 9090, 9001)  # the shipped config's, and the example upstream's
 TOUR = "The gateway answers on"
 DEADLINE = 60.0  # seconds for a run to print its tour
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    for port in PORTS:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                pytest.fail(f"port {port}, which make run uses, is taken")
-    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
-    return tmp_path
+    return shipped_folder(tmp_path)
 
 
 async def run_demo(folder: Path) -> tuple[asyncio.subprocess.Process, str]:
