@@ -148,7 +148,11 @@ def register(sub: Any) -> None:
     create.add_argument(
         "--grant-type", action="append", choices=clients.GRANT_TYPES, help="repeat for several"
     )
-    create.add_argument("--org", help="the organization a client_credentials client acts for")
+    create.add_argument(
+        "--org",
+        help="the organization whose app it is (its dashboard manages it); a "
+        "client_credentials client acts for it",
+    )
     create.add_argument("--environment", choices=("live", "test"), default="live",
                         help="the environment of its tokens")  # fmt: skip
     create.add_argument(

@@ -121,7 +121,9 @@ async def register_client(
         allowed_scopes=check_scopes(scopes, catalog),
         grant_types=grants,
         created_at=time.time(),
-        org_id=bound.id if bound else None,
+        # Bound (acting for the organization) only with client_credentials; any client
+        # named with an organization is that organization's, in its dashboard.
+        org_id=bound.id if bound and "client_credentials" in grants else None,
         allow_user_auth=allow_user_auth,
         owner_org_id=owner.id if owner else (bound.id if bound else None),
         allowed_origins=tuple(dict.fromkeys(check_origin(o) for o in allowed_origins)),

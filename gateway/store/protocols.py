@@ -153,6 +153,10 @@ class WalletStore(Protocol):
 class OAuthStore(Protocol):
     """Users and memberships, OAuth clients, grants, codes and tokens."""
 
+    async def token_apps(self, token_ids: list[str]) -> dict[str, str]:
+        """Token id -> the name of the application it was issued to."""
+        ...
+
     async def live_credentials(self, org_id: str, now: float) -> int:
         """How many of the organization's keys and tokens still authenticate."""
         ...

@@ -390,6 +390,17 @@ class OAuthTables(SessionTables):  # a user's sessions end with their password
     async def revoke_family(self, family_id: str, at: float) -> None:
         await self._revoke_where("family_id = ?", (family_id,), at)
 
+    async def token_apps(self, token_ids: list[str]) -> dict[str, str]:
+        """The name of the application each token was issued to."""
+        if not token_ids:
+            return {}
+        rows = await self._rows(
+            "SELECT t.id, c.name FROM oauth_tokens t JOIN oauth_clients c ON c.id = t.client_id "
+            f"WHERE t.id IN ({', '.join('?' * len(token_ids))})",
+            tuple(token_ids),
+        )
+        return {str(t): str(name) for t, name in rows}
+
     async def live_credentials(self, org_id: str, now: float) -> int:
         """The organization's keys and tokens that still authenticate."""
         rows = await self._rows(

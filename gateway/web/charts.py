@@ -16,6 +16,9 @@ PALETTE = ("#1f5eff", "#e8590c", "#2b8a3e", "#ae3ec9", "#c92a2a", "#0b7285", "#5
 WIDTH, HEIGHT = 720, 220
 LEFT, RIGHT, TOP, BOTTOM = 48, 12, 12, 28
 MAX_SERIES = len(PALETTE)
+# Lines that run together stay apart: each drawn wider than those after it, under them,
+# and each with its own dash pattern.
+DASHES = ("", "7 3", "2 3", "9 3 2 3", "4 4", "1 2", "12 4", "5 2 1 2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +55,13 @@ def line_chart(title: str, days: Sequence[str], series: Sequence[Series]) -> Mar
         f'role="img" aria-label="{escape(title)}" class="chart">',
         f"<title>{escape(title)}</title>",
     ]
-    for frac in (0, 0.5, 1):
-        gy = y(int(top * frac))
+    for value in (0, top // 2, top) if top % 2 == 0 else (0, top):  # whole requests only
+        gy = y(value)
         parts.append(
             f'<line x1="{LEFT}" y1="{gy:.1f}" x2="{WIDTH - RIGHT}" y2="{gy:.1f}" '
             'stroke="#e3e6eb" stroke-width="1"/>'
             f'<text x="{LEFT - 6}" y="{gy + 4:.1f}" text-anchor="end" font-size="11" '
-            f'fill="#5b6475">{int(top * frac)}</text>'
+            f'fill="#5b6475">{value}</text>'
         )
     ticks = ((0, "start"), (len(days) // 2, "middle"), (len(days) - 1, "end")) if days else ()
     for i, anchor in ticks:
@@ -66,17 +69,22 @@ def line_chart(title: str, days: Sequence[str], series: Sequence[Series]) -> Mar
             f'<text x="{x(i):.1f}" y="{HEIGHT - 8}" text-anchor="{anchor}" font-size="11" '
             f'fill="#5b6475">{escape(days[i][5:])}</text>'
         )
-    for color, s in zip(PALETTE, shown, strict=False):
+    for n, (color, dash, s) in enumerate(zip(PALETTE, DASHES, shown, strict=False)):
         points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(s.values))
+        width = 2 + 2 * (len(shown) - 1 - n)
+        pattern = f' stroke-dasharray="{dash}"' if dash else ""
         parts.append(
-            f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}">'
+            f'<polyline fill="none" stroke="{color}" stroke-width="{width}"{pattern} '
+            f'stroke-linejoin="round" points="{points}">'
             f"<title>{escape(s.label)}: {sum(s.values)} requests</title></polyline>"
         )
     parts.append("</svg>")
     legend = "".join(
-        f'<li><svg width="10" height="10" aria-hidden="true"><rect width="10" height="10" '
-        f'fill="{color}"/></svg> {escape(s.label)} ({sum(s.values)})</li>'
-        for color, s in zip(PALETTE, shown, strict=False)
+        f'<li><svg width="28" height="10" aria-hidden="true"><line x1="0" y1="5" x2="28" '
+        f'y2="5" stroke="{color}" stroke-width="3"'
+        + (f' stroke-dasharray="{dash}"' if dash else "")
+        + f"/></svg> {escape(s.label)} ({sum(s.values)})</li>"
+        for color, dash, s in zip(PALETTE, DASHES, shown, strict=False)
     )
     return Markup("".join(parts) + f'<ul class="legend">{legend}</ul>')  # noqa: S704
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import secrets
 import sys
+from datetime import datetime
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 from multidict import MultiMapping
 
 from gateway.errors import ValidationFailed
@@ -24,11 +27,26 @@ def templates_dir() -> Path:
 
 
 def setup_templates(app: web.Application) -> None:
-    aiohttp_jinja2.setup(
+    env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(templates_dir()),
         autoescape=jinja2.select_autoescape(default=True),
     )
+    env.filters["when"] = when
+
+
+def when(moment: str | None) -> Markup | str:
+    """An RFC 3339 time as people read it ("7 Dec 2026, 19:40"), the exact time on hover;
+    anything else ("never", nothing) as it is."""
+    if not moment:
+        return ""
+    try:
+        at = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    except ValueError:
+        return moment
+    exact = at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    shown = f"{at.day} {at.strftime('%b %Y, %H:%M')}"
+    return Markup(f'<time datetime="{escape(moment)}" title="{exact}">{shown}</time>')  # noqa: S704
 
 
 def render(

@@ -34,17 +34,20 @@ class UsagePage:
         await dash.usage.flush(dash.store)
         shown = environment(session)
         rows = await dash.store.usage(org_id, days[0], days[-1], shown)
+        errors = await dash.store.errors_page(org_id, None, SHOWN_ERRORS, shown)
+        names = {k.id: f"{k.name} ({k.prefix}…)" for k in await dash.store.list_api_keys(org_id)}
+        tokens = {r.credential_id for r in rows} | {e.credential_id or "" for e in errors}
+        apps = await dash.store.token_apps(sorted(t for t in tokens if t.startswith("tok_")))
+        names |= {token: f"{app} (app)" for token, app in apps.items()}  # an app's tokens: one line
         per_key: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         per_route: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for r in rows:
-            per_key[r.credential_id][r.day] += r.requests
+            per_key[names.get(r.credential_id, r.credential_id)][r.day] += r.requests
             per_route[r.route][r.day] += r.requests
-        names = {k.id: f"{k.name} ({k.prefix}…)" for k in await dash.store.list_api_keys(org_id)}
-        errors = await dash.store.errors_page(org_id, None, SHOWN_ERRORS, shown)
         data = {
             "section": "usage",
             "by_key": line_chart("Requests per day by key", days,
-                                 daily_series(days, per_key, names)),
+                                 daily_series(days, per_key, {})),
             "by_route": line_chart("Requests per day by route", days,
                                    daily_series(days, per_route, {})),
             "total": sum(r.requests for r in rows),
