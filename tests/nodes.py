@@ -282,13 +282,7 @@ class Example:
         )
         if self.nginx is None:
             pytest.skip("SKIP the README's nginx examples: nginx is not installed")
-        for port in ports:
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    pytest.fail(f"port {port}, which the README's example uses, is taken")
+        free_or_fail(ports, "the README's example")
         self.directory = directory
         self.log_path = directory / "example.log"
         self.log = self.log_path.open("ab")
@@ -326,12 +320,17 @@ class Example:
 def shipped_folder(directory: Path) -> Path:
     """A folder holding the shipped config.yaml, for the README's examples that use its
     fixed ports (public 8080, admin 9090, the example upstream 9001)."""
-    for port in (8080, 9090, 9001):
+    free_or_fail((8080, 9090, 9001), "the shipped config")
+    shutil.copy(ROOT / "config.yaml", directory / "config.yaml")
+    return directory
+
+
+def free_or_fail(ports: tuple[int, ...], user: str) -> None:
+    """Fail the test, naming the port, when one of these fixed ports is taken."""
+    for port in ports:
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
-                pytest.fail(f"port {port}, which the shipped config uses, is taken")
-    shutil.copy(ROOT / "config.yaml", directory / "config.yaml")
-    return directory
+                pytest.fail(f"port {port}, which {user} uses, is taken")
