@@ -341,9 +341,9 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
     config = gateway_config(work, gw, admin, up, example, jwt_key=signing_key(work), decision=True)
     cli(config, "migrate")
     cli(config, "org", "create", "bench")
-    key = cli(
+    key = portable(work / "gateway.db", cli(
         config, "key", "create", "--org", "bench", "--name", "bench", "--scopes", "bench:read"
-    )["key"]
+    )["key"])  # fmt: skip
     client = cli(config, "client", "create", "--name", "bench", "--grant-type", "client_credentials",
                  "--org", "bench", "--scopes", "bench:read")  # fmt: skip
     digests = work / "digests.txt"
@@ -381,7 +381,7 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
     if token.startswith("eyJ") or not signed.startswith("eyJ"):
         raise RuntimeError("expected an opaque token and a JWT")
 
-    limited = limited_key(
+    limited = portable(work / "gateway.db", limited_key(
         f"http://127.0.0.1:{gw}",
         cli(
             config,
@@ -394,7 +394,7 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
             "--scopes",
             "gateway:admin",
         )["key"],
-    )
+    ))  # fmt: skip
     cases = [
         ("nginx proxy_pass, no auth", f"http://127.0.0.1:{plain}/x", {}, 200),
         (AUTH_ONE, f"http://127.0.0.1:{peer}/x", {"X-API-Key": key}, 200),
@@ -455,6 +455,23 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
 
 AUTH_ONE = "nginx auth_request -> aiohttp auth service (1 process)"
 AUTH_PER_CORE = "nginx auth_request -> aiohttp auth service (1 per core)"
+
+
+def portable(db: Path, secret: str) -> str:
+    """The key behind ``secret``, given a new secret in the format every commit reads
+    (``gwk_`` and 36 characters; keys made since test mode read ``gwk_live_``), so that
+    a ``--baseline`` from before test mode authenticates the same keys."""
+    from gateway import crypto
+
+    legacy = crypto.new_secret(crypto.API_KEY_PREFIX)
+    with sqlite3.connect(db) as conn:
+        changed = conn.execute(
+            "UPDATE api_keys SET digest = ?, prefix = ? WHERE digest = ?",
+            (crypto.digest(legacy), legacy[:12], crypto.digest(secret)),
+        ).rowcount
+    if changed != 1:
+        raise RuntimeError("the bench key to re-secret was not found")
+    return legacy
 
 
 def limited_key(base: str, admin_key: str) -> str:
