@@ -85,8 +85,6 @@ class UsageBook:
         counts, self.key_requests = self.key_requests, Counter()
         tallies, self.tallies = self.tallies, {}
         errors, self.errors = self.errors, []
-        if errors and self.watch is not None:
-            self.watch(errors)
         try:
             if last_used or counts:
                 await store.record_last_used(last_used, dict(counts))
@@ -100,6 +98,8 @@ class UsageBook:
                 tallies = {}
             if errors:
                 await store.add_errors(errors, KEEP_ERRORS)
+                if self.watch is not None:  # once written: a batch kept for later is not told twice
+                    self.watch(errors)
                 errors = []
         except Exception as exc:  # keep what was not written for the next flush
             log.warning("could not flush usage: %s", type(exc).__name__)
