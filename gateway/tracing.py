@@ -65,10 +65,13 @@ class Spans:
     """Proxied requests' spans, exported over OTLP/HTTP by OpenTelemetry's SDK."""
 
     def __init__(self, settings: Tracing) -> None:
-        try:
+        try:  # imported once here, never on the request path
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import ReadableSpan
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
+            from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+            from opentelemetry.trace.status import Status, StatusCode
         except ImportError:
             raise ConfigError(
                 ["tracing.otlp_endpoint needs the tracing extra: pip install 'gateway[tracing]'"]
@@ -76,19 +79,18 @@ class Spans:
         self.resource = Resource.create({"service.name": settings.service_name})
         exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint)
         self.processor: Any = BatchSpanProcessor(exporter, schedule_delay_millis=500)
+        self.span, self.context, self.flags = ReadableSpan, SpanContext, TraceFlags
+        self.server = SpanKind.SERVER
+        self.ok, self.failed = Status(StatusCode.UNSET), Status(StatusCode.ERROR)
 
     def end(self, exchange: Exchange, method: str, status: int, seconds: float) -> None:
         """The span of one answered request (``seconds`` long, ending now), handed to the
         exporting thread."""
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
-        from opentelemetry.trace.status import Status, StatusCode
-
         trace = exchange.trace
         if trace is None:
             return
-        trace_id, flags = int(trace.trace_id, 16), TraceFlags(int(trace.flags, 16))
-        parent = (SpanContext(trace_id, int(trace.parent_id, 16), True, flags)
+        trace_id, flags = int(trace.trace_id, 16), self.flags(int(trace.flags, 16))
+        parent = (self.context(trace_id, int(trace.parent_id, 16), True, flags)
                   if trace.parent_id else None)  # fmt: skip
         principal, route = exchange.principal, exchange.route
         attributes: dict[str, str | int] = {
@@ -100,14 +102,14 @@ class Spans:
         if principal is not None:
             attributes["gateway.org_id"] = principal.org_id
             attributes["gateway.auth_method"] = principal.method
-        span = ReadableSpan(
+        span = self.span(
             name=f"{method} {attributes['http.route']}",
-            context=SpanContext(trace_id, int(trace.span_id, 16), False, flags),
+            context=self.context(trace_id, int(trace.span_id, 16), False, flags),
             parent=parent,
             resource=self.resource,
             attributes=attributes,
-            kind=SpanKind.SERVER,
-            status=Status(StatusCode.ERROR if status >= 500 else StatusCode.UNSET),
+            kind=self.server,
+            status=self.failed if status >= 500 else self.ok,
             start_time=(ended := time.time_ns()) - int(seconds * 1e9),
             end_time=ended,
         )

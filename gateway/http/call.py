@@ -185,7 +185,8 @@ class Call:
         assert self.admission is not None
         trace = self.exchange.trace
         assert trace is not None
-        self.injected = [*injected, ("traceparent", trace.traceparent)]
+        injected.append(("traceparent", trace.traceparent))  # a list made for this request
+        self.injected = injected
         # A decision is charged for good: the gateway never sees the upstream's answer.
         idempotency_key = self.headers.get("Idempotency-Key") if self.original is None else None
         charged: int | KeptAnswer | Wait[int | KeptAnswer | None] | None = self.pipeline.charge(

@@ -70,14 +70,10 @@ def environment_param(request: web.Request) -> str | None:
 
 def page_params(request: web.Request) -> tuple[str | None, int]:
     """(decoded cursor, limit) from ?cursor=&limit=."""
-    query = request.query
-    for name in ("cursor", "limit"):
-        if len(query.getall(name, [])) > 1:
-            raise ValidationFailed(name, "give it once")
-    limit = whole_number(query.get("limit", str(DEFAULT_LIMIT)))
+    limit = whole_number(one(request, "limit") or str(DEFAULT_LIMIT))
     if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise ValidationFailed("limit", f"a whole number from 1 to {MAX_LIMIT}")
-    cursor = query.get("cursor")
+    cursor = one(request, "cursor")
     if cursor is None:
         return None, limit
     try:

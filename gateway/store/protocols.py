@@ -301,7 +301,6 @@ class EventStore(Protocol):
     async def set_low_balance_threshold(
         self, org_id: str, environment: str, threshold: int | None
     ) -> None: ...
-    async def low_balance_threshold(self, org_id: str, environment: str) -> int | None: ...
 
 
 class Store(KeyStore, UsageStore, WalletStore, OAuthStore, SessionStore, EventStore, Protocol):

@@ -82,8 +82,13 @@ class WalletTables(EventTables):  # a debit may record a wallet.low event
                 )
                 if not taken:
                     raise DebitRefused("insufficient_funds")
-                balance = await self.wallet_balance(org_id, environment)
-                await self._low_balance(org_id, environment, balance, cost, at)
+                (balance, threshold), *_ = await self._rows(
+                    "SELECT balance, low_balance_threshold FROM wallets "
+                    "WHERE org_id = ? AND environment = ?",
+                    (org_id, environment),
+                )
+                if threshold is not None and balance < threshold <= balance + cost:
+                    await self._low_balance(org_id, environment, balance, threshold, at)
                 try:
                     rows = await self._rows(
                         "INSERT INTO wallet_transactions (org_id, environment, amount, "
@@ -110,23 +115,14 @@ class WalletTables(EventTables):  # a debit may record a wallet.low event
             (org_id, environment, threshold),
         )
 
-    async def low_balance_threshold(self, org_id: str, environment: str) -> int | None:
-        rows = await self._rows(
-            "SELECT low_balance_threshold FROM wallets WHERE org_id = ? AND environment = ?",
-            (org_id, environment),
-        )
-        return int(rows[0][0]) if rows and rows[0][0] is not None else None
-
     async def _low_balance(
-        self, org_id: str, environment: str, balance: int, cost: int, at: float
+        self, org_id: str, environment: str, balance: int, threshold: int, at: float
     ) -> None:
-        """A debit that took the balance under the organization's threshold: the
-        wallet.low event, in the debit's transaction."""
-        threshold = await self.low_balance_threshold(org_id, environment)
-        if threshold is not None and balance < threshold <= balance + cost:
-            data = json.dumps({"balance": balance, "low_balance_threshold": threshold})
-            await self.add_event(Event(f"evt_{secrets.token_hex(8)}", org_id, environment,
-                                       "wallet.low", data, at))  # fmt: skip
+        """A debit took the balance under the organization's threshold: the wallet.low
+        event, in the debit's transaction."""
+        data = json.dumps({"balance": balance, "low_balance_threshold": threshold})
+        await self.add_event(Event(f"evt_{secrets.token_hex(8)}", org_id, environment,
+                                   "wallet.low", data, at))  # fmt: skip
 
     async def _already_paid(
         self, org_id: str, credential_id: str, key: str, fingerprint: str | None, at: float

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
+from aiohttp_session import Session
+from multidict import MultiMapping
 
 from gateway.errors import ApiError
 from gateway.events import EVENT_TYPES
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from gateway.web.dashboard import Dashboard
 
 SHOWN_ATTEMPTS: Final = 25
+Form = MultiMapping[Any]
+Done = dict[str, Any] | None  # what an action made (a new secret, to show once)
 
 
 class WebhooksPage:
@@ -52,46 +56,49 @@ class WebhooksPage:
         return await dash.respond(request, session, response)
 
     async def create(self, request: web.Request) -> web.Response:
-        session = await self.dash.sessions.load(request)
-        form = await request.post()
-        body = {
-            "url": str(form.get("url", "")).strip(),
-            "events": [str(e) for e in form.getall("events", [])],
-            "description": str(form.get("description", "")),
-            "environment": environment(session),
-        }
-        return await self.act(
-            request, lambda org: self.api.subscribe(org, validate(SubscriptionCreate, body))
-        )
+        async def subscribe(org: str, form: Form, session: Session) -> Done:
+            body = validate(SubscriptionCreate, {
+                "url": str(form.get("url", "")).strip(),
+                "events": [str(e) for e in form.getall("events", [])],
+                "description": str(form.get("description", "")),
+                "environment": environment(session),
+            })  # fmt: skip
+            return await self.api.subscribe(org, body)
+
+        return await self.act(request, subscribe)
 
     async def retry(self, request: web.Request) -> web.Response:
         callback_id = request.match_info["callback_id"]
-        return await self.act(request, lambda org: self.api.retry_one(org, callback_id))
+        return await self.act(request, lambda org, _, __: self.api.retry_one(org, callback_id))
 
     async def rotate(self, request: web.Request) -> web.Response:
         sub_id = request.match_info["subscription_id"]
-        return await self.act(request, lambda org: self.api.rotate_secret(org, sub_id))
+        return await self.act(request, lambda org, _, __: self.api.rotate_secret(org, sub_id))
 
     async def pause(self, request: web.Request) -> web.Response:
         sub_id = request.match_info["subscription_id"]
-        form = await request.post()
-        change = SubscriptionPatch(enabled=form.get("enabled") == "true")
-        return await self.act(request, lambda org: self.api.change(org, sub_id, change))
+
+        def change(org: str, form: Form, _: Session) -> Awaitable[Done]:
+            wanted = SubscriptionPatch(enabled=form.get("enabled") == "true")
+            return self.api.change(org, sub_id, wanted)
+
+        return await self.act(request, change)
 
     async def delete(self, request: web.Request) -> web.Response:
         sub_id = request.match_info["subscription_id"]
-        return await self.act(request, lambda org: self.api.remove(org, sub_id))
+        return await self.act(request, lambda org, _, __: self.api.remove(org, sub_id))
 
     async def act(
-        self, request: web.Request, action: Callable[[str], Awaitable[dict[str, Any] | None]]
+        self, request: web.Request, action: Callable[[str, Form, Session], Awaitable[Done]]
     ) -> web.Response:
-        """A form of this page: checked, done for the organization, back to the page,
-        with a new signing secret shown once if the action made one."""
+        """A form of this page: checked, done for the organization (given the form and
+        the session, read once), back to the page, with a new signing secret shown once
+        if the action made one."""
         dash = self.dash
         session, memberships, org_id = await dash.context(request)
         try:
-            await dash.checked_form(request, session)
-            done = await action(dash.admin_org(memberships, org_id))
+            form = await dash.checked_form(request, session)
+            done = await action(dash.admin_org(memberships, org_id), form, session)
         except ApiError as exc:
             return await self.view(request, error=exc.message)
         if done is not None and "secret" in done:
