@@ -9,7 +9,8 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# Also rebuilt when the compiled hot path's source changes (setup.py).
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py gateway/http/heads.py
 	$(PIP) install -e .
 	@touch $@
 

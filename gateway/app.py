@@ -45,7 +45,7 @@ from gateway.pipeline import Pipeline
 from gateway.pipeline.assertion import Assertions
 from gateway.pipeline.authn import Authenticator, CredentialCache, RevocationWatcher
 from gateway.pipeline.decision import Decisions
-from gateway.pipeline.headers import ForwardedFor, canonical
+from gateway.pipeline.headers import ForwardedFor
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import RouteTable
 from gateway.pipeline.sockets import SocketGuard
@@ -157,7 +157,7 @@ def make_forwarder(settings: Settings, metrics: Metrics) -> Forwarder:
         settings.proxy.max_body_size,
         UPSTREAM_CONNECTIONS,
         session_cookie=settings.session.cookie_name,
-        also_stripped=frozenset({canonical(asserting.header)} if asserting.enabled else ()),
+        also_stripped=frozenset({asserting.header} if asserting.enabled else ()),
     )
 
 

@@ -19,9 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from multidict import MultiMapping
-
 from gateway.errors import ConfigError
+from gateway.pipeline.headers import FieldView
 
 if TYPE_CHECKING:
     from gateway.config.sections import Tracing
@@ -45,7 +44,7 @@ class Trace:
         return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
 
 
-def continue_trace(headers: MultiMapping[str]) -> Trace:
+def continue_trace(headers: FieldView) -> Trace:
     """The client's trace, or a new one (an absent, repeated or malformed
     ``traceparent`` starts a new trace, as the specification says)."""
     sent = headers.getall("traceparent", ())

@@ -27,7 +27,7 @@ async def call(
     conn = await resolved(pool.acquire())
     conn.start(head_only=method == "HEAD")
     chunked = body is not None
-    conn.write(request_head(method, "/x", pool.host_header, [], chunked))
+    conn.write(request_head(method, "/x", pool.host_header, b"", chunked))
     if body is not None:
 
         async def parts() -> AsyncIterator[bytes]:
@@ -75,7 +75,7 @@ async def test_a_connection_in_use_when_its_pool_closes_is_closed_once_released(
         await asyncio.sleep(0.05)
         assert idle.lost
         busy.start(head_only=False)
-        busy.write(request_head("GET", "/x", pool.host_header, [], False))
+        busy.write(request_head("GET", "/x", pool.host_header, b"", False))
         assert (await busy.head(5)).status == 200
         assert busy.body is not None
         assert await asyncio.wait_for(busy.body.read_all(1 << 30), 5) == b"ok"

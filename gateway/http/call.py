@@ -9,8 +9,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from multidict import CIMultiDict
-
 from gateway.errors import (
     ExpectationFailed,
     GatewayError,
@@ -18,7 +16,8 @@ from gateway.errors import (
     PayloadTooLarge,
 )
 from gateway.exchange import Exchange, finish, new_request_id
-from gateway.http.framing import Headers, RequestHead
+from gateway.http.framing import Headers
+from gateway.http.heads import RequestHead
 from gateway.http.streams import Answer, RequestBody
 from gateway.pipeline import Admission
 from gateway.pipeline.cors import is_preflight
@@ -76,7 +75,7 @@ class Call:
         self.pipeline = conn.engine.pipeline
         self.head = head
         self.method = head.method  # the request judged: for a decision, the original's
-        self.headers = CIMultiDict(head.headers)
+        self.headers = head.fields
         self.exchange = Exchange(request_id=new_request_id(), started=time.perf_counter())
         self.answer = Answer(conn, head, self.exchange)
         self.body = body

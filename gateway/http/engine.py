@@ -21,7 +21,8 @@ from aiohttp import web
 from gateway.errors import GatewayError, RequestTimeout, UpgradeRefused, error_parts
 from gateway.exchange import new_request_id
 from gateway.http.call import Call
-from gateway.http.framing import BodyFraming, RequestHead, head_end, read_head, response_head
+from gateway.http.framing import BodyFraming, head_end, response_head
+from gateway.http.heads import RequestHead, scan_request
 from gateway.http.streams import RequestBody
 from gateway.http.tunnel import GOING_AWAY, Tunnel
 from gateway.logs import AccessLog
@@ -260,7 +261,7 @@ class Connection(asyncio.Protocol):
                 elif self.buffer and self.head_started is None:
                     self._head_begun()
                 return False
-            head = read_head(bytes(self.buffer[:end]))
+            head = scan_request(bytes(self.buffer[:end]))
         except GatewayError as exc:
             self._refuse(exc)
             return False

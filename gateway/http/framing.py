@@ -1,12 +1,12 @@
 """HTTP/1.1 framing for the proxy engine (RFC 9112): request heads and bodies in,
 response heads out.
 
-A head is delimited by the engine (its blank line) and parsed here with llhttp
-(httptools), which checks the syntax of every line. Bodies are delimited here,
-over the connection's buffer, by ``BodyFraming``: a Content-Length count or the
-chunked coding. It is ours rather than llhttp's because the engine must know
-where each request ends in the buffer (to hand the rest of a connection to
-aiohttp, or to start the next pipelined request), which httptools does not say.
+A head is delimited here (its blank line) and scanned by ``heads``, compiled,
+which checks the syntax of every line. Bodies are delimited here, over the
+connection's buffer, by ``BodyFraming``: a Content-Length count or the chunked
+coding. It is ours rather than llhttp's because the engine must know where each
+request ends in the buffer (to hand the rest of a connection to aiohttp, or to
+start the next pipelined request), which httptools does not say.
 """
 
 from __future__ import annotations
@@ -15,80 +15,19 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
 
-import httptools
 from aiohttp.helpers import rfc822_formatted_time
 
-from gateway.errors import HeadTooLarge, MalformedRequest, VersionNotSupported
+from gateway.errors import HeadTooLarge, MalformedRequest
+from gateway.http.heads import MAX_HEAD, RequestHead
 
 Headers = list[tuple[str, str]]  # fields in order
 
-MAX_HEAD: Final = 32 * 1024  # bytes of request line and fields (aiohttp allows 16 KiB a field)
-MAX_FIELDS: Final = 128  # as aiohttp
 MAX_CHUNK_LINE: Final = 4096  # a chunk-size line with its extensions
 MAX_TRAILERS: Final = 8192  # bytes of trailer fields, read and dropped
-VERSIONS: Final = frozenset({"1.0", "1.1"})
-# Fields aiohttp refuses to see twice (RFC 9110 gives them one value).
-SINGLE: Final = frozenset(
-    {
-        b"content-length",
-        b"content-location",
-        b"content-range",
-        b"content-type",
-        b"etag",
-        b"host",
-        b"max-forwards",
-        b"server",
-        b"user-agent",
-    }
-)
 EMPTY_BODY_STATUS: Final = frozenset({204, 304})
 HEX: Final = frozenset(b"0123456789abcdefABCDEF")
 
 PHRASES: Final = {s.value: s.phrase for s in HTTPStatus}
-
-
-# Made on every request: not frozen, whose __init__ costs about four times as much
-# (object.__setattr__ per field). Nothing changes it once made.
-@dataclass(slots=True)
-class RequestHead:
-    method: str
-    target: str
-    version: str  # "1.0" or "1.1"
-    headers: Headers
-    keep_alive: bool
-    length: int  # of the body from Content-Length (0 if absent, or chunked)
-    chunked: bool  # Transfer-Encoding: chunked (RFC 9112 §7.1)
-    expect: str | None  # the Expect field, as sent
-    upgrade: str | None = None  # the Upgrade field, when Connection lists "upgrade" too
-
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or self.length > 0
-
-
-class _HeadReader:
-    """httptools callbacks for one request head."""
-
-    __slots__ = ("complete", "fields", "url")
-
-    # httptools looks every callback up with getattr(protocol, name, None) for each new
-    # parser: a missing one costs an AttributeError raised and caught, on every request.
-    on_message_begin = on_body = on_message_complete = None
-    on_chunk_header = on_chunk_complete = None
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.fields: list[tuple[bytes, bytes]] = []
-        self.complete = False
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        self.complete = True
 
 
 def head_end(buffer: bytearray) -> int:
@@ -105,68 +44,6 @@ def head_end(buffer: bytearray) -> int:
     if len(buffer) > MAX_HEAD:
         raise HeadTooLarge()
     return -1
-
-
-def read_head(data: bytes) -> RequestHead:
-    """The request head ``data`` (which ends with its blank line); MalformedRequest (400)
-    or VersionNotSupported (505) when it is not one this engine serves."""
-    line = data[: data.index(b"\r\n")]
-    named = line[-9:-3] == b" HTTP/"
-    if not named or line[-3:].decode("latin-1") not in VERSIONS:
-        # No version (HTTP/0.9's form) or one we do not serve: 505 (RFC 9110 §15.6.6).
-        raise VersionNotSupported() if named or b" HTTP" not in line else MalformedRequest()
-    version = line[-3:].decode("ascii")
-    reader = _HeadReader()
-    parser = httptools.HttpRequestParser(reader)
-    try:
-        parser.feed_data(data)
-    except httptools.HttpParserUpgrade:
-        pass  # CONNECT, or an Upgrade field: the head itself is complete and valid
-    except httptools.HttpParserError:
-        raise MalformedRequest() from None
-    if not reader.complete or not line.startswith(parser.get_method() + b" "):
-        raise MalformedRequest()
-    if not reader.url.isascii() or len(reader.fields) > MAX_FIELDS:
-        raise MalformedRequest()
-    seen: set[bytes] = set()
-    length = 0
-    chunked = False
-    expect: str | None = None
-    upgrade: str | None = None
-    upgrading = False
-    keep_alive = version == "1.1"  # RFC 9112 §9.3
-    headers = []
-    for name, value in reader.fields:
-        key = name.lower()
-        if key in SINGLE and key in seen:
-            raise MalformedRequest()
-        seen.add(key)
-        if key == b"content-length":
-            length = int(value)  # llhttp has checked it is digits, and not beside chunked
-        elif key == b"transfer-encoding":
-            # Only chunked is decoded; any other coding would reach the upstream altered.
-            if chunked or value.strip().lower() != b"chunked":
-                raise MalformedRequest()
-            chunked = True
-        elif key == b"expect":
-            expect = value.decode("latin-1")
-        elif key == b"connection":
-            tokens = {t.strip() for t in value.lower().split(b",")}
-            if b"close" in tokens:
-                keep_alive = False
-            elif b"keep-alive" in tokens and version == "1.0":
-                keep_alive = True
-            upgrading = upgrading or b"upgrade" in tokens
-        elif key == b"upgrade":
-            upgrade = value.decode("latin-1").strip()
-        headers.append((name.decode("utf-8", "surrogateescape"),
-                        value.decode("utf-8", "surrogateescape")))  # fmt: skip
-    method = parser.get_method().decode("ascii")
-    return RequestHead(
-        method, reader.url.decode("ascii"), version, headers, keep_alive, length, chunked, expect,
-        # RFC 9110 §7.8: an Upgrade field not named in Connection is ignored.
-        upgrade if upgrading else None,
-    )  # fmt: skip
 
 
 class BodyFraming:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from gateway.errors import GatewayError, error_parts
 from gateway.exchange import Exchange
-from gateway.http.framing import BodyFraming, Headers, RequestHead, response_head
+from gateway.http.framing import BodyFraming, Headers, response_head
+from gateway.http.heads import RequestHead
 from gateway.pipeline.proxy import BodyTooLarge
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class Answer:
         conn = self.conn
         route = self.exchange.route
         if route is not None and route.cors is not None:  # the route's CORS (``cors``)
-            origin = next((v for n, v in self.head.headers if n.lower() == "origin"), None)
+            origin = self.head.fields.get("Origin")
             headers = [*headers, *route.cors.actual(origin)]
         head = response_head(self.method, status, reason, headers, length,
                              not conn.keep_alive, self.http10, conn.engine.server)  # fmt: skip

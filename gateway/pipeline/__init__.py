@@ -13,8 +13,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from multidict import MultiMapping
-
 from gateway.errors import UpgradeRefused
 from gateway.exchange import Exchange
 from gateway.metering.limits import Limiter
@@ -23,7 +21,7 @@ from gateway.metering.wallet import Wallet, fingerprint
 from gateway.pipeline.assertion import Assertions
 from gateway.pipeline.authn import Authenticator, Principal
 from gateway.pipeline.authz import require_scopes
-from gateway.pipeline.headers import ForwardedFor
+from gateway.pipeline.headers import FieldView, ForwardedFor
 from gateway.pipeline.paths import NormalPath, refuse_params
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import CompiledRoute, Match, RouteTable
@@ -92,7 +90,7 @@ class Pipeline:
         self,
         method: str,
         path: NormalPath,
-        headers: MultiMapping[str],
+        headers: FieldView,
         peer: str,
         scheme: str,
         exchange: Exchange,

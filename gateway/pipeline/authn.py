@@ -17,12 +17,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from multidict import MultiMapping
-
 from gateway import crypto
 from gateway.errors import BadRequest, ServiceUnavailable, Unauthorized
 from gateway.metering.limits import KeyLimits
 from gateway.node.shared import Revocations
+from gateway.pipeline.headers import FieldView
 from gateway.store import Store, StoreUnavailable
 from gateway.wait import Wait
 
@@ -73,7 +72,7 @@ class Principal:
 Lookup = Callable[[str], Awaitable[Principal | None]]
 
 
-def read_credential(headers: MultiMapping[str], access_token_header: bool = False) -> str | None:
+def read_credential(headers: FieldView, access_token_header: bool = False) -> str | None:
     """The one credential a request carries, or None; 400 when it carries two."""
     api_keys = headers.getall("X-API-Key", ())
     auths = headers.getall("Authorization", ())
@@ -187,7 +186,7 @@ class Authenticator:
         self._lookups[prefix] = lookup
         self._valid[prefix] = valid or (lambda secret: crypto.well_formed(secret, prefix))
 
-    def authenticate(self, headers: MultiMapping[str]) -> Principal | Wait[Principal]:
+    def authenticate(self, headers: FieldView) -> Principal | Wait[Principal]:
         """The caller; a wait for the store when the credential is not cached. 401 when
         there is no secret, or it is unknown, revoked or expired."""
         secret = read_credential(headers, self.access_token_header)
@@ -215,7 +214,7 @@ class Authenticator:
             raise Unauthorized("expired")
         return principal
 
-    def recheck(self, headers: MultiMapping[str]) -> Callable[[], Awaitable[Principal]]:
+    def recheck(self, headers: FieldView) -> Callable[[], Awaitable[Principal]]:
         """For a credential that stays in use (an open WebSocket): read it again from the
         store, past the cache; Unauthorized once it is revoked or expired. Holds the
         credential's digest, never the secret."""

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from multidict import MultiMapping
-
 from gateway.errors import GatewayError, error_parts
-from gateway.pipeline.headers import ForwardedFor
+from gateway.pipeline.headers import FieldView, ForwardedFor
 from gateway.pipeline.paths import NormalPath
 
 Headers = list[tuple[str, str]]
@@ -58,15 +56,15 @@ class Decisions:
         """Whether a request is for the decision endpoint (or below it: Envoy)."""
         return path.segments[: len(self.segments)] == self.segments
 
-    def original(self, method: str, target: str, headers: MultiMapping[str], peer: str) -> Original:
+    def original(self, method: str, target: str, headers: FieldView, peer: str) -> Original:
         if not self.forwarded_for.is_trusted(peer):
             return Original(method, target, nginx=False)  # judged as itself: no route
         nginx_uri = headers.get("X-Original-URI")
         if nginx_uri is not None:
-            return Original(headers.get("X-Original-Method", "GET"), nginx_uri, nginx=True)
+            return Original(headers.get("X-Original-Method") or "GET", nginx_uri, nginx=True)
         traefik_uri = headers.get("X-Forwarded-Uri")
         if traefik_uri is not None:
-            return Original(headers.get("X-Forwarded-Method", method), traefik_uri, nginx=False)
+            return Original(headers.get("X-Forwarded-Method") or method, traefik_uri, nginx=False)
         below = target[len(self.path) :]
         if target.startswith(self.path) and below[:1] in ("/", "?"):  # Envoy's path_prefix
             return Original(method, below if below.startswith("/") else "/" + below, False)

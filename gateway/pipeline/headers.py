@@ -1,6 +1,7 @@
 """Header rewriting between client and upstream.
 
-Towards the upstream, in this order:
+Towards the upstream, in this order (``Fields.forwarded`` in ``gateway.http.heads``
+copies the lines kept, as the client sent them):
 1. drop hop-by-hop headers (RFC 9110 §7.6.1), including every name the client
    listed in ``Connection``;
 2. drop every header whose name, case-folded and with ``_`` read as ``-``,
@@ -15,10 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-
-from multidict import MultiMapping
-
-from gateway.errors import BadRequest
+from typing import Protocol
 
 HOP_BY_HOP = frozenset(
     {
@@ -71,13 +69,20 @@ TRUST_CACHED = 4096  # addresses whose trust is remembered (``ForwardedFor.is_tr
 LONGEST_ADDRESS = 64  # characters: longer is no IP address (IPv6 with a zone is under 64)
 
 
-@lru_cache(maxsize=4096)
-def canonical(name: str) -> str:
-    return name.lower().replace("_", "-")
+class FieldView(Protocol):
+    """A request's fields as the pipeline reads them: the engine's (``Fields``, read in
+    place from the head) or aiohttp's for the gateway's own endpoints."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+    def getall(self, name: str, default: tuple[()], /) -> list[str] | tuple[()]: ...
+
+    def __contains__(self, name: object, /) -> bool: ...
 
 
-def connection_listed(headers: MultiMapping[str]) -> frozenset[str]:
-    return listed_in(tuple(headers.getall("Connection", ())))
+def field_lines(fields: Iterable[tuple[str, str]]) -> bytes:
+    """Fields as the lines of a head."""
+    return "".join([f"{name}: {value}\r\n" for name, value in fields]).encode("utf-8")
 
 
 @lru_cache(maxsize=1024)
@@ -86,53 +91,10 @@ def listed_in(connection: tuple[str, ...]) -> frozenset[str]:
     Cached: nearly every message says "keep-alive" or "close"."""
     names: set[str] = set()
     for value in connection:
-        names.update(canonical(token.strip()) for token in value.split(",") if token.strip())
+        names.update(
+            token.strip().lower().replace("_", "-") for token in value.split(",") if token.strip()
+        )
     return frozenset(names - KEEP_FRAMING)
-
-
-def upstream_request_headers(
-    incoming: MultiMapping[str],
-    injected: Iterable[tuple[str, str]],
-    session_cookie: str = "",
-    also_stripped: frozenset[str] = frozenset(),
-) -> list[tuple[str, str]]:
-    """``also_stripped``: more injected names (canonical), from the config."""
-    listed = connection_listed(incoming) if "Connection" in incoming else frozenset()
-    out: list[tuple[str, str]] = []
-    for name, value in incoming.items():
-        key = canonical(name)
-        if key in HOP_BY_HOP or key in STRIPPED or key in listed or key in also_stripped:
-            continue
-        if not value.isascii():
-            forwardable(name, value)
-        if key == "cookie" and session_cookie and session_cookie in value:
-            value = without_cookie(value, session_cookie)
-            if not value:
-                continue
-        out.append((name, value))
-    out.extend(injected)
-    return out
-
-
-def without_cookie(header: str, name: str) -> str:
-    """A Cookie header minus the gateway's own session cookie: a dashboard login is a
-    credential, and no credential of the gateway's reaches an upstream."""
-    kept = [
-        part
-        for part in (p.strip() for p in header.split(";"))
-        if part and part.split("=", 1)[0].strip() != name
-    ]
-    return "; ".join(kept)
-
-
-def forwardable(name: str, value: str) -> None:
-    """A value whose bytes were not UTF-8 cannot be re-sent as the client sent it (the
-    HTTP client would silently drop them), so the gateway refuses it rather than let the
-    upstream read something other than what was checked."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest(f"Header {name!r} has a value that is not valid UTF-8.") from None
 
 
 def downstream_response_headers(
@@ -201,9 +163,9 @@ class ForwardedFor:
         return any(ip in net for net in self.trusted)
 
     def resolve(
-        self, peer: str, scheme: str, headers: MultiMapping[str]
+        self, peer: str, scheme: str, headers: FieldView
     ) -> tuple[str, list[tuple[str, str]]]:
-        host = self.public_host or headers.get("Host", "")
+        host = self.public_host or headers.get("Host") or ""
         if not self.is_trusted(peer):  # the peer is the client
             return peer, [
                 ("X-Forwarded-For", peer),
@@ -213,8 +175,8 @@ class ForwardedFor:
         sent = ",".join(headers.getall("X-Forwarded-For", ()))
         earlier = [a.strip() for a in sent.split(",") if a.strip()]
         chain = [*earlier, peer]
-        proto = headers.get("X-Forwarded-Proto", scheme)
-        host = self.public_host or headers.get("X-Forwarded-Host", host)
+        proto = headers.get("X-Forwarded-Proto") or scheme
+        host = self.public_host or headers.get("X-Forwarded-Host") or host
         client = next((a for a in reversed(chain) if not self.is_trusted(a)), chain[0])
         return client, [
             ("X-Forwarded-For", ", ".join(chain)),

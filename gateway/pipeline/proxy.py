@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from multidict import MultiMapping
 from yarl import URL
 
 from gateway.config import Upstream
@@ -30,11 +29,14 @@ from gateway.errors import (
 )
 from gateway.exchange import Exchange
 from gateway.http.framing import Headers
+from gateway.http.heads import Fields, Skip
 from gateway.metrics import Metrics
 from gateway.pipeline.headers import (
+    HOP_BY_HOP,
+    STRIPPED,
     UpstreamHeaderError,
     downstream_response_headers,
-    upstream_request_headers,
+    field_lines,
 )
 from gateway.pipeline.paths import NormalPath
 from gateway.pipeline.pool import UpstreamPool
@@ -117,7 +119,13 @@ class Forwarder:
     ) -> None:
         self.metrics = metrics
         self.session_cookie = session_cookie
-        self.also_stripped = also_stripped  # injected names from the config
+        # What the upstream never sees of a request's fields; ``also_stripped``: more
+        # injected names, from the config (any spelling).
+        self.skip = Skip(frozenset(
+            name.lower().replace("_", "-").encode("latin-1")
+            for name in (*HOP_BY_HOP, *STRIPPED, *also_stripped)
+        ))  # fmt: skip
+        self.cookie = session_cookie.encode("latin-1")
         self.default_max_body = max_body_size
         self.max_connections = max_connections
         self.targets = {name: Target.of(name, u) for name, u in upstreams.items()}
@@ -161,7 +169,7 @@ class Forwarder:
         route: CompiledRoute,
         upstream: str,
         path: NormalPath,
-        incoming: MultiMapping[str],
+        incoming: Fields,
         injected: Headers,
         body: bytes | AsyncIterator[bytes] | None,
         chunked: bool,
@@ -195,7 +203,7 @@ class Forwarder:
         route: CompiledRoute,
         upstream: str,
         path: NormalPath,
-        incoming: MultiMapping[str],
+        incoming: Fields,
         injected: list[tuple[str, str]],
         chunked: bool,
     ) -> tuple[Target, UpstreamPool, bytes]:
@@ -203,11 +211,10 @@ class Forwarder:
         target, pool = self.targets.get(upstream), self.pools.get(upstream)
         if target is None or pool is None:  # judged before a reload that removed it
             raise UpstreamError(upstream, "reloaded")
-        headers = upstream_request_headers(
-            incoming, injected, self.session_cookie, self.also_stripped
-        )
+        lines = incoming.forwarded(self.skip, self.cookie)
+        lines += field_lines(injected)
         head_bytes = request_head(
-            method, target.path_for(route, path), pool.host_header, headers, chunked
+            method, target.path_for(route, path), pool.host_header, lines, chunked
         )
         return target, pool, head_bytes
 
@@ -311,7 +318,7 @@ class Forwarder:
         route: CompiledRoute,
         upstream: str,
         path: NormalPath,
-        incoming: MultiMapping[str],
+        incoming: Fields,
         injected: Headers,
         exchange: Exchange,
         answer: Answer,

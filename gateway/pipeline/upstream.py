@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -28,6 +28,8 @@ import httptools
 
 HIGH_WATER = 1 << 20  # bytes buffered from the upstream before it is paused
 LOW_WATER = 1 << 18
+
+CHUNKED_END = b"Transfer-Encoding: chunked\r\n\r\n"
 
 
 class UpstreamConnectError(Exception):
@@ -366,13 +368,11 @@ class UpstreamProtocol(asyncio.Protocol):
 
 
 def request_head(
-    method: str, target: str, host: str, headers: Iterable[tuple[str, str]], chunked: bool
+    method: str, target: str, host: str, lines: bytes | bytearray, chunked: bool
 ) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    if chunked:
-        lines.append("Transfer-Encoding: chunked")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+    """The head of a request to an upstream: ``lines``, its field lines but Host."""
+    start = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n".encode()
+    return b"".join((start, lines, CHUNKED_END if chunked else b"\r\n"))
 
 
 async def send_body(
