@@ -24,11 +24,13 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	@BIN=$(BIN) sh scripts/run-demo.sh
 
-## make test: install the test extras (and Debian's chromium and nginx when missing), run the whole suite.
+## make test: install the test extras (and Debian's chromium and nginx when missing), run the whole suite
+## twice: on the compiled hot path, then on its source as plain Python (GATEWAY_PURE_PYTHON=1).
 ## PostgreSQL and Redis at their local default addresses are used when they answer.
 test: $(VENV)/.installed-test
 	@sh scripts/test-prereqs.sh
 	$(BIN)/python -m pytest
+	GATEWAY_PURE_PYTHON=1 $(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check gateway upstream_example tests bench

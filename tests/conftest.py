@@ -67,6 +67,22 @@ for _var, (_host, _port, _url) in LOCAL_SERVICES.items():
         os.environ[_var] = _url
 
 
+def pytest_report_header() -> str:
+    """Which build of the compiled hot path this run tests (``make test`` runs both)."""
+    from gateway.http import heads
+
+    return "gateway.http.heads: " + ("compiled" if heads.COMPILED else "pure Python")
+
+
+def pytest_sessionstart(session: Any) -> None:
+    """A compiled hot path older than its source would test yesterday's code."""
+    from gateway.http import heads
+
+    source = Path(heads.__file__).with_name("heads.py")
+    if heads.COMPILED and Path(heads.__file__).stat().st_mtime < source.stat().st_mtime:
+        pytest.exit(f"{heads.__file__} is older than {source}: rebuild it (make install)", 2)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """One line naming what was skipped and why, so that a green run that skipped the
     PostgreSQL or multi-node suites says so."""
