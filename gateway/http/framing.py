@@ -18,7 +18,7 @@ from typing import Final
 from aiohttp.helpers import rfc822_formatted_time
 
 from gateway.errors import HeadTooLarge, MalformedRequest
-from gateway.http.heads import MAX_HEAD, RequestHead
+from gateway.http.heads import HOP_BY_HOP, MAX_HEAD, Fields, RequestHead, Skip
 
 Headers = list[tuple[str, str]]  # fields in order
 
@@ -28,6 +28,11 @@ EMPTY_BODY_STATUS: Final = frozenset({204, 304})
 HEX: Final = frozenset(b"0123456789abcdefABCDEF")
 
 PHRASES: Final = {s.value: s.phrase for s in HTTPStatus}
+# An upstream's fields the client never sees: hop-by-hop ones, and its Server field,
+# which the gateway's own replaces (as nginx and Envoy do: no upstream software or
+# version is announced); for an answer sent whole, its Content-Length too.
+RELAYED: Final = Skip(frozenset(n.encode() for n in (*HOP_BY_HOP, "server")))
+RELAYED_WHOLE: Final = Skip(RELAYED.names | {b"content-length"})
 
 
 def head_end(buffer: bytearray) -> int:
@@ -138,6 +143,41 @@ class BodyFraming:
         self.state = self.DATA if self.remaining else self.TRAILER
 
 
+@dataclass(slots=True)
+class Relayed:
+    """An upstream's answer fields as the client gets them: copied from the upstream's
+    head (``heads.Fields.forwarded``: the hop-by-hop ones, its Server field and any
+    Set-Cookie of the gateway's session cookie left out), then ``extra``."""
+
+    fields: Fields
+    cookie: bytes  # the gateway's session cookie's name
+    extra: Headers
+
+    def lines(self, whole: bool) -> bytearray:
+        """The fields as lines; ``whole``: without Content-Length, which the gateway
+        writes itself for an answer sent whole (or never, RFC 9110 §8.6)."""
+        lines = self.fields.forwarded(RELAYED_WHOLE if whole else RELAYED, self.cookie, True)
+        for name, value in self.extra:
+            lines += f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
+        return lines
+
+    def items(self) -> Headers:
+        """The same fields as pairs (a paid answer kept for its retries)."""
+        pairs = []
+        for line in bytes(self.lines(False)).split(b"\r\n"):
+            if line:
+                name, _, value = line.partition(b":")
+                pairs.append((name.decode("latin-1"),
+                              value.strip(b" \t").decode("utf-8", "surrogateescape")))  # fmt: skip
+        return pairs
+
+    def plus(self, extra: Headers) -> Relayed:
+        return Relayed(self.fields, self.cookie, [*self.extra, *extra])
+
+
+AnswerFields = Headers | Relayed  # the gateway's own fields, or an upstream's relayed
+
+
 # Made on every request: not frozen, whose __init__ costs about four times as much
 # (object.__setattr__ per field). Nothing changes it once made.
 @dataclass(slots=True)
@@ -152,7 +192,7 @@ def response_head(
     method: str,
     status: int,
     reason: str,
-    headers: Headers,
+    headers: AnswerFields,
     length: int | None,
     close: bool,
     http10: bool = False,
@@ -163,42 +203,54 @@ def response_head(
     Content-Length, or chunked; to an HTTP/1.0 client, delimited by closing)."""
     no_body_status = status in EMPTY_BODY_STATUS or status < 200
     bodiless = method == "HEAD" or no_body_status
-    lines = [f"HTTP/1.1 {status} {reason or PHRASES.get(status, '')}"]
-    declared = None
-    typed = dated = named = False
-    for name, value in headers:
-        key = name.lower()
-        if key == "content-length":
-            if length is not None or no_body_status:
-                continue  # replaced below, or never sent (RFC 9110 §8.6)
-            declared = value
-        elif key == "content-type":
-            typed = True
-        elif key == "date":
-            dated = True
-        elif key == "server":
-            named = True
-        lines.append(f"{name}: {value}")
+    whole = length is not None or no_body_status
+    declared: str | None = None
+    if isinstance(headers, Relayed):  # copied from the upstream's head
+        fields = headers.fields
+        lines = headers.lines(whole)
+        declared = None if whole else fields.get("Content-Length")
+        typed, dated, named = "Content-Type" in fields, "Date" in fields, False
+    else:
+        typed = dated = named = False
+        own = []
+        for name, value in headers:
+            key = name.lower()
+            if key == "content-length":
+                if whole:
+                    continue  # replaced below, or never sent (RFC 9110 §8.6)
+                declared = value
+            elif key == "content-type":
+                typed = True
+            elif key == "date":
+                dated = True
+            elif key == "server":
+                named = True
+            own.append(f"{name}: {value}\r\n")
+        lines = bytearray("".join(own).encode("utf-8", "surrogateescape"))
+    extra = []
     chunked = False
     if length is not None:
         if not no_body_status:
-            lines.append(f"Content-Length: {length}")
+            extra.append(f"Content-Length: {length}")
     elif not bodiless and declared is None:
         if http10:
             close = True  # no chunked coding in HTTP/1.0: the end of the body is the close
         else:
             chunked = True
-            lines.append("Transfer-Encoding: chunked")
+            extra.append("Transfer-Encoding: chunked")
     empty = length == 0 if length is not None else declared == "0"
     if not typed and not bodiless and not empty:
-        lines.append("Content-Type: application/octet-stream")
+        extra.append("Content-Type: application/octet-stream")
     if not dated:
-        lines.append(f"Date: {rfc822_formatted_time()}")
+        extra.append(f"Date: {rfc822_formatted_time()}")
     if not named:
-        lines.append(f"Server: {server}")  # the config's ``server_header``; never a version
+        extra.append(f"Server: {server}")  # the config's ``server_header``; never a version
     if close:
-        lines.append("Connection: close")
+        extra.append("Connection: close")
     elif http10:
-        lines.append("Connection: keep-alive")
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+        extra.append("Connection: keep-alive")
+    start = f"HTTP/1.1 {status} {reason or PHRASES.get(status, '')}\r\n"
+    end = "\r\n".join(extra) + "\r\n\r\n"
+    data = b"".join((start.encode("latin-1", "replace"), lines,
+                     end.encode("utf-8", "surrogateescape")))  # fmt: skip
     return ResponseHead(data, bodiless, chunked, close)

@@ -47,6 +47,22 @@ SINGLE = frozenset(
     {b"content-length", b"content-location", b"content-range", b"content-type", b"etag",
      b"host", b"max-forwards", b"server", b"user-agent"}
 )  # fmt: skip
+# Hop-by-hop fields (RFC 9110 §7.6.1): never passed on, either way.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        # The gateway answers Expect itself; forwarding it would stall the upstream call.
+        "expect",
+    }
+)
 SHAPES = 64 * 256  # the Skip table: names up to 63 bytes, by length and first byte
 
 
@@ -122,12 +138,13 @@ class Fields:
         return [(self.raw[self._at(k, 0) : self._at(k, 1)].decode("latin-1"), self._value(k))
                 for k in range(self.count)]  # fmt: skip
 
-    def forwarded(self, skip: Skip, cookie: bytes) -> bytearray:
-        """The field lines the upstream may see, as the client sent them: every field
-        but those ``skip`` names and those the Connection field lists, and the Cookie
-        field without the gateway's own session cookie ``cookie`` (a dashboard login
-        is a credential). The head is copied once and the lines left out are cut from
-        the copy, last first."""
+    def forwarded(self, skip: Skip, cookie: bytes, answer: cython.bint = False) -> bytearray:
+        """The field lines passed on, as they were sent: every field but those ``skip``
+        names and those the Connection field lists. The gateway's own session cookie
+        ``cookie`` is a credential: a request's Cookie field goes without it (a
+        dashboard login never reaches an upstream), and an ``answer`` that sets it
+        loses that Set-Cookie field. The head is copied once and the lines left out
+        are cut from the copy, last first."""
         if self.listed:
             skip = skip.more(self.listed)
         raw: bytes = self.raw
@@ -147,6 +164,9 @@ class Fields:
                 name = raw[start : start + n].translate(canonical)
                 if name in skip.names:
                     del out[start:end]
+                elif answer:
+                    if name == b"set-cookie" and cookie and _sets(self._value(k), cookie):
+                        del out[start:end]
                 elif name == b"cookie" and cookie and cookie in raw[start:end]:
                     kept = without_cookie(self._value(k), cookie.decode("latin-1"))
                     out[start:end] = (
@@ -170,7 +190,7 @@ class Skip:
     def __init__(self, names: frozenset[bytes]) -> None:
         self.names = names
         self.shapes = bytearray(SHAPES)
-        for name in names | {b"cookie"}:  # a Cookie field is looked at for the session
+        for name in names | {b"cookie", b"set-cookie"}:  # looked at for the session's
             if 0 < len(name) < 64:
                 self.shapes[len(name) * 256 + name[0]] = 1
 
@@ -210,6 +230,11 @@ def key_of(name: str) -> bytes:
         if len(_KEYS) < 1024:
             _KEYS[name] = key
     return key
+
+
+def _sets(header: str, cookie: bytes) -> bool:
+    """Whether a Set-Cookie field sets the cookie named ``cookie``."""
+    return header.split("=", 1)[0].strip() == cookie.decode("latin-1")
 
 
 def without_cookie(header: str, name: str) -> str:
@@ -270,24 +295,54 @@ def scan_request(raw: bytes) -> RequestHead:
     """The request head ``raw`` (its blank line included), checked: MalformedRequest
     (400) for anything RFC 9112 does not allow or a proxy must not pass on,
     VersionNotSupported (505) for a version other than HTTP/1.0 and 1.1."""
-    token: bytes = TOKEN
-    value: bytes = VALUE
-    lower: bytes = LOWER
-    size: cython.Py_ssize_t = len(raw)
-    if size > MAX_HEAD + 4:
-        raise HeadTooLarge()
-    if size < 4 or raw[size - 4 :] != b"\r\n\r\n":
-        raise MalformedRequest()
+    _check_size(raw)
     line_end: cython.Py_ssize_t = raw.find(b"\r\n")
     method, target, version = _request_line(raw, line_end)
     head = RequestHead()
     head.method, head.target, head.version = method, target, version
     head.keep_alive = version == "1.1"  # RFC 9112 §9.3
     head.length, head.chunked, head.expect, head.upgrade = 0, False, None, None
+    head.fields = _fields(raw, line_end + 2, head)
+    return head
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def scan_response(raw: bytes) -> tuple[str, Fields]:
+    """An upstream's response head ``raw`` (its blank line included), whose framing
+    llhttp has read: its reason phrase and fields, held to the same rules as a
+    request's (MalformedRequest: the gateway answers 502)."""
+    _check_size(raw)
+    line_end: cython.Py_ssize_t = raw.find(b"\r\n")
+    if line_end < 12 or raw[:7] != b"HTTP/1." or raw[12:13] not in (b"", b" "):
+        raise MalformedRequest()
+    reason = raw[13:line_end].decode("latin-1") if line_end > 13 else ""
+    return reason, _fields(raw, line_end + 2, None)
+
+
+@cython.cfunc
+def _check_size(raw: bytes) -> cython.void:
+    size: cython.Py_ssize_t = len(raw)
+    if size > MAX_HEAD + 4:
+        raise HeadTooLarge()
+    if size < 4 or raw[size - 4 :] != b"\r\n\r\n":
+        raise MalformedRequest()
+
+
+@cython.cfunc
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _fields(raw: bytes, i: cython.Py_ssize_t, head: RequestHead | None) -> Fields:
+    """The field lines from ``i`` to the blank line that ends ``raw``, checked (RFC 9112
+    §5): a token, a colon, a value of visible bytes, spaces and tabs. A request's
+    framing and connection fields are read into ``head`` as they pass."""
+    token: bytes = TOKEN
+    value: bytes = VALUE
+    lower: bytes = LOWER
+    size: cython.Py_ssize_t = len(raw)
     listed: frozenset[bytes] = frozenset()
     spans = bytearray()
     count: cython.Py_ssize_t = 0
-    i: cython.Py_ssize_t = line_end + 2
     start: cython.Py_ssize_t
     colon: cython.Py_ssize_t
     first: cython.Py_ssize_t
@@ -330,10 +385,24 @@ def scan_request(raw: bytes) -> RequestHead:
         _span(spans, first)
         _span(spans, last)
         n = colon - start
-        # Only names of the lengths below mean something to the engine.
-        if n not in (4, 6, 7, 10, 12, 13, 14, 16, 17):
+        # Only names of the lengths below mean something here.
+        if n not in (4, 6, 7, 10, 12, 13, 14, 16, 17) or (head is None and n != 10):
             continue
         name = raw[start:colon].translate(lower)
+        if name == b"connection":
+            for part in raw[first:last].lower().split(b","):
+                option = part.strip(b" \t")
+                if option == b"close":
+                    closing = True
+                elif option == b"keep-alive":
+                    keeping = True
+                elif option == b"upgrade":
+                    upgrading = True
+                elif option and option != b"content-length":  # framing is never dropped
+                    listed = listed | {option.translate(CANONICAL)}
+            continue
+        if head is None:
+            continue
         if name in SINGLE:
             if seen is None:
                 seen = set()
@@ -355,28 +424,17 @@ def scan_request(raw: bytes) -> RequestHead:
             head.chunked = True
         elif name == b"expect":
             head.expect = raw[first:last].decode("latin-1")
-        elif name == b"connection":
-            for part in raw[first:last].lower().split(b","):
-                option = part.strip(b" \t")
-                if option == b"close":
-                    closing = True
-                elif option == b"keep-alive":
-                    keeping = True
-                elif option == b"upgrade":
-                    upgrading = True
-                elif option and option != b"content-length":  # framing is never dropped
-                    listed = listed | {option.translate(CANONICAL)}
         elif name == b"upgrade":
             upgrade_value = raw[first:last].decode("latin-1")
     if raw[i] != 0x0D or raw[i + 1] != 0x0A or i + 2 != size:
         raise MalformedRequest()
-    if seen_length and head.chunked:
-        raise MalformedRequest()  # both framings: refused (RFC 9112 §6.1)
-    if closing:
-        head.keep_alive = False
-    elif keeping and version == "1.0":
-        head.keep_alive = True
-    # RFC 9110 §7.8: an Upgrade field not named in Connection is ignored.
-    head.upgrade = upgrade_value if upgrading else None
-    head.fields = Fields(raw, spans, count, listed)
-    return head
+    if head is not None:
+        if seen_length and head.chunked:
+            raise MalformedRequest()  # both framings: refused (RFC 9112 §6.1)
+        if closing:
+            head.keep_alive = False
+        elif keeping and head.version == "1.0":
+            head.keep_alive = True
+        # RFC 9110 §7.8: an Upgrade field not named in Connection is ignored.
+        head.upgrade = upgrade_value if upgrading else None
+    return Fields(raw, spans, count, listed)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from gateway.errors import GatewayError, error_parts
 from gateway.exchange import Exchange
-from gateway.http.framing import BodyFraming, Headers, response_head
+from gateway.http.framing import AnswerFields, BodyFraming, Relayed, response_head
 from gateway.http.heads import RequestHead
 from gateway.pipeline.proxy import BodyTooLarge
 
@@ -32,12 +32,13 @@ class Answer:
         self.chunked = False
         self.bodiless = False
 
-    def _head(self, status: int, reason: str, headers: Headers, length: int | None) -> bytes:
+    def _head(self, status: int, reason: str, headers: AnswerFields, length: int | None) -> bytes:
         conn = self.conn
         route = self.exchange.route
         if route is not None and route.cors is not None:  # the route's CORS (``cors``)
             origin = self.head.fields.get("Origin")
-            headers = [*headers, *route.cors.actual(origin)]
+            cors = route.cors.actual(origin)
+            headers = headers.plus(cors) if isinstance(headers, Relayed) else [*headers, *cors]
         head = response_head(self.method, status, reason, headers, length,
                              not conn.keep_alive, self.http10, conn.engine.server)  # fmt: skip
         self.status = status
@@ -46,11 +47,11 @@ class Answer:
             conn.keep_alive = False
         return head.data
 
-    def whole(self, status: int, reason: str, headers: Headers, body: bytes) -> None:
+    def whole(self, status: int, reason: str, headers: AnswerFields, body: bytes) -> None:
         head = self._head(status, reason, headers, len(body))
         self.conn.send(head if self.bodiless else head + body)
 
-    async def start(self, status: int, reason: str, headers: Headers) -> None:
+    async def start(self, status: int, reason: str, headers: AnswerFields) -> None:
         if self.conn.lost:
             raise ConnectionResetError("the client is gone")
         self.conn.send(self._head(status, reason, headers, None))
@@ -68,7 +69,7 @@ class Answer:
         if self.chunked and not self.conn.lost:
             self.conn.send(b"0\r\n\r\n")
 
-    def switching(self, reason: str, headers: Headers) -> None:
+    def switching(self, reason: str, headers: Relayed) -> None:
         """The upstream's 101 to a WebSocket handshake (RFC 9110 §15.2.2)."""
         self.status = 101
         conn = self.conn

@@ -14,25 +14,10 @@ copies the lines kept, as the client sent them):
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Protocol
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        # The gateway answers Expect itself; forwarding it would stall the upstream call.
-        "expect",
-    }
-)
 INJECTED = (
     "X-Org-Id",
     "X-Scopes",
@@ -63,8 +48,6 @@ OVERRIDES = (
     "X-Rewrite-URL", "X-Original-Method",
 )  # fmt: skip
 STRIPPED = frozenset(n.lower() for n in (*INJECTED, *CREDENTIALS, *SPOOFABLE, *OVERRIDES, *TRACE))
-# Framing the gateway relies on to stream the body; never dropped via Connection.
-KEEP_FRAMING = frozenset({"content-length"})
 TRUST_CACHED = 4096  # addresses whose trust is remembered (``ForwardedFor.is_trusted``)
 LONGEST_ADDRESS = 64  # characters: longer is no IP address (IPv6 with a zone is under 64)
 
@@ -83,52 +66,6 @@ class FieldView(Protocol):
 def field_lines(fields: Iterable[tuple[str, str]]) -> bytes:
     """Fields as the lines of a head."""
     return "".join([f"{name}: {value}\r\n" for name, value in fields]).encode("utf-8")
-
-
-@lru_cache(maxsize=1024)
-def listed_in(connection: tuple[str, ...]) -> frozenset[str]:
-    """The field names that Connection values name (hop-by-hop for this message).
-    Cached: nearly every message says "keep-alive" or "close"."""
-    names: set[str] = set()
-    for value in connection:
-        names.update(
-            token.strip().lower().replace("_", "-") for token in value.split(",") if token.strip()
-        )
-    return frozenset(names - KEEP_FRAMING)
-
-
-def downstream_response_headers(
-    incoming: Sequence[tuple[str, str]], session_cookie: str = ""
-) -> list[tuple[str, str]]:
-    """Hop-by-hop headers dropped; so is any attempt by an upstream to set the gateway's
-    session cookie, and its Server field, which the gateway's own replaces (as nginx and
-    Envoy do: no upstream software or version is announced). A value that is not valid
-    UTF-8 raises UpstreamHeaderError (no silent change: aiohttp would drop the bytes it
-    cannot write)."""
-    connection = tuple(value for name, value in incoming if name.lower() == "connection")
-    listed = listed_in(connection) if connection else frozenset()
-    out: list[tuple[str, str]] = []
-    for name, value in incoming:
-        key = name.lower()
-        if key in HOP_BY_HOP or key in listed or key == "server":
-            continue
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise UpstreamHeaderError(name) from None
-        if (
-            key == "set-cookie"
-            and session_cookie
-            and value.split("=", 1)[0].strip() == session_cookie
-        ):
-            continue
-        out.append((name, value))
-    return out
-
-
-class UpstreamHeaderError(Exception):
-    """An upstream header value that cannot be passed on unchanged."""
 
 
 class ForwardedFor:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from gateway.errors import IdempotencyKeyReused, IdempotentAnswerNotKept
+from gateway.http.framing import AnswerFields, Relayed
 from gateway.store.records import KeptAnswer
 
 if TYPE_CHECKING:
@@ -85,13 +86,15 @@ class Keeper:
 
     # --- the Answer protocol ---
 
-    def whole(self, status: int, reason: str, headers: Headers, body: bytes) -> None:
-        self.status, self.reason, self.headers = status, reason, headers
+    def whole(self, status: int, reason: str, headers: AnswerFields, body: bytes) -> None:
+        self.status, self.reason = status, reason
+        self.headers = headers.items() if isinstance(headers, Relayed) else headers
         self._keep(body)
         self.inner.whole(status, reason, headers, body)
 
-    async def start(self, status: int, reason: str, headers: Headers) -> None:
-        self.status, self.reason, self.headers = status, reason, headers
+    async def start(self, status: int, reason: str, headers: AnswerFields) -> None:
+        self.status, self.reason = status, reason
+        self.headers = headers.items() if isinstance(headers, Relayed) else headers
         await self.inner.start(status, reason, headers)
 
     async def write(self, chunk: bytes) -> None:

@@ -28,16 +28,10 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.exchange import Exchange
-from gateway.http.framing import Headers
-from gateway.http.heads import Fields, Skip
+from gateway.http.framing import AnswerFields, Headers, Relayed
+from gateway.http.heads import HOP_BY_HOP, Fields, Skip
 from gateway.metrics import Metrics
-from gateway.pipeline.headers import (
-    HOP_BY_HOP,
-    STRIPPED,
-    UpstreamHeaderError,
-    downstream_response_headers,
-    field_lines,
-)
+from gateway.pipeline.headers import STRIPPED, field_lines
 from gateway.pipeline.paths import NormalPath
 from gateway.pipeline.pool import UpstreamPool
 from gateway.pipeline.relay import Done, Relay, whole_length
@@ -104,7 +98,7 @@ class Switched:
 
     conn: UpstreamProtocol  # its transport now carries the socket's frames
     reason: str
-    headers: Headers  # the 101's fields, as the client gets them
+    headers: Relayed  # the 101's fields, as the client gets them
 
 
 class Forwarder:
@@ -357,27 +351,21 @@ class Forwarder:
         self, target: Target, conn: UpstreamProtocol, head: Head, exchange: Exchange
     ) -> Switched:
         """The upstream's 101, checked: it must switch to WebSocket (RFC 6455 §4.2.2)."""
-        upgrade = next((v for n, v in head.headers if n.lower() == "upgrade"), "")
+        upgrade = head.fields.get("Upgrade") or ""
         if conn.upgraded is None or upgrade.strip().lower() != "websocket":
             conn.upgraded = None  # closed by the caller
             raise self.failed(target, UpstreamError, "protocol")
-        headers = self.answer_headers(target, head, exchange)
-        headers += [("Connection", "Upgrade"), ("Upgrade", "websocket")]
+        headers = self.answer_headers(head, exchange)
+        headers = headers.plus([("Connection", "Upgrade"), ("Upgrade", "websocket")])
         return Switched(conn, head.reason, headers)
 
     def failed(self, target: Target, kind: type[UpstreamError], why: str) -> UpstreamError:
         self.metrics.upstream_errors.inc(target.name, why)
         return kind(target.name, why)
 
-    def answer_headers(self, target: Target, head: Head, exchange: Exchange) -> Headers:
-        """The upstream's response fields as the client gets them; 502 for one that
-        cannot be passed on unchanged."""
-        try:
-            headers = downstream_response_headers(head.headers, self.session_cookie)
-        except UpstreamHeaderError:
-            raise self.failed(target, UpstreamError, "protocol") from None
-        headers.append(("X-Request-Id", exchange.request_id))
-        return headers
+    def answer_headers(self, head: Head, exchange: Exchange) -> Relayed:
+        """The upstream's response fields as the client gets them."""
+        return Relayed(head.fields, self.cookie, [("X-Request-Id", exchange.request_id)])
 
     async def _relay(
         self,
@@ -389,7 +377,7 @@ class Forwarder:
         answer: Answer,
     ) -> None:
         assert conn.body is not None
-        headers = self.answer_headers(target, head, exchange)
+        headers = self.answer_headers(head, exchange)
         length = whole_length(method, head)
         if length is not None:
             try:
@@ -442,10 +430,10 @@ class Forwarder:
 class Answer(Protocol):
     """Where an upstream's answer goes: the client's connection (``gateway.http.engine``)."""
 
-    def whole(self, status: int, reason: str, headers: Headers, body: bytes) -> None:
+    def whole(self, status: int, reason: str, headers: AnswerFields, body: bytes) -> None:
         """The complete answer at once."""
 
-    async def start(self, status: int, reason: str, headers: Headers) -> None:
+    async def start(self, status: int, reason: str, headers: AnswerFields) -> None:
         """Send the head of a streamed answer; ConnectionError if the client is gone."""
 
     async def write(self, chunk: bytes) -> None:

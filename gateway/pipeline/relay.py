@@ -137,7 +137,7 @@ class Relay:
             return
         if not body.complete:
             return  # the rest is on its way; the timer still runs
-        headers = self.forwarder.answer_headers(self.target, head, self.exchange)
+        headers = self.forwarder.answer_headers(head, self.exchange)
         data = body.take_all()  # llhttp has delimited it: exactly ``length`` bytes
         self.exchange.prepared_at = time.perf_counter()
         self.answer.whole(head.status, head.reason, headers, data)

@@ -26,6 +26,9 @@ from typing import Protocol, cast
 
 import httptools
 
+from gateway.errors import GatewayError, MalformedRequest
+from gateway.http.heads import Fields, scan_response
+
 HIGH_WATER = 1 << 20  # bytes buffered from the upstream before it is paused
 LOW_WATER = 1 << 18
 
@@ -44,7 +47,7 @@ class UpstreamProtocolError(Exception):
 class Head:
     status: int
     reason: str
-    headers: list[tuple[str, str]]
+    fields: Fields  # read in place from the response head (``gateway.http.heads``)
     content_length: int | None
 
 
@@ -150,9 +153,9 @@ class UpstreamProtocol(asyncio.Protocol):
         self.asked = False  # a request was written and its answer is awaited
         self.final: Head | None = None  # the final (non-1xx) response head, once known
         self.listener: Listener | None = None
-        self._headers: list[tuple[str, str]] = []
-        self._length: str | None = None  # the Content-Length field, as sent
-        self._reason = ""
+        self._pending = bytearray()  # what came until the final head did, to scan it
+        self._head_at = 0  # where in it the head now parsed begins
+        self._bad = False  # a final head the scanner refused
         self._informational = False
         self.body: Body | None = None
         self.received_any = False
@@ -187,6 +190,8 @@ class UpstreamProtocol(asyncio.Protocol):
             self._broken(UpstreamProtocolError("unexpected bytes from the upstream"))
             return
         self.received_any = True
+        if self.final is None:
+            self._pending += data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as switch:
@@ -194,6 +199,9 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         except httptools.HttpParserError:
             self._broken(UpstreamProtocolError("the upstream's answer is not HTTP"))
+            return
+        if self._bad:
+            self._broken(UpstreamProtocolError("the upstream's head breaks RFC 9112"))
             return
         # Told after the parser returns, never from inside its callbacks: the listener
         # may hand this connection to the next request at once.
@@ -220,33 +228,26 @@ class UpstreamProtocol(asyncio.Protocol):
 
     # --- httptools callbacks ---
 
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._length = None
-        self._reason = ""
-
-    def on_status(self, status: bytes) -> None:
-        self._reason += status.decode("latin-1")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        field = value.decode("utf-8", "surrogateescape")
-        if len(name) == 14 and self._length is None and name.lower() == b"content-length":
-            self._length = field
-        self._headers.append((name.decode("latin-1"), field))
-
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         # A 101 that answers our upgrade is the final answer; any other 1xx is skipped.
         self._informational = 100 <= status < 200 and not (status == 101 and self.upgrading)
+        # The head just parsed, from the bytes llhttp was fed (it does not say where).
+        pending, begun = self._pending, self._head_at
+        end = pending.find(b"\r\n\r\n", begun) + 4
+        self._head_at = end
         if self._informational:
             return
-        length = self._length
-        head = Head(
-            status,
-            self._reason,
-            self._headers,
-            int(length) if length is not None and length.isdigit() else None,
-        )
+        try:
+            if end < 4:
+                raise MalformedRequest()  # lines ended by a bare LF
+            reason, fields = scan_response(bytes(pending[begun:end]))
+        except GatewayError:
+            self._bad = True
+            return
+        self._pending = bytearray()
+        length = fields.get("Content-Length")
+        head = Head(status, reason, fields, int(length) if length and length.isdigit() else None)
         self.body = Body(self)
         self.final = head
         if self.head_only or status in (204, 304):
@@ -311,6 +312,9 @@ class UpstreamProtocol(asyncio.Protocol):
         self.keep_alive = False
         self.body = None
         self.final = None
+        self._pending.clear()
+        self._head_at = 0
+        self._bad = False
         self.received_any = False
         self.asked = True
         self.listener = listener
