@@ -6,8 +6,13 @@
 # The config must listen on 0.0.0.0 inside the container (GATEWAY_LISTEN_HOST and
 # GATEWAY_ADMIN_HOST below do that) and point the database at /var/lib/gateway.
 FROM python:3.11-slim AS build
+# A C compiler for the compiled hot path (setup.py: gateway/http/heads.py through
+# Cython); the image's Python carries its headers. The runtime stage needs neither:
+# it installs the wheel built here.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY gateway ./gateway
 COPY upstream_example ./upstream_example
 COPY templates ./templates

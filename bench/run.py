@@ -164,12 +164,26 @@ def wrk(url: str, connections: int, seconds: int, headers: dict[str, str],
         p: float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u] for p, v, u in LATENCY.findall(out)
     }
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    total = re.search(r"(\d+) requests in", out)
     return {
+        "requests": float(total.group(1)) if total else 0.0,
         "rps": float(rps.group(1)) if rps else 0.0,
         "p50": lat.get("50", float("nan")),
         "p99": lat.get("99", float("nan")),
         "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
     }
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -413,19 +427,26 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
         if (got := status_of(url, headers)) != expected:
             raise RuntimeError(f"{name}: {url} answered {got}, expected {expected}")
         wrk(url, 16, 1, headers)
+    # The CPU each gateway's workers spend per request, read from /proc around each run.
+    workers = {gw: worker_pids(gateway.pid), slow: worker_pids(without.pid)}
+    workers[decided] = workers[gw]  # nginx asks the gateway's decision endpoint
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     for _ in range(args.rounds):
         for connections in (64, 1):
             for name, url, headers, _ in cases:
-                results.setdefault((name, connections), []).append(
-                    wrk(url, connections, args.seconds, headers)
-                )
-    rss = rss_mb(worker_pids(gateway.pid))
+                pids = next((p for port, p in workers.items() if f":{port}/" in url), [])
+                before = cpu_seconds(pids)
+                run = wrk(url, connections, args.seconds, headers)
+                used = cpu_seconds(pids) - before
+                run["cpu_us"] = used / run["requests"] * 1e6 if pids and run["requests"] else 0.0
+                results.setdefault((name, connections), []).append(run)
+    rss = [rss_mb([pid]) for pid in workers[gw]]
 
     def median(name: str, c: int, metric: str) -> float:
         return statistics.median(r[metric] for r in results[(name, c)])
 
-    rows = [["setup", "conns", "req/s", "p50 ms", "p99 ms", "vs auth_request", "vs proxy_pass"]]
+    rows = [["setup", "conns", "req/s", "p50 ms", "p99 ms", "vs auth_request", "vs proxy_pass",
+             "gateway CPU µs/req"]]  # fmt: skip
     for connections in (64, 1):
         # The peer as a team would tune it: the faster of one process and one per core.
         peer_rps = max(median(AUTH_ONE, connections, "rps"),
@@ -436,13 +457,17 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
             rows.append([name, str(connections), f"{rps:,.0f}",
                          f"{median(name, connections, 'p50'):.2f}",
                          f"{median(name, connections, 'p99'):.2f}",
-                         f"{rps / peer_rps:.2f}", f"{rps / plain_rps:.2f}"])  # fmt: skip
+                         f"{rps / peer_rps:.2f}", f"{rps / plain_rps:.2f}",
+                         f"{cpu:.0f}" if (cpu := median(name, connections, "cpu_us")) else ""])  # fmt: skip
+    built = subprocess.run([PY, "-c", "from gateway.http import heads; print(heads.COMPILED)"],
+                           capture_output=True, text=True, cwd=ROOT).stdout.strip()  # fmt: skip
+    print(f"\ngateway.http.heads compiled: {built}")
     print(f"\n## Throughput and latency (wrk, {args.seconds} s runs, median of {args.rounds} "
           f"interleaved rounds)\n")  # fmt: skip
     print(table(rows))
     full = median("gateway: API key", 64, "rps")
     public = median("gateway: public route (auth: none)", 64, "rps")
-    print(f"\ngateway RSS (2 workers): {rss:.0f} MB")
+    print("\ngateway RSS per worker: " + ", ".join(f"{mb:.0f} MB" for mb in rss))
     print(
         f"full pipeline vs auth: none on the same gateway: {full / public:.2f} "
         f"({(1 - full / public) * 100:.1f}% cost)"
