@@ -93,7 +93,7 @@ def outcome(module: ModuleType, raw: bytes) -> tuple[Any, ...]:
     skip = module.Skip(SKIP)
     return (
         head.method, head.target, head.version, head.keep_alive, head.length, head.chunked,
-        head.expect, head.upgrade, head.has_body, fields.items(), fields.listed, len(fields),
+        head.expect, head.upgrade, head.has_body, fields.items(), fields.listed, fields.count,
         fields.get("content-length"), fields.getall("X-Custom"), "cookie" in fields,
         bytes(fields.forwarded(skip, b"gw_session")),
     )  # fmt: skip

@@ -1,20 +1,12 @@
-"""Request heads scanned in place (RFC 9112 §2-5), and the head the upstream gets.
+"""Heads scanned in place (RFC 9112 §2-5): a client's request and an upstream's answer.
 
-The engine's per-request work on a head: its request line and fields checked in
-one pass over the received bytes, the fields the pipeline asks for found by
-name in those bytes, and the fields the upstream may see copied from them into
-the upstream's head. No Python object is made per field: a field is four
-offsets in ``Fields.spans``.
-
-Written in Cython's pure-Python mode: this one source runs as plain Python, and
-``setup.py`` compiles it (where Cython and a C compiler are found) into an
-extension of the same name that Python imports in its place. Typed locals over
-``bytes`` and ``bytearray`` indexing become C loads, the records ``cdef``
-classes. ``GATEWAY_PURE_PYTHON=1`` runs the source even where the extension
-exists (``gateway.http``); ``make test`` runs the suite both ways, and a
-property test feeds both the same heads. The module is ours rather than
-llhttp's (httptools) because llhttp hands each field over as two new ``bytes``
-through a Python callback, the objects this module exists to avoid.
+Start line and fields are checked in one pass over the received bytes; the fields
+the pipeline asks for are found by name in those bytes, and those passed on are
+copied from them. No Python object is made per field: a field is four offsets in
+``Fields.spans``. Cython's pure-Python mode: ``setup.py`` compiles this source,
+which also runs as it is (``docs/layout.md``, "The compiled hot path"). Ours
+rather than llhttp's, which hands each field to a Python callback as two new
+``bytes``: the objects this module exists to avoid.
 """
 
 from __future__ import annotations
@@ -48,21 +40,11 @@ SINGLE = frozenset(
      b"host", b"max-forwards", b"server", b"user-agent"}
 )  # fmt: skip
 # Hop-by-hop fields (RFC 9110 §7.6.1): never passed on, either way.
+# Expect too: the gateway answers it itself; forwarded, it would stall the upstream call.
 HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        # The gateway answers Expect itself; forwarding it would stall the upstream call.
-        "expect",
-    }
-)
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+     "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "expect"}
+)  # fmt: skip
 SHAPES = 64 * 256  # the Skip table: names up to 63 bytes, by length and first byte
 
 
@@ -79,10 +61,7 @@ class Fields:
     def __init__(
         self, raw: bytes, spans: bytearray, count: cython.Py_ssize_t, listed: frozenset[bytes]
     ) -> None:
-        self.raw = raw
-        self.spans = spans
-        self.count = count
-        self.listed = listed
+        self.raw, self.spans, self.count, self.listed = raw, spans, count, listed
 
     @cython.cfunc
     @cython.inline
@@ -97,9 +76,7 @@ class Fields:
         raw: bytes = self.raw
         lower: bytes = LOWER
         n: cython.Py_ssize_t = len(key)
-        k: cython.Py_ssize_t
-        j: cython.Py_ssize_t
-        start: cython.Py_ssize_t
+        cython.declare(k=cython.Py_ssize_t, j=cython.Py_ssize_t, start=cython.Py_ssize_t)
         for k in range(after + 1, self.count):
             start = self._at(k, 0)
             if self._at(k, 1) - start != n:
@@ -131,9 +108,6 @@ class Fields:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._find(key_of(name), -1) >= 0
 
-    def __len__(self) -> int:
-        return self.count
-
     def items(self) -> list[tuple[str, str]]:
         return [(self.raw[self._at(k, 0) : self._at(k, 1)].decode("latin-1"), self._value(k))
                 for k in range(self.count)]  # fmt: skip
@@ -153,9 +127,7 @@ class Fields:
         size: cython.Py_ssize_t = len(raw)
         out = bytearray(raw)
         del out[size - 2 :]  # the blank line
-        k: cython.Py_ssize_t
-        start: cython.Py_ssize_t
-        n: cython.Py_ssize_t
+        cython.declare(k=cython.Py_ssize_t, start=cython.Py_ssize_t, n=cython.Py_ssize_t)
         end: cython.Py_ssize_t = size - 2  # of the field line after the one looked at
         for k in range(self.count - 1, -1, -1):
             start = self._at(k, 0)
@@ -165,7 +137,7 @@ class Fields:
                 if name in skip.names:
                     del out[start:end]
                 elif answer:
-                    if name == b"set-cookie" and cookie and _sets(self._value(k), cookie):
+                    if name == b"set-cookie" and cookie and _named(self._value(k), cookie):
                         del out[start:end]
                 elif name == b"cookie" and cookie and cookie in raw[start:end]:
                     kept = without_cookie(self._value(k), cookie.decode("latin-1"))
@@ -222,8 +194,7 @@ _KEYS: dict[str, bytes] = {}
 
 
 def key_of(name: str) -> bytes:
-    """A field name as the scanner compares it (lower-case bytes); the names code asks
-    for are few and fixed, so each is encoded once (bounded: a plugin may ask for any)."""
+    """A name as compared (lower-case bytes): encoded once each, for up to 1024 names."""
     key = _KEYS.get(name)
     if key is None:
         key = name.lower().encode("latin-1", "replace")
@@ -232,19 +203,14 @@ def key_of(name: str) -> bytes:
     return key
 
 
-def _sets(header: str, cookie: bytes) -> bool:
-    """Whether a Set-Cookie field sets the cookie named ``cookie``."""
-    return header.split("=", 1)[0].strip() == cookie.decode("latin-1")
+def _named(set_cookie: str, cookie: bytes) -> bool:
+    return set_cookie.split("=", 1)[0].strip() == cookie.decode("latin-1")
 
 
 def without_cookie(header: str, name: str) -> str:
-    """A Cookie field minus the cookie ``name``."""
-    kept = [
-        part
-        for part in (p.strip() for p in header.split(";"))
-        if part and part.split("=", 1)[0].strip() != name
-    ]
-    return "; ".join(kept)
+    """A Cookie field minus the cookie ``name``."""  # a Set-Cookie's is ``_named``
+    parts = (part.strip() for part in header.split(";"))
+    return "; ".join(part for part in parts if part and part.split("=", 1)[0].strip() != name)
 
 
 @cython.cfunc
@@ -262,12 +228,7 @@ def _request_line(raw: bytes, end: cython.Py_ssize_t) -> tuple[str, str, str]:
     # The version first: a line without one (HTTP/0.9's form) or with one this engine
     # does not serve is answered 505 (RFC 9110 §15.6.6).
     named: cython.bint = end >= 9 and raw[end - 9 : end - 3] == b" HTTP/"
-    if (
-        not named
-        or raw[end - 3] != 0x31
-        or raw[end - 2] != 0x2E
-        or raw[end - 1] not in (0x30, 0x31)
-    ):
+    if not named or raw[end - 3 : end - 1] != b"1." or raw[end - 1] not in (0x30, 0x31):
         if named or raw.find(b" HTTP", 0, end) < 0:
             raise VersionNotSupported()
         raise MalformedRequest()
@@ -314,7 +275,9 @@ def scan_response(raw: bytes) -> tuple[str, Fields]:
     request's (MalformedRequest: the gateway answers 502)."""
     _check_size(raw)
     line_end: cython.Py_ssize_t = raw.find(b"\r\n")
-    if line_end < 12 or raw[:7] != b"HTTP/1." or raw[12:13] not in (b"", b" "):
+    # HTTP-version SP status-code SP [ reason-phrase ]; llhttp has read the code, and
+    # like most clients takes a line without the second SP too (RFC 9112 §4).
+    if line_end < 12 or raw[:7] != b"HTTP/1." or (line_end > 12 and raw[12] != 0x20):
         raise MalformedRequest()
     reason = raw[13:line_end].decode("latin-1") if line_end > 13 else ""
     return reason, _fields(raw, line_end + 2, None)
@@ -343,16 +306,12 @@ def _fields(raw: bytes, i: cython.Py_ssize_t, head: RequestHead | None) -> Field
     listed: frozenset[bytes] = frozenset()
     spans = bytearray()
     count: cython.Py_ssize_t = 0
-    start: cython.Py_ssize_t
-    colon: cython.Py_ssize_t
-    first: cython.Py_ssize_t
-    last: cython.Py_ssize_t
-    n: cython.Py_ssize_t
-    c: cython.uchar
-    seen_length: cython.bint = False
-    upgrading: cython.bint = False
-    closing: cython.bint = False
-    keeping: cython.bint = False
+    cython.declare(start=cython.Py_ssize_t, colon=cython.Py_ssize_t, first=cython.Py_ssize_t,
+                   last=cython.Py_ssize_t, n=cython.Py_ssize_t, c=cython.uchar)  # fmt: skip
+    # Connection's options, and whether the request declared a length
+    cython.declare(closing=cython.bint, keeping=cython.bint, upgrading=cython.bint,
+                   seen_length=cython.bint)  # fmt: skip
+    closing = keeping = upgrading = seen_length = False
     seen: set[bytes] | None = None
     upgrade_value: str | None = None
     while i < size - 2:  # each field line; the last two bytes end the head
