@@ -199,11 +199,13 @@ def rss_mb(pids: list[int]) -> float:
 
 
 def worker_pids(supervisor: int) -> list[int]:
+    """The serving workers (not multiprocessing's resource tracker)."""
     children = Path(f"/proc/{supervisor}/task/{supervisor}/children")
     try:
-        return [int(p) for p in children.read_text().split()]
+        pids = [int(p) for p in children.read_text().split()]
     except OSError:
         return []
+    return [pid for pid in pids if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
 def gateway_config(work: Path, port: int, admin: int, upstream_port: int, example_port: int,
@@ -378,7 +380,9 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
                           work / "gateway.log", env)  # fmt: skip
     # A second gateway on the same database: this code again, or (--baseline REF) the
     # code of another commit, checked out beside the work files, measured side by side.
-    second = gateway_config(work, slow, slow_admin, up, example)
+    # Configured as the first (the decision endpoint, nginx trusted) but for the token
+    # format, so that the two measure the same path.
+    second = gateway_config(work, slow, slow_admin, up, example, decision=True)
     source = ROOT
     if args.baseline:
         source = work / "baseline"

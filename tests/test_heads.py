@@ -192,3 +192,38 @@ def test_fields_are_read_in_place_and_forwarded_without_credentials() -> None:
         assert head.fields.listed == frozenset({b"x-foo"})
         forwarded = bytes(head.fields.forwarded(module.Skip(SKIP), b"gw_session"))
         assert forwarded == b"Cookie: a=1; b=2\r\nAccept: */*\r\n"
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n", "OK"),
+        (b"HTTP/1.1 200 \r\n\r\n", ""),
+        (b"HTTP/1.1 200\r\n\r\n", ""),
+        (b"HTTP/1.0 404 Not Found Here\r\n\r\n", "Not Found Here"),
+        (b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", None),
+        (b"HTTP/1.1 200 OK\r\nA: b\x00\r\n\r\n", None),
+        (b"ICY 200 OK\r\n\r\n", None),
+    ],
+)
+def test_upstream_answer_heads_are_held_to_the_same_rules(raw: bytes, reason: str | None) -> None:
+    for module in filter(None, (PURE, COMPILED)):
+        if reason is None:
+            with pytest.raises(GatewayError):
+                module.scan_response(raw)
+        else:
+            assert module.scan_response(raw)[0] == reason
+
+
+def test_an_answer_is_relayed_without_hop_by_hop_fields_or_the_session_cookie() -> None:
+    raw = (
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n"
+        b"Set-Cookie: gw_session=forged; Path=/\r\nSet-Cookie: theirs=1\r\n"
+        b"Transfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
+    )
+    for module in filter(None, (PURE, COMPILED)):
+        _, fields = module.scan_response(raw)
+        skip = module.Skip(frozenset(n.encode() for n in (*module.HOP_BY_HOP, "server")))
+        assert bytes(fields.forwarded(skip, b"gw_session", True)) == (
+            b"Set-Cookie: theirs=1\r\nContent-Type: text/plain\r\n"
+        )
