@@ -16,12 +16,12 @@ from gateway.errors import (
     PayloadTooLarge,
 )
 from gateway.exchange import Exchange, finish, new_request_id
-from gateway.http.framing import Headers
 from gateway.http.heads import RequestHead
 from gateway.http.streams import Answer, RequestBody
 from gateway.pipeline import Admission
 from gateway.pipeline.cors import is_preflight
 from gateway.pipeline.decision import Decisions, Original, refusal
+from gateway.pipeline.headers import Injected
 from gateway.pipeline.idempotency import Keeper, body_digest, replay
 from gateway.pipeline.paths import NormalPath, normalize
 from gateway.pipeline.proxy import Answer as AnswerSink
@@ -81,7 +81,7 @@ class Call:
         self.body = body
         self.task: asyncio.Task[None] | None = None  # a step waiting
         self.admission: Admission | None = None
-        self.injected: Headers = []
+        self.injected = Injected(b"", [])
         self.debit: int | None = None
         self.keeper: Keeper | None = None  # a paid call's answer kept for its retries
         self.relay: Relay | None = None
@@ -180,11 +180,11 @@ class Call:
                 self.body.limit = limit
         self._then(self.pipeline.count(admission), self._charge)
 
-    def _charge(self, injected: Headers) -> None:
+    def _charge(self, injected: Injected) -> None:
         assert self.admission is not None
         trace = self.exchange.trace
         assert trace is not None
-        injected.append(("traceparent", trace.traceparent))  # a list made for this request
+        injected.fields.append(("traceparent", trace.traceparent))  # made for this request
         self.injected = injected
         # A decision is charged for good: the gateway never sees the upstream's answer.
         idempotency_key = self.headers.get("Idempotency-Key") if self.original is None else None

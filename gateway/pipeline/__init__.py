@@ -21,7 +21,7 @@ from gateway.metering.wallet import Wallet, fingerprint
 from gateway.pipeline.assertion import Assertions
 from gateway.pipeline.authn import Authenticator, Principal
 from gateway.pipeline.authz import require_scopes
-from gateway.pipeline.headers import FieldView, ForwardedFor
+from gateway.pipeline.headers import FieldView, ForwardedFor, Injected
 from gateway.pipeline.paths import NormalPath, refuse_params
 from gateway.pipeline.proxy import Forwarder
 from gateway.pipeline.routes import CompiledRoute, Match, RouteTable
@@ -126,12 +126,12 @@ class Pipeline:
         upstream = self.forwarder.target_for(route, principal.environment)
         return Admission(route, path, principal, forwarded, exchange.request_id, upstream)
 
-    def count(self, admission: Admission) -> Headers | Wait[Headers]:
-        """Apply rate limits and quotas (429) and note the key's use; the headers to
-        inject upstream."""
+    def count(self, admission: Admission) -> Injected | Wait[Injected]:
+        """Apply rate limits and quotas (429) and note the key's use; the fields to add
+        to the request upstream."""
         principal = admission.principal
         if principal is None:
-            return self.identity(admission) + admission.forwarded
+            return self.injected(admission)
         # An organization's test traffic is limited apart from its live traffic.
         org = principal.org_id if principal.environment == "live" else principal.org_id + "#test"
         counted = self.limiter.admit(principal.credential_id, org,
@@ -140,10 +140,20 @@ class Pipeline:
             return counted.then(lambda _: self._counted(admission, principal))
         return self._counted(admission, principal)
 
-    def _counted(self, admission: Admission, principal: Principal) -> Headers:
+    def _counted(self, admission: Admission, principal: Principal) -> Injected:
         if principal.method == "api_key":
             self.usage.key_used(principal.credential_id, time.time())
-        return self.identity(admission) + admission.forwarded
+        return self.injected(admission)
+
+    def injected(self, admission: Admission) -> Injected:
+        """``identity``'s fields as the upstream gets them, with X-Forwarded-*: the
+        principal's lines made once, this request's fields after them."""
+        principal = admission.principal
+        fields = [("X-Request-Id", admission.request_id)]
+        if self.assertions is not None:
+            fields.append(self.assertions.field(principal, admission.route.upstream))
+        prepared = principal.identity_lines if principal is not None else b""
+        return Injected(prepared, fields + admission.forwarded)
 
     def identity(self, admission: Admission) -> Headers:
         """Who the caller is, as the upstream (or a proxy asking for a decision) learns

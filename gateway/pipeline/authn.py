@@ -21,7 +21,7 @@ from gateway import crypto
 from gateway.errors import BadRequest, ServiceUnavailable, Unauthorized
 from gateway.metering.limits import KeyLimits
 from gateway.node.shared import Revocations
-from gateway.pipeline.headers import FieldView
+from gateway.pipeline.headers import FieldView, field_lines
 from gateway.store import Store, StoreUnavailable
 from gateway.wait import Wait
 
@@ -50,6 +50,7 @@ class Principal:
 
     # What the upstream learns about the caller, fixed for a principal: made once.
     identity: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+    identity_lines: bytes = field(init=False, repr=False, compare=False)  # as head lines
 
     def __post_init__(self) -> None:
         fields = [
@@ -64,6 +65,7 @@ class Principal:
         if self.user_id:
             fields.append(("X-User-Id", self.user_id))
         object.__setattr__(self, "identity", tuple(fields))
+        object.__setattr__(self, "identity_lines", field_lines(fields))
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at

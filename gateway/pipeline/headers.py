@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
@@ -66,6 +67,19 @@ class FieldView(Protocol):
 def field_lines(fields: Iterable[tuple[str, str]]) -> bytes:
     """Fields as the lines of a head."""
     return "".join([f"{name}: {value}\r\n" for name, value in fields]).encode("utf-8")
+
+
+@dataclass(slots=True)
+class Injected:
+    """The fields the gateway adds to a request it forwards: the caller's identity, as
+    lines made once per principal (``Principal.identity_lines``), then this request's
+    own (X-Request-Id, the signed assertion, X-Forwarded-*, traceparent)."""
+
+    prepared: bytes
+    fields: list[tuple[str, str]]
+
+    def lines(self) -> bytes:
+        return self.prepared + field_lines(self.fields)
 
 
 class ForwardedFor:

@@ -28,10 +28,10 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.exchange import Exchange
-from gateway.http.framing import AnswerFields, Headers, Relayed
+from gateway.http.framing import AnswerFields, Relayed
 from gateway.http.heads import HOP_BY_HOP, Fields, Skip
 from gateway.metrics import Metrics
-from gateway.pipeline.headers import STRIPPED, field_lines
+from gateway.pipeline.headers import STRIPPED, Injected
 from gateway.pipeline.paths import NormalPath
 from gateway.pipeline.pool import UpstreamPool
 from gateway.pipeline.relay import Done, Relay, whole_length
@@ -164,7 +164,7 @@ class Forwarder:
         upstream: str,
         path: NormalPath,
         incoming: Fields,
-        injected: Headers,
+        injected: Injected,
         body: bytes | AsyncIterator[bytes] | None,
         chunked: bool,
         exchange: Exchange,
@@ -198,7 +198,7 @@ class Forwarder:
         upstream: str,
         path: NormalPath,
         incoming: Fields,
-        injected: list[tuple[str, str]],
+        injected: Injected,
         chunked: bool,
     ) -> tuple[Target, UpstreamPool, bytes]:
         """The upstream, its pool and the request head to send it."""
@@ -206,7 +206,7 @@ class Forwarder:
         if target is None or pool is None:  # judged before a reload that removed it
             raise UpstreamError(upstream, "reloaded")
         lines = incoming.forwarded(self.skip, self.cookie)
-        lines += field_lines(injected)
+        lines += injected.lines()
         head_bytes = request_head(
             method, target.path_for(route, path), pool.host_header, lines, chunked
         )
@@ -313,7 +313,7 @@ class Forwarder:
         upstream: str,
         path: NormalPath,
         incoming: Fields,
-        injected: Headers,
+        injected: Injected,
         exchange: Exchange,
         answer: Answer,
     ) -> Switched | None:
@@ -321,7 +321,10 @@ class Forwarder:
         since it becomes the socket. The upstream's 101, with the connection that now
         carries the socket's frames; None when it answered otherwise, as relayed to
         ``answer`` like any answer."""
-        asked = [*injected, ("Connection", "Upgrade"), ("Upgrade", "websocket")]
+        asked = Injected(
+            injected.prepared,
+            [*injected.fields, ("Connection", "Upgrade"), ("Upgrade", "websocket")],
+        )
         target, pool, head_bytes = self.prepare(
             "GET", route, upstream, path, incoming, asked, False
         )
