@@ -132,7 +132,7 @@ class Fields:
         for k in range(self.count - 1, -1, -1):
             start = self._at(k, 0)
             n = self._at(k, 1) - start
-            if n < 64 and shapes[n * 256 + canonical[raw[start]]]:
+            if n >= 64 or shapes[n * 256 + canonical[raw[start]]]:  # long names: looked at
                 name = raw[start : start + n].translate(canonical)
                 if name in skip.names:
                     del out[start:end]
