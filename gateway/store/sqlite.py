@@ -30,7 +30,7 @@ IN_TRANSACTION: contextvars.ContextVar[bool] = contextvars.ContextVar("in_tx", d
 
 
 PRAGMAS = (
-    "PRAGMA busy_timeout=5000",
+    "PRAGMA busy_timeout=5000",  # first: see connect()
     "PRAGMA foreign_keys=ON",
     "PRAGMA synchronous=NORMAL",
     # Keep hot index pages in memory: key lookups among millions of keys stay flat.
@@ -60,6 +60,9 @@ class SqliteBase(SqlBase):
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            # Wait for a lock rather than fail: another node or worker starting on the same
+            # file may hold one for a moment while it switches to WAL.
+            await self._db.execute(PRAGMAS[0])
             await self._db.execute("PRAGMA journal_mode=WAL")
             for pragma in PRAGMAS:
                 await self._db.execute(pragma)
