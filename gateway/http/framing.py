@@ -11,6 +11,7 @@ start the next pipelined request), which httptools does not say.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
@@ -157,8 +158,7 @@ class Relayed:
         """The fields as lines; ``whole``: without Content-Length, which the gateway
         writes itself for an answer sent whole (or never, RFC 9110 §8.6)."""
         lines = self.fields.forwarded(RELAYED_WHOLE if whole else RELAYED, self.cookie, True)
-        for name, value in self.extra:
-            lines += f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
+        lines += field_lines(self.extra)
         return lines
 
     def items(self) -> Headers:
@@ -176,6 +176,13 @@ class Relayed:
 
 
 AnswerFields = Headers | Relayed  # the gateway's own fields, or an upstream's relayed
+
+
+def field_lines(fields: Iterable[tuple[str, str]]) -> bytes:
+    """Fields as the lines of a head (values the gateway decoded go back as they came)."""
+    return "".join([f"{name}: {value}\r\n" for name, value in fields]).encode(
+        "utf-8", "surrogateescape"
+    )
 
 
 # Made on every request: not frozen, whose __init__ costs about four times as much
@@ -212,7 +219,7 @@ def response_head(
         typed, dated, named = "Content-Type" in fields, "Date" in fields, False
     else:
         typed = dated = named = False
-        own = []
+        own: Headers = []
         for name, value in headers:
             key = name.lower()
             if key == "content-length":
@@ -225,8 +232,8 @@ def response_head(
                 dated = True
             elif key == "server":
                 named = True
-            own.append(f"{name}: {value}\r\n")
-        lines = bytearray("".join(own).encode("utf-8", "surrogateescape"))
+            own.append((name, value))
+        lines = bytearray(field_lines(own))
     extra = []
     chunked = False
     if length is not None:

@@ -119,8 +119,7 @@ class Fields:
         dashboard login never reaches an upstream), and an ``answer`` that sets it
         loses that Set-Cookie field. The head is copied once and the lines left out
         are cut from the copy, last first."""
-        if self.listed:
-            skip = skip.more(self.listed)
+        listed: frozenset[bytes] = self.listed  # names this head's Connection lists
         raw: bytes = self.raw
         shapes: bytearray = skip.shapes
         canonical: bytes = CANONICAL
@@ -132,9 +131,11 @@ class Fields:
         for k in range(self.count - 1, -1, -1):
             start = self._at(k, 0)
             n = self._at(k, 1) - start
-            if n >= 64 or shapes[n * 256 + canonical[raw[start]]]:  # long names: looked at
+            # A name the table cannot rule out is looked at: long ones, and every one when
+            # the Connection field lists names of its own.
+            if listed or n >= 64 or shapes[n * 256 + canonical[raw[start]]]:
                 name = raw[start : start + n].translate(canonical)
-                if name in skip.names:
+                if name in skip.names or name in listed:
                     del out[start:end]
                 elif answer:
                     if name == b"set-cookie" and cookie and _named(self._value(k), cookie):
@@ -152,23 +153,19 @@ class Fields:
 
 @cython.cclass
 class Skip:
-    """Names (canonical: lower case, "_" as "-") whose fields the upstream never sees,
-    with a table by length and first byte, so that a field no name could match is
-    copied without its name being looked at twice."""
+    """Names whose fields are not passed on, kept canonical (lower case, "_" read as
+    "-"), with a table by length and first byte, so that a field no name could match
+    is copied without its name being looked at twice."""
 
     names = cython.declare(frozenset, visibility="readonly")
     shapes = cython.declare(bytearray)
 
     def __init__(self, names: frozenset[bytes]) -> None:
-        self.names = names
+        self.names = names = frozenset(name.translate(CANONICAL) for name in names)
         self.shapes = bytearray(SHAPES)
         for name in names | {b"cookie", b"set-cookie"}:  # looked at for the session's
             if 0 < len(name) < 64:
                 self.shapes[len(name) * 256 + name[0]] = 1
-
-    def more(self, names: frozenset[bytes]) -> Skip:
-        """These names too (a request's Connection field lists hop-by-hop ones)."""
-        return Skip(self.names | names)
 
 
 @cython.cclass

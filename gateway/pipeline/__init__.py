@@ -31,14 +31,6 @@ from gateway.wait import Wait
 Headers = list[tuple[str, str]]
 
 
-def identity_headers(principal: Principal | None, request_id: str) -> Headers:
-    """What the upstream learns about the caller (see README, 'Headers upstreams receive')."""
-    headers = [("X-Request-Id", request_id)]
-    if principal is not None:
-        headers += principal.identity  # X-Org-Id, X-Scopes, ... (``Principal.identity``)
-    return headers
-
-
 def check_upgrade(route: CompiledRoute, method: str, upgrade: str) -> None:
     """A protocol upgrade is served only as a WebSocket handshake (RFC 6455 §4.1: GET,
     ``Upgrade: websocket``) on a route with ``websocket: true``."""
@@ -146,22 +138,26 @@ class Pipeline:
         return self.injected(admission)
 
     def injected(self, admission: Admission) -> Injected:
-        """``identity``'s fields as the upstream gets them, with X-Forwarded-*: the
-        principal's lines made once, this request's fields after them."""
+        """``identity`` as the upstream gets it, with X-Forwarded-*: the principal's
+        lines made once, this request's own fields after them."""
         principal = admission.principal
-        fields = [("X-Request-Id", admission.request_id)]
-        if self.assertions is not None:
-            fields.append(self.assertions.field(principal, admission.route.upstream))
         prepared = principal.identity_lines if principal is not None else b""
-        return Injected(prepared, fields + admission.forwarded)
+        return Injected(prepared, self._own_fields(admission) + admission.forwarded)
 
     def identity(self, admission: Admission) -> Headers:
         """Who the caller is, as the upstream (or a proxy asking for a decision) learns
-        it: the identity headers, and the signed assertion when enabled."""
-        headers = identity_headers(admission.principal, admission.request_id)
+        it (see README, 'Headers upstreams receive'): the principal's identity headers
+        (``Principal.identity``), X-Request-Id, and the signed assertion when enabled."""
+        principal = admission.principal
+        return [*(principal.identity if principal is not None else ()),
+                *self._own_fields(admission)]  # fmt: skip
+
+    def _own_fields(self, admission: Admission) -> Headers:
+        """This request's identity fields: X-Request-Id, and the assertion if enabled."""
+        fields = [("X-Request-Id", admission.request_id)]
         if self.assertions is not None:
-            headers.append(self.assertions.field(admission.principal, admission.route.upstream))
-        return headers
+            fields.append(self.assertions.field(admission.principal, admission.route.upstream))
+        return fields
 
     def charge(
         self, admission: Admission, method: str, idempotency_key: str | None

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 from gateway import crypto
 from gateway.errors import BadRequest, ServiceUnavailable, Unauthorized
+from gateway.http.framing import field_lines
 from gateway.metering.limits import KeyLimits
 from gateway.node.shared import Revocations
-from gateway.pipeline.headers import FieldView, field_lines
+from gateway.pipeline.headers import FieldView
 from gateway.store import Store, StoreUnavailable
 from gateway.wait import Wait
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
+from gateway.http.framing import field_lines
+
 INJECTED = (
     "X-Org-Id",
     "X-Scopes",
@@ -62,11 +64,6 @@ class FieldView(Protocol):
     def getall(self, name: str, default: tuple[()], /) -> list[str] | tuple[()]: ...
 
     def __contains__(self, name: object, /) -> bool: ...
-
-
-def field_lines(fields: Iterable[tuple[str, str]]) -> bytes:
-    """Fields as the lines of a head."""
-    return "".join([f"{name}: {value}\r\n" for name, value in fields]).encode("utf-8")
 
 
 @dataclass(slots=True)

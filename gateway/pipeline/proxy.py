@@ -112,12 +112,10 @@ class Forwarder:
         also_stripped: frozenset[str] = frozenset(),
     ) -> None:
         self.metrics = metrics
-        self.session_cookie = session_cookie
         # What the upstream never sees of a request's fields; ``also_stripped``: more
         # injected names, from the config (any spelling).
         self.skip = Skip(frozenset(
-            name.lower().replace("_", "-").encode("latin-1")
-            for name in (*HOP_BY_HOP, *STRIPPED, *also_stripped)
+            name.encode("latin-1") for name in (*HOP_BY_HOP, *STRIPPED, *also_stripped)
         ))  # fmt: skip
         self.cookie = session_cookie.encode("latin-1")
         self.default_max_body = max_body_size

@@ -26,7 +26,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from gateway.errors import GatewayError, MalformedRequest
+from gateway.errors import GatewayError
 from gateway.http.heads import Fields, scan_response
 
 HIGH_WATER = 1 << 20  # bytes buffered from the upstream before it is paused
@@ -238,14 +238,12 @@ class UpstreamProtocol(asyncio.Protocol):
         self._head_at = end
         if self._informational:
             return
-        try:
-            if end < 4:
-                raise MalformedRequest()  # lines ended by a bare LF
+        try:  # no blank line found (bare LFs): what is scanned does not end as a head must
             reason, fields = scan_response(bytes(pending[begun:end]))
         except GatewayError:
             self._bad = True
             return
-        self._pending = bytearray()
+        pending.clear()
         length = fields.get("Content-Length")
         head = Head(status, reason, fields, int(length) if length and length.isdigit() else None)
         self.body = Body(self)
