@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -15,9 +15,7 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from gateway import crypto
-from gateway.accounts.sign_in import SignIn
 from gateway.config import Settings, case_insensitive, config_hash
-from gateway.errors import NoRoute
 from gateway.events.delivery import Deliverer
 from gateway.events.scanner import Scanner
 from gateway.events.signals import Signals
@@ -34,12 +32,7 @@ from gateway.metrics import Metrics
 from gateway.node.admin import Reload
 from gateway.node.segment import debit_holder, node_name
 from gateway.node.shared import NodeMemory
-from gateway.oauth.authorize import Authorization
-from gateway.oauth.introspection import IntrospectionEndpoint
-from gateway.oauth.jwt_tokens import JWKS_PATH, JWT_PREFIX, JwtCodec, load_keys
-from gateway.oauth.metadata import WELL_KNOWN, issuer, metadata_handler
-from gateway.oauth.revocation import RevocationEndpoint
-from gateway.oauth.token_endpoint import TokenEndpoint
+from gateway.oauth.jwt_tokens import JWT_PREFIX, JwtCodec, load_keys
 from gateway.oauth.token_service import TokenService
 from gateway.pipeline import Pipeline
 from gateway.pipeline.assertion import Assertions
@@ -51,14 +44,11 @@ from gateway.pipeline.routes import RouteTable
 from gateway.pipeline.sockets import SocketGuard
 from gateway.store import Store, StoreUnavailable, open_store
 from gateway.tracing import Spans
-from gateway.web.consent import ConsentViews
 from gateway.web.dashboard import DASHBOARD, Dashboard, add_dashboard_routes
-from gateway.web.endpoints import View, add_endpoint
-from gateway.web.login import LoginViews
 from gateway.web.middleware import observe, server_named
+from gateway.web.oauth_routes import OAUTH, SIGNER, add_oauth_routes, oauth_server
 from gateway.web.pages import setup_templates
 from gateway.web.session import Sessions
-from gateway.web.token_cors import TokenCors
 
 SETTINGS: Final = web.AppKey("settings", Settings)
 METRICS: Final = web.AppKey("metrics", Metrics)
@@ -81,7 +71,6 @@ class Current:
 
 
 CURRENT: Final = web.AppKey("current_settings", Current)
-SIGNER: Final = web.AppKey("signer", JwtCodec)  # the token signing keys, when configured
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 UPSTREAM_CONNECTIONS = 256
@@ -104,46 +93,6 @@ async def background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-@dataclass(frozen=True, slots=True)
-class OAuthServer:
-    """The OAuth endpoints and pages, built at start-up."""
-
-    authorize: ConsentViews
-    token: TokenEndpoint
-    revoke: RevocationEndpoint
-    introspect: IntrospectionEndpoint
-    login: LoginViews
-    cors: TokenCors  # for the token and revocation endpoints
-
-
-OAUTH: Final = web.AppKey("oauth", OAuthServer)
-
-
-def oauth_server(
-    settings: Settings,
-    store: Store,
-    tokens: TokenService,
-    sessions: Sessions,
-    forwarded_for: ForwardedFor,
-    counters: Counters,
-) -> OAuthServer:
-    sign_in = SignIn(store, settings.oauth.login_throttle, counters)
-    return OAuthServer(
-        authorize=ConsentViews(Authorization(store, settings), settings, sessions),
-        token=TokenEndpoint(store, tokens, sign_in, forwarded_for),
-        revoke=RevocationEndpoint(store, tokens),
-        cors=TokenCors(store),
-        introspect=IntrospectionEndpoint(store, tokens, issuer(settings)),
-        login=LoginViews(
-            store,
-            settings,
-            sessions,
-            sign_in,
-            forwarded_for,
-        ),
-    )
 
 
 SPANS_CLOSE: Final = 3.0  # seconds to export the last spans at shutdown
@@ -299,52 +248,6 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             memory.close()  # its own, private one
 
 
-async def jwks(request: web.Request) -> web.Response:
-    """RFC 7517 key set for JWT access tokens and identity assertions; absent (404)
-    without signing keys."""
-    signer = request.app.get(SIGNER)
-    if signer is None:
-        raise NoRoute()
-    return web.json_response(signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
-
-
-def oauth_view(call: Callable[[OAuthServer, web.Request], Awaitable[web.StreamResponse]]) -> View:
-    async def view(request: web.Request) -> web.StreamResponse:
-        return await call(request.app[OAUTH], request)
-
-    return view
-
-
-def add_oauth_routes(app: web.Application, settings: Settings) -> None:
-    paths = settings.oauth.paths
-    table = {
-        "authorize": (paths.authorize, {
-            "GET": oauth_view(lambda o, r: o.authorize.get(r)),
-            "POST": oauth_view(lambda o, r: o.authorize.post(r)),
-        }),
-        "login": (paths.login, {
-            "GET": oauth_view(lambda o, r: o.login.get(r)),
-            "POST": oauth_view(lambda o, r: o.login.post(r)),
-        }),
-        "logout": (paths.logout, {"POST": oauth_view(lambda o, r: o.login.logout(r))}),
-        "token": (paths.token, {
-            "POST": oauth_view(lambda o, r: o.cors.around(o.token.handle)(r)),
-            "OPTIONS": oauth_view(lambda o, r: o.cors.preflight(r)),
-        }),
-        "revoke": (paths.revoke, {
-            "POST": oauth_view(lambda o, r: o.cors.around(o.revoke.handle)(r)),
-            "OPTIONS": oauth_view(lambda o, r: o.cors.preflight(r)),
-        }),
-        "introspect": (paths.introspect, {
-            "POST": oauth_view(lambda o, r: o.introspect.handle(r)),
-        }),
-    }  # fmt: skip
-    for name, (path, methods) in table.items():
-        add_endpoint(app, path, "oauth:" + name, methods)
-    app.router.add_get(WELL_KNOWN, metadata_handler(lambda: app[CURRENT].settings))
-    app.router.add_get(JWKS_PATH, jwks)
-
-
 @web.middleware
 async def publish_changes(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A call that may have revoked or changed credentials answers only once the node
@@ -386,7 +289,7 @@ def create_app(
     app.cleanup_ctx.append(resources)
     app.on_response_prepare.append(server_named(settings.server_header))
     setup_templates(app)
-    add_oauth_routes(app, settings)
+    add_oauth_routes(app, settings, lambda: app[CURRENT].settings)
     add_management_routes(app, settings, lambda: app[CURRENT].settings)
     add_dashboard_routes(app, settings)
     return app

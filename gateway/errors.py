@@ -1,9 +1,6 @@
-"""The error tree.
-
-Handlers raise; one middleware renders. Each class owns its HTTP status, its
-stable ``error`` code (also used as a metric label) and its headers, so the wire
-format of every failure lives here and nowhere else.
-"""
+"""The error tree: every error a client may see, each class with its HTTP status, its
+stable ``error`` code (a metric label too) and its headers, and their one wire format
+(``error_parts``), which the engine and aiohttp's middleware both render."""
 
 from __future__ import annotations
 
@@ -25,6 +22,7 @@ class GatewayError(Exception):
     status: int = 500
     code: str = "internal_error"
     message: str = "Internal error."
+    label: str | None = None  # for metrics and logs, where it says more than the code
 
     def __init__(self, message: str | None = None) -> None:
         if message is not None:
@@ -36,8 +34,6 @@ class GatewayError(Exception):
 
     def body(self) -> dict[str, object]:
         return {"error": self.code, "message": self.message}
-
-    label: str | None = None  # for metrics and logs, where it says more than the code
 
     @property
     def reason(self) -> str:
@@ -51,17 +47,9 @@ class BadRequest(GatewayError):
     message = "The request is malformed."
 
 
-class AuthError(GatewayError):
-    """RFC 6750 §3: a missing or bad credential (401) or too little scope (403)."""
-
-
-class Unauthorized(AuthError):
-    """401 for a missing, unknown, revoked or expired credential.
-
-    The body is the same for every cause of a credential that was sent, so a
-    caller cannot probe which keys exist; ``why`` is kept for metrics and the
-    access log. A request that sent none is told what to send.
-    """
+class Unauthorized(GatewayError):
+    """401 for a missing, unknown, revoked or expired credential: one body for every
+    credential sent, so no caller can probe which keys exist (``why`` is for metrics)."""
 
     status = 401
     code = "unauthorized"
@@ -69,9 +57,8 @@ class Unauthorized(AuthError):
     MISSING = "No credential: send X-API-Key or Authorization: Bearer."
 
     def __init__(self, why: str = "invalid") -> None:
-        # Someone who forgot the header is told so; every other cause reads the same.
         super().__init__(self.MISSING if why == "missing" else None)
-        self.why = why
+        self.why = self.label = why
 
     def headers(self) -> Mapping[str, str]:
         # RFC 6750 §3.1: no error attribute when the request carried no credential.
@@ -79,12 +66,8 @@ class Unauthorized(AuthError):
             return {"WWW-Authenticate": 'Bearer realm="gateway"'}
         return {"WWW-Authenticate": 'Bearer realm="gateway", error="invalid_token"'}
 
-    @property
-    def reason(self) -> str:
-        return self.why
 
-
-class InsufficientScope(AuthError):
+class InsufficientScope(GatewayError):
     status = 403
     code = "forbidden"
     label = "insufficient_scope"
@@ -95,16 +78,13 @@ class InsufficientScope(AuthError):
 
     def headers(self) -> Mapping[str, str]:
         scopes = " ".join(self.required)
-        return {
-            "WWW-Authenticate": f'Bearer realm="gateway", error="insufficient_scope", '
-            f'scope="{scopes}"'
-        }
+        return {"WWW-Authenticate": f'Bearer realm="gateway", error="insufficient_scope", '
+                                    f'scope="{scopes}"'}  # fmt: skip
 
 
 class EnvironmentUnavailable(GatewayError):
-    """A test-mode credential on a route whose upstream has no ``test_url`` (or a route
-    limited to the other environment), and the reverse: a credential never reaches
-    another environment's target."""
+    """A credential on a route that does not serve its environment (test mode): it never
+    reaches another environment's target."""
 
     status = 403
 
@@ -138,9 +118,7 @@ class MalformedRequest(BadRequest):
 
 
 class UpgradeRefused(BadRequest):
-    """An ``Upgrade`` request where none is served: a route without ``websocket: true``,
-    a protocol other than WebSocket, a method other than GET, or the gateway's own
-    endpoints. Never forwarded (RFC 9110 §7.8 lets a server refuse an upgrade)."""
+    """An ``Upgrade`` where none is served (RFC 9110 §7.8): never forwarded."""
 
     code = "upgrade_refused"
     message = "This route does not accept a protocol upgrade."
@@ -199,8 +177,7 @@ class UpstreamTimeout(UpstreamError):
 
 
 class ClientClosedRequest(GatewayError):
-    """The client went away before an answer could be given (nginx's 499); logged and
-    counted, never an internal error."""
+    """The client went away before its answer (nginx's 499): counted, never a 500."""
 
     status = 499
     code = "client_closed_request"
@@ -267,11 +244,7 @@ class PaymentRequired(GatewayError):
 
     def __init__(self, why: str) -> None:
         super().__init__(PAYMENT_REFUSALS.get(why, "Payment required."))
-        self.why = why
-
-    @property
-    def reason(self) -> str:
-        return self.why
+        self.label = why
 
 
 class IdempotencyKeyReused(GatewayError):
@@ -287,10 +260,7 @@ class IdempotentAnswerNotKept(GatewayError):
 
     status = 422
     code = "idempotency_answer_not_kept"
-    message = (
-        "The first call with this Idempotency-Key succeeded, but its answer was too large "
-        "to keep (or its body was not read whole); it is not sent again."
-    )
+    message = "The first call with this Idempotency-Key succeeded; its answer was too large."
 
 
 class IdempotencyKeyInUse(GatewayError):
@@ -299,21 +269,20 @@ class IdempotencyKeyInUse(GatewayError):
     message = "A request with this Idempotency-Key is still in progress."
 
 
-class NotAnAdmin(AuthError):
+class NotAnAdmin(GatewayError):
     status = 403
     code = "forbidden"
     message = "Only an owner or admin of this organization may do this."
 
 
-class BadCsrf(AuthError):
+class BadCsrf(GatewayError):
     status = 403
     code = "forbidden"
     message = "Send the session's CSRF token in the X-CSRF-Token header."
 
 
 class SignInThrottled(GatewayError):
-    """Too many password attempts for an account or from an address
-    (``oauth.login_throttle``)."""
+    """Too many password attempts for an account or an address (``oauth.login_throttle``)."""
 
     status = 429
     code = "too_many_attempts"
@@ -332,11 +301,8 @@ class SignInUnavailable(ServiceUnavailable):
 
 
 class OAuthError(GatewayError):
-    """RFC 6749 §5.2: ``{"error", "error_description"}``, 400 unless said otherwise.
-
-    At the authorization endpoint the same errors travel as redirect parameters
-    (§4.1.2.1), but only once the redirect_uri has been validated.
-    """
+    """RFC 6749 §5.2: ``{"error", "error_description"}``, 400 unless said otherwise (at the
+    authorization endpoint, redirect parameters once the redirect_uri is valid)."""
 
     status = 400
     code = "invalid_request"

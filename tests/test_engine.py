@@ -12,8 +12,8 @@ import pytest
 from conftest import Gateway
 from raw_http import HOST, RawResponse, parse_head
 
-from gateway.http.engine import SMALL_BODY as FAST_BODY
-from gateway.http.engine import Connection
+from gateway.http.connection import SMALL_BODY as FAST_BODY
+from gateway.http.connection import Connection
 
 TIMEOUT = 10.0
 

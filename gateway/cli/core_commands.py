@@ -12,8 +12,8 @@ from gateway.cli.common import CliError, emit, json_parent, with_store
 from gateway.config import Settings, case_insensitive
 from gateway.errors import GatewayError
 from gateway.pipeline.paths import normalize, refuse_params
-from gateway.pipeline.proxy import Target
 from gateway.pipeline.routes import RouteTable
+from gateway.pipeline.targets import Target
 from gateway.store import Store
 
 RELOAD_TIMEOUT = 30.0  # seconds: every worker builds its new routes and upstream pools

@@ -1,5 +1,5 @@
 """One proxied request through the pipeline, on the engine's connection
-(``gateway.http.engine``)."""
+(``gateway.http.connection``)."""
 
 from __future__ import annotations
 
@@ -24,15 +24,15 @@ from gateway.pipeline.decision import Decisions, Original, refusal
 from gateway.pipeline.headers import Injected
 from gateway.pipeline.idempotency import Keeper, body_digest, replay
 from gateway.pipeline.paths import NormalPath, normalize
-from gateway.pipeline.proxy import Answer as AnswerSink
 from gateway.pipeline.proxy import BodyTooLarge, Switched
+from gateway.pipeline.relay import Answer as AnswerSink
 from gateway.pipeline.relay import Relay
 from gateway.store.records import KeptAnswer
 from gateway.tracing import continue_trace
 from gateway.wait import Wait
 
 if TYPE_CHECKING:
-    from gateway.http.engine import Connection
+    from gateway.http.connection import Connection
 
 log = logging.getLogger("gateway.engine")
 

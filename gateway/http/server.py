@@ -1,5 +1,5 @@
 """The public listener's server: every connection is the proxy engine's
-(``gateway.http.engine``), from accept to close. A request for the gateway's own
+(``gateway.http.connection``), from accept to close. A request for the gateway's own
 endpoints is lent to aiohttp's server, which serves the app's routes: aiohttp's
 protocol gets a ``Lent`` transport, is fed exactly that request's bytes, and
 writes its answer through it; once the answer is complete the engine goes on
@@ -28,7 +28,8 @@ from gateway.errors import (
     RequestTimeout,
 )
 from gateway.exchange import new_request_id
-from gateway.http.engine import ENGINE, Connection, Engine
+from gateway.http.connection import Connection
+from gateway.http.engine import ENGINE, Engine
 from gateway.web.middleware import render
 
 # What aiohttp's parser refuses, as the error tree's classes (by aiohttp's status).

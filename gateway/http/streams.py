@@ -14,7 +14,7 @@ from gateway.http.heads import RequestHead
 from gateway.pipeline.proxy import BodyTooLarge
 
 if TYPE_CHECKING:
-    from gateway.http.engine import Connection
+    from gateway.http.connection import Connection
 
 
 class Answer:

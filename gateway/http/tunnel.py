@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final
 from gateway.pipeline.upstream import UpstreamProtocol
 
 if TYPE_CHECKING:
-    from gateway.http.engine import Connection
+    from gateway.http.connection import Connection
 
 GOING_AWAY: Final = 1001
 BAD_GATEWAY: Final = 1014  # the upstream went away without closing (IANA registry)

@@ -5,7 +5,7 @@ normalize path -> match route -> authenticate -> authorize -> count
 
 Each step is written once. A step that may wait (a credential not yet cached,
 counters in Redis, a wallet debit) returns a ``Wait`` that the engine
-(``gateway.http.engine``) resumes; the others return at once.
+(``gateway.http.call``) resumes; the others return at once.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from gateway.http.framing import AnswerFields, Relayed
 from gateway.store.records import KeptAnswer
 
 if TYPE_CHECKING:
-    from gateway.pipeline.proxy import Answer
+    from gateway.pipeline.relay import Answer
 
 Headers = list[tuple[str, str]]
 KEPT_BODY_MAX = 1024 * 1024  # an answer's body kept up to this size (bytes)

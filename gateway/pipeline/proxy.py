@@ -15,9 +15,6 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
-
-from yarl import URL
 
 from gateway.config import Upstream
 from gateway.errors import (
@@ -28,14 +25,15 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.exchange import Exchange
-from gateway.http.framing import AnswerFields, Relayed
+from gateway.http.framing import Relayed
 from gateway.http.heads import HOP_BY_HOP, Fields, Skip
 from gateway.metrics import Metrics
 from gateway.pipeline.headers import STRIPPED, Injected
 from gateway.pipeline.paths import NormalPath
 from gateway.pipeline.pool import UpstreamPool
-from gateway.pipeline.relay import Done, Relay, whole_length
+from gateway.pipeline.relay import Answer, Done, Relay, whole_length
 from gateway.pipeline.routes import CompiledRoute
+from gateway.pipeline.targets import Target, target_key
 from gateway.pipeline.upstream import (
     Head,
     UpstreamConnectError,
@@ -49,47 +47,8 @@ from gateway.wait import Wait, resolved
 log = logging.getLogger("gateway.proxy")
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    name: str
-    origin: str  # scheme://host:port
-    host: str
-    port: int
-    tls: bool
-    base_path: str
-    read_timeout: float  # seconds of upstream silence before 504
-    connect_timeout: float
-
-    @classmethod
-    def of(cls, name: str, upstream: Upstream, test: bool = False) -> Target:
-        url = URL(str(upstream.test_url if test else upstream.url))
-        return cls(
-            name=name,
-            origin=str(url.origin()),
-            host=url.raw_host or "",
-            port=url.port or (443 if url.scheme == "https" else 80),
-            tls=url.scheme == "https",
-            base_path=url.raw_path.rstrip("/"),
-            read_timeout=upstream.timeout,
-            connect_timeout=upstream.connect_timeout,
-        )
-
-    def path_for(self, route: CompiledRoute, path: NormalPath) -> str:
-        """The request target: base path, the matched path minus strip_prefix, query."""
-        forwarded = path.forward_path(route.strip_segments, self.base_path)
-        return f"{forwarded}?{path.query}" if path.query else forwarded
-
-    def url_for(self, route: CompiledRoute, path: NormalPath) -> str:
-        return self.origin + self.path_for(route, path)
-
-
 class BodyTooLarge(Exception):
     pass
-
-
-def target_key(upstream: str, environment: str) -> str:
-    """An upstream's target for one environment, as ``Forwarder.targets`` names it."""
-    return upstream if environment == "live" else f"{upstream}#{environment}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,21 +385,3 @@ class Forwarder:
             # The client went away; stop reading from the upstream.
             conn.close()
             answer.abort()
-
-
-class Answer(Protocol):
-    """Where an upstream's answer goes: the client's connection (``gateway.http.engine``)."""
-
-    def whole(self, status: int, reason: str, headers: AnswerFields, body: bytes) -> None:
-        """The complete answer at once."""
-
-    async def start(self, status: int, reason: str, headers: AnswerFields) -> None:
-        """Send the head of a streamed answer; ConnectionError if the client is gone."""
-
-    async def write(self, chunk: bytes) -> None:
-        """One piece of the body; waits while the client reads slowly."""
-
-    async def end(self) -> None: ...
-
-    def abort(self) -> None:
-        """Cut the client's connection (the answer cannot be completed)."""

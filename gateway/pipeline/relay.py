@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.errors import GatewayError, InternalError, UpstreamError, UpstreamTimeout
 from gateway.exchange import Exchange
@@ -29,7 +29,9 @@ from gateway.pipeline.pool import UpstreamPool
 from gateway.pipeline.upstream import Head, UpstreamProtocol, UpstreamProtocolError
 
 if TYPE_CHECKING:
-    from gateway.pipeline.proxy import Answer, Forwarder, Target
+    from gateway.http.framing import AnswerFields
+    from gateway.pipeline.proxy import Forwarder
+    from gateway.pipeline.targets import Target
 
 log = logging.getLogger("gateway.proxy")
 
@@ -208,3 +210,21 @@ class Relay:
 
 def ignore(error: GatewayError | None) -> None:
     return None
+
+
+class Answer(Protocol):
+    """Where an upstream's answer goes: the client's connection (``gateway.http.streams``)."""
+
+    def whole(self, status: int, reason: str, headers: AnswerFields, body: bytes) -> None:
+        """The complete answer at once."""
+
+    async def start(self, status: int, reason: str, headers: AnswerFields) -> None:
+        """Send the head of a streamed answer; ConnectionError if the client is gone."""
+
+    async def write(self, chunk: bytes) -> None:
+        """One piece of the body; waits while the client reads slowly."""
+
+    async def end(self) -> None: ...
+
+    def abort(self) -> None:
+        """Cut the client's connection (the answer cannot be completed)."""
