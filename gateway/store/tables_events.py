@@ -12,29 +12,19 @@ transaction.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
 from typing import Any
 
 from gateway.store.records import Callback, Event, Outcome, Subscription
+from gateway.store.rows import Rows
 from gateway.store.sql import SqlBase
 
-EVENT_COLUMNS = "id, org_id, environment, type, data, at, once, seq"
-SUBSCRIPTION_COLUMNS = (
-    "id, org_id, environment, url, events, description, secret, created_at, previous_secret, "
-    "previous_until, failing_since, disabled_at"
-)
-CALLBACK_COLUMNS = (
-    "id, event_id, subscription_id, org_id, environment, event_type, attempt, status, due_at, "
-    "attempted_at, http_status, error, latency_ms, next_retry_at, seq"
-)
+EVENT_COLUMNS = Rows(Event).columns
+SUBSCRIPTIONS = Rows(Subscription)
+CALLBACK_COLUMNS = Rows(Callback).columns
+# What an update of a subscription writes.
+CHANGEABLE = ("url", "events", "description", "secret", "previous_secret", "previous_until",
+              "failing_since", "disabled_at")  # fmt: skip
 DISABLE_AFTER = 5 * 86400.0  # seconds of nothing but failures before a subscription stops
-
-
-def subscription_from_row(row: Iterable[Any]) -> Subscription:
-    (sid, org_id, env, url, events, description, secret, created, previous, previous_until,
-     failing_since, disabled) = row  # fmt: skip
-    return Subscription(sid, org_id, env, url, tuple(events.split()), description, secret,
-                        created, previous, previous_until, failing_since, disabled)  # fmt: skip
 
 
 def new_callback_id() -> str:
@@ -108,35 +98,29 @@ class EventTables(SqlBase):
 
     async def insert_subscription(self, sub: Subscription) -> None:
         await self._write(
-            f"INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (sub.id, sub.org_id, sub.environment, sub.url, " ".join(sub.events),
-             sub.description, sub.secret, sub.created_at, sub.previous_secret,
-             sub.previous_until, sub.failing_since, sub.disabled_at),
-        )  # fmt: skip
+            f"INSERT INTO subscriptions ({SUBSCRIPTIONS.columns}) VALUES ({SUBSCRIPTIONS.places})",
+            SUBSCRIPTIONS.values(sub),
+        )
 
     async def update_subscription(self, sub: Subscription) -> None:
         await self._write(
-            "UPDATE subscriptions SET url = ?, events = ?, description = ?, secret = ?, "
-            "previous_secret = ?, previous_until = ?, failing_since = ?, disabled_at = ? "
-            "WHERE id = ?",
-            (sub.url, " ".join(sub.events), sub.description, sub.secret, sub.previous_secret,
-             sub.previous_until, sub.failing_since, sub.disabled_at, sub.id),
-        )  # fmt: skip
+            f"UPDATE subscriptions SET {SUBSCRIPTIONS.assigned(*CHANGEABLE)} WHERE id = ?",
+            (*SUBSCRIPTIONS.values(sub, *CHANGEABLE), sub.id),
+        )
 
     async def get_subscription(self, subscription_id: str) -> Subscription | None:
         rows = await self._rows(
-            f"SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?", (subscription_id,)
+            f"SELECT {SUBSCRIPTIONS.columns} FROM subscriptions WHERE id = ?", (subscription_id,)
         )
-        return subscription_from_row(rows[0]) if rows else None
+        return SUBSCRIPTIONS.read(rows[0]) if rows else None
 
     async def list_subscriptions(self, org_id: str, environment: str) -> list[Subscription]:
         rows = await self._rows(
-            f"SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE org_id = ? "
+            f"SELECT {SUBSCRIPTIONS.columns} FROM subscriptions WHERE org_id = ? "
             "AND environment = ? ORDER BY created_at, id",
             (org_id, environment),
         )
-        return [subscription_from_row(r) for r in rows]
+        return [SUBSCRIPTIONS.read(r) for r in rows]
 
     async def delete_subscription(self, subscription_id: str) -> bool:
         async with self.transaction():

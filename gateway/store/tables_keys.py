@@ -2,66 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 from gateway.store.records import ApiKey, KeyWithDigest, Org
+from gateway.store.rows import Rows
 from gateway.store.sql import SqlBase
 
-KEY_COLUMNS = (
-    "id, org_id, name, prefix, scopes, created_at, expires_at, last_used_at, revoked_at, "
-    "max_requests, rate_limit, allowed_ips, request_count, max_paid_requests, max_spend, "
-    "paid_requests, spent, environment"
-)
-
-
-def key_from_row(row: Iterable[Any]) -> ApiKey:
-    (kid, org_id, name, prefix, scopes, created, expires, last_used, revoked,
-     max_requests, rate_limit, allowed_ips, request_count, max_paid, max_spend, paid,
-     spent, environment) = row  # fmt: skip
-    return ApiKey(
-        id=kid,
-        org_id=org_id,
-        name=name,
-        prefix=prefix,
-        scopes=tuple(scopes.split()),
-        created_at=created,
-        expires_at=expires,
-        last_used_at=last_used,
-        revoked_at=revoked,
-        max_requests=max_requests,
-        rate_limit=rate_limit,
-        allowed_ips=tuple((allowed_ips or "").split()),
-        request_count=request_count,
-        max_paid_requests=max_paid,
-        max_spend=max_spend,
-        paid_requests=paid,
-        spent=spent,
-        environment=environment,
-    )
-
-
-def key_params(key: ApiKey) -> tuple[Any, ...]:
-    return (
-        key.id,
-        key.org_id,
-        key.name,
-        key.prefix,
-        " ".join(key.scopes),
-        key.created_at,
-        key.expires_at,
-        key.last_used_at,
-        key.revoked_at,
-        key.max_requests,
-        key.rate_limit,
-        " ".join(key.allowed_ips) or None,
-        key.request_count,
-        key.max_paid_requests,
-        key.max_spend,
-        key.paid_requests,
-        key.spent,
-        key.environment,
-    )
+KEYS = Rows(ApiKey)
+EDITABLE = ("name", "scopes", "expires_at", "max_requests", "rate_limit", "allowed_ips",
+            "max_paid_requests", "max_spend")  # fmt: skip
 
 
 class KeyTables(SqlBase):
@@ -85,21 +32,20 @@ class KeyTables(SqlBase):
 
     async def insert_api_key(self, key: ApiKey, digest: str) -> None:
         await self._write(
-            f"INSERT INTO api_keys ({KEY_COLUMNS}, digest) "
-            f"VALUES ({', '.join('?' * (KEY_COLUMNS.count(',') + 2))})",
-            (*key_params(key), digest),
+            f"INSERT INTO api_keys ({KEYS.columns}, digest) VALUES ({KEYS.places}, ?)",
+            (*KEYS.values(key), digest),
         )
 
     async def get_api_key(self, key_id: str) -> ApiKey | None:
-        rows = await self._rows(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
-        return key_from_row(rows[0]) if rows else None
+        rows = await self._rows(f"SELECT {KEYS.columns} FROM api_keys WHERE id = ?", (key_id,))
+        return KEYS.read(rows[0]) if rows else None
 
     async def list_api_keys(self, org_id: str) -> list[ApiKey]:
         rows = await self._rows(
-            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = ? ORDER BY created_at, id",
+            f"SELECT {KEYS.columns} FROM api_keys WHERE org_id = ? ORDER BY created_at, id",
             (org_id,),
         )
-        return [key_from_row(r) for r in rows]
+        return [KEYS.read(r) for r in rows]
 
     async def revoke_api_key(self, key_id: str, at: float) -> bool:
         async with self.transaction():
@@ -113,43 +59,31 @@ class KeyTables(SqlBase):
 
     async def find_api_key_by_digest(self, digest: str, now: float) -> KeyWithDigest | None:
         rows = await self._rows(
-            f"SELECT {KEY_COLUMNS}, digest, NULL FROM api_keys WHERE digest = ? "
-            f"UNION ALL SELECT {KEY_COLUMNS}, previous_digest, previous_valid_until "
+            f"SELECT {KEYS.columns}, digest, NULL FROM api_keys WHERE digest = ? "
+            f"UNION ALL SELECT {KEYS.columns}, previous_digest, previous_valid_until "
             "FROM api_keys WHERE previous_digest = ? AND previous_valid_until > ?",
             (digest, digest, now),
         )
         if not rows:
             return None
         *columns, stored, valid_until = rows[0]
-        return KeyWithDigest(key_from_row(columns), stored, valid_until)
+        return KeyWithDigest(KEYS.read(columns), stored, valid_until)
 
     async def list_api_keys_page(
         self, org_id: str, after: str | None, limit: int, environment: str | None = None
     ) -> list[ApiKey]:
         rows = await self._rows(
-            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = ? AND id > ? "
+            f"SELECT {KEYS.columns} FROM api_keys WHERE org_id = ? AND id > ? "
             "AND environment LIKE ? ORDER BY id LIMIT ?",
             (org_id, after or "", environment or "%", limit),
         )
-        return [key_from_row(r) for r in rows]
+        return [KEYS.read(r) for r in rows]
 
     async def update_api_key(self, key: ApiKey, at: float) -> None:
         async with self.transaction():
             await self._write(
-                "UPDATE api_keys SET name = ?, scopes = ?, expires_at = ?, max_requests = ?, "
-                "rate_limit = ?, allowed_ips = ?, max_paid_requests = ?, max_spend = ? "
-                "WHERE id = ?",
-                (
-                    key.name,
-                    " ".join(key.scopes),
-                    key.expires_at,
-                    key.max_requests,
-                    key.rate_limit,
-                    " ".join(key.allowed_ips) or None,
-                    key.max_paid_requests,
-                    key.max_spend,
-                    key.id,
-                ),
+                f"UPDATE api_keys SET {KEYS.assigned(*EDITABLE)} WHERE id = ?",
+                (*KEYS.values(key, *EDITABLE), key.id),
             )
             await self.record_events([key.id], at)
 
@@ -173,19 +107,19 @@ class KeyTables(SqlBase):
 
     async def keys_expiring(self, now: float, until: float) -> list[ApiKey]:
         rows = await self._rows(
-            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL "
+            f"SELECT {KEYS.columns} FROM api_keys WHERE revoked_at IS NULL "
             "AND expires_at > ? AND expires_at <= ?",
             (now, until),
         )
-        return [key_from_row(r) for r in rows]
+        return [KEYS.read(r) for r in rows]
 
     async def keys_near_quota(self, fraction: float) -> list[ApiKey]:
         rows = await self._rows(
-            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL "
+            f"SELECT {KEYS.columns} FROM api_keys WHERE revoked_at IS NULL "
             "AND max_requests IS NOT NULL AND request_count >= max_requests * ?",
             (fraction,),
         )
-        return [key_from_row(r) for r in rows]
+        return [KEYS.read(r) for r in rows]
 
     async def newest_credential_event(self) -> int:
         rows = await self._rows("SELECT MAX(seq) FROM credential_events", ())

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.store.records import (
@@ -14,13 +14,15 @@ from gateway.store.records import (
     Org,
     User,
 )
+from gateway.store.rows import Rows
 from gateway.store.tables_sessions import SessionTables
 from gateway.store.tables_tokens import TokenTables
 
-CLIENT_COLUMNS = (
-    "id, name, secret_digest, redirect_uris, allowed_scopes, grant_types, org_id, "
-    "allow_user_auth, created_at, disabled_at, owner_org_id, allowed_origins, environment"
-)
+EDITABLE = ("name", "redirect_uris", "allowed_scopes", "allowed_origins")  # of a client
+# A client's row holds its secret's digest where the record says only whether it has one.
+CLIENTS = Rows(OAuthClient, lines=("redirect_uris", "allowed_origins"), skip=("public",))
+CLIENT_COLUMNS = f"secret_digest, {CLIENTS.columns}"
+GRANTS = Rows(Grant)  # as GRANT_SELECT reads them
 GRANT_SELECT = (
     "SELECT g.id, g.user_id, u.email, g.org_id, g.client_id, c.name, g.scopes, g.created_at, "
     "g.updated_at, g.revoked_at FROM oauth_grants g JOIN users u ON u.id = g.user_id "
@@ -28,54 +30,9 @@ GRANT_SELECT = (
 )
 
 
-def client_from_row(row: Iterable[Any]) -> ClientWithSecret:
-    (
-        cid,
-        name,
-        secret,
-        uris,
-        scopes,
-        grants,
-        org_id,
-        user_auth,
-        created,
-        disabled,
-        owner,
-        origins,
-        environment,
-    ) = row
-    client = OAuthClient(
-        id=cid,
-        name=name,
-        public=secret is None,
-        redirect_uris=tuple(u for u in uris.split("\n") if u),
-        allowed_scopes=tuple(scopes.split()),
-        grant_types=tuple(grants.split()),
-        created_at=created,
-        org_id=org_id,
-        allow_user_auth=bool(user_auth),
-        disabled_at=disabled,
-        owner_org_id=owner,
-        allowed_origins=tuple(o for o in origins.split("\n") if o),
-        environment=environment,
-    )
-    return ClientWithSecret(client, secret)
-
-
-def grant_from_row(row: Iterable[Any]) -> Grant:
-    gid, user_id, email, org_id, client_id, client_name, scopes, created, updated, rev = row
-    return Grant(
-        id=gid,
-        user_id=user_id,
-        user_email=email,
-        org_id=org_id,
-        client_id=client_id,
-        client_name=client_name,
-        scopes=tuple(scopes.split()),
-        created_at=created,
-        updated_at=updated,
-        revoked_at=rev,
-    )
+def client_from_row(row: Sequence[Any]) -> ClientWithSecret:
+    secret, *columns = row
+    return ClientWithSecret(CLIENTS.read(columns, public=secret is None), secret)
 
 
 class OAuthTables(TokenTables, SessionTables):  # a user's sessions end with their password
@@ -132,23 +89,8 @@ class OAuthTables(TokenTables, SessionTables):  # a user's sessions end with the
 
     async def insert_client(self, client: OAuthClient, secret_digest: str | None) -> None:
         await self._write(
-            f"INSERT INTO oauth_clients ({CLIENT_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                client.id,
-                client.name,
-                secret_digest,
-                "\n".join(client.redirect_uris),
-                " ".join(client.allowed_scopes),
-                " ".join(client.grant_types),
-                client.org_id,
-                int(client.allow_user_auth),
-                client.created_at,
-                client.disabled_at,
-                client.owner_org_id,
-                "\n".join(client.allowed_origins),
-                client.environment,
-            ),
+            f"INSERT INTO oauth_clients ({CLIENT_COLUMNS}) VALUES (?, {CLIENTS.places})",
+            (secret_digest, *CLIENTS.values(client)),
         )
 
     async def get_client(self, client_id: str) -> ClientWithSecret | None:
@@ -183,15 +125,8 @@ class OAuthTables(TokenTables, SessionTables):  # a user's sessions end with the
 
     async def update_client(self, client: OAuthClient) -> None:
         await self._write(
-            "UPDATE oauth_clients SET name = ?, redirect_uris = ?, allowed_scopes = ?, "
-            "allowed_origins = ? WHERE id = ?",
-            (
-                client.name,
-                "\n".join(client.redirect_uris),
-                " ".join(client.allowed_scopes),
-                "\n".join(client.allowed_origins),
-                client.id,
-            ),
+            f"UPDATE oauth_clients SET {CLIENTS.assigned(*EDITABLE)} WHERE id = ?",
+            (*CLIENTS.values(client, *EDITABLE), client.id),
         )
 
     async def set_client_secret(self, client_id: str, secret_digest: str) -> None:
@@ -214,11 +149,11 @@ class OAuthTables(TokenTables, SessionTables):  # a user's sessions end with the
             "ORDER BY g.id LIMIT ?",
             (org_id, after or "", *((user_id,) if user_id is not None else ()), limit),
         )
-        return [grant_from_row(r) for r in rows]
+        return [GRANTS.read(r) for r in rows]
 
     async def get_grant(self, grant_id: str) -> Grant | None:
         rows = await self._rows(f"{GRANT_SELECT} WHERE g.id = ?", (grant_id,))
-        return grant_from_row(rows[0]) if rows else None
+        return GRANTS.read(rows[0]) if rows else None
 
     async def revoke_grant(self, grant_id: str, at: float) -> None:
         async with self.transaction():

@@ -2,78 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from gateway.store.records import AuthCode, ConsumedCode, ConsumedToken, OAuthToken
+from gateway.store.rows import Rows
 from gateway.store.sql import SqlBase
 
-CODE_COLUMNS = (
-    "id, client_id, redirect_uri, user_id, org_id, grant_id, scopes, code_challenge, "
-    "created_at, expires_at, used_at"
-)
-TOKEN_COLUMNS = (
-    "id, kind, family_id, client_id, org_id, scopes, created_at, expires_at, user_id, "
-    "grant_id, used_at, revoked_at, environment"
-)
-
-
-def code_from_row(row: Iterable[Any]) -> AuthCode:
-    cid, client_id, uri, user_id, org_id, grant_id, scopes, challenge, created, exp, used = row
-    return AuthCode(
-        id=cid,
-        client_id=client_id,
-        redirect_uri=uri,
-        user_id=user_id,
-        org_id=org_id,
-        grant_id=grant_id,
-        scopes=tuple(scopes.split()),
-        code_challenge=challenge,
-        created_at=created,
-        expires_at=exp,
-        used_at=used,
-    )
-
-
-def token_from_row(row: Iterable[Any]) -> OAuthToken:
-    (tid, kind, family, client_id, org_id, scopes, created, exp, user_id, grant, used, rev,
-     environment) = row  # fmt: skip
-    return OAuthToken(
-        id=tid,
-        kind=kind,
-        family_id=family,
-        client_id=client_id,
-        org_id=org_id,
-        scopes=tuple(scopes.split()),
-        created_at=created,
-        expires_at=exp,
-        user_id=user_id,
-        grant_id=grant,
-        used_at=used,
-        revoked_at=rev,
-        environment=environment,
-    )
+CODES = Rows(AuthCode)
+TOKENS = Rows(OAuthToken)
 
 
 class TokenTables(SqlBase):
     async def insert_code(self, code: AuthCode, digest: str) -> None:
         await self._write(
-            f"INSERT INTO oauth_codes ({CODE_COLUMNS}, digest) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                code.id,
-                code.client_id,
-                code.redirect_uri,
-                code.user_id,
-                code.org_id,
-                code.grant_id,
-                " ".join(code.scopes),
-                code.code_challenge,
-                code.created_at,
-                code.expires_at,
-                code.used_at,
-                digest,
-            ),
+            f"INSERT INTO oauth_codes ({CODES.columns}, digest) VALUES ({CODES.places}, ?)",
+            (*CODES.values(code), digest),
         )
 
     async def consume_code(
@@ -88,42 +31,23 @@ class TokenTables(SqlBase):
                 (at, *args),
             )
             rows = await self._rows(
-                f"SELECT {CODE_COLUMNS} FROM oauth_codes WHERE digest = ?{bound}", args
+                f"SELECT {CODES.columns} FROM oauth_codes WHERE digest = ?{bound}", args
             )
         if not rows:
             return None
-        return ConsumedCode(fresh=bool(fresh), code=code_from_row(rows[0]))
+        return ConsumedCode(fresh=bool(fresh), code=CODES.read(rows[0]))
 
     async def insert_tokens(self, tokens: list[tuple[OAuthToken, str]]) -> None:
         await self._write_many(
-            f"INSERT INTO oauth_tokens ({TOKEN_COLUMNS}, digest) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    t.id,
-                    t.kind,
-                    t.family_id,
-                    t.client_id,
-                    t.org_id,
-                    " ".join(t.scopes),
-                    t.created_at,
-                    t.expires_at,
-                    t.user_id,
-                    t.grant_id,
-                    t.used_at,
-                    t.revoked_at,
-                    t.environment,
-                    digest,
-                )
-                for t, digest in tokens
-            ],
+            f"INSERT INTO oauth_tokens ({TOKENS.columns}, digest) VALUES ({TOKENS.places}, ?)",
+            [(*TOKENS.values(token), digest) for token, digest in tokens],
         )
 
     async def find_token(self, digest: str) -> OAuthToken | None:
         rows = await self._rows(
-            f"SELECT {TOKEN_COLUMNS} FROM oauth_tokens WHERE digest = ?", (digest,)
+            f"SELECT {TOKENS.columns} FROM oauth_tokens WHERE digest = ?", (digest,)
         )
-        return token_from_row(rows[0]) if rows else None
+        return TOKENS.read(rows[0]) if rows else None
 
     async def consume_refresh_token(self, digest: str, at: float) -> ConsumedToken | None:
         async with self.transaction():
@@ -133,12 +57,12 @@ class TokenTables(SqlBase):
                 (at, digest),
             )
             rows = await self._rows(
-                f"SELECT {TOKEN_COLUMNS} FROM oauth_tokens WHERE digest = ? AND kind = 'refresh'",
+                f"SELECT {TOKENS.columns} FROM oauth_tokens WHERE digest = ? AND kind = 'refresh'",
                 (digest,),
             )
         if not rows:
             return None
-        return ConsumedToken(fresh=bool(fresh), token=token_from_row(rows[0]))
+        return ConsumedToken(fresh=bool(fresh), token=TOKENS.read(rows[0]))
 
     async def revoke_token(self, token_id: str, at: float) -> None:
         await self._revoke_where("id = ?", (token_id,), at)
