@@ -4,9 +4,9 @@ Starts on loopback: a fast upstream (nginx `return 200` with a ~200-byte JSON
 body), the gateway (`--workers 2`, access log on, metrics on), and the peer:
 nginx `auth_request` to a minimal aiohttp service that hashes X-API-Key and
 looks it up in a dict (one process, and one per core: the faster counts), and
-nginx `auth_request` to the gateway's decision endpoint. Then wrk runs against each in interleaved rounds
-(medians of the rounds) at 64 connections and at 1, and a table is printed.
-Scale cases follow: 1,000,000 keys in the store, 10,000 routes, and a 1 GiB
+nginx `auth_request` to the gateway's decision endpoint. Then wrk runs against
+each in interleaved rounds, forward and backward in turn (medians of the
+rounds), at 64 connections and at 1, and a table is printed. Scale cases follow: 1,000,000 keys in the store, 10,000 routes, and a 1 GiB
 upload and download through the gateway with its memory measured.
 
 Everything it starts is stopped by PID at the end, whatever happens.
@@ -435,9 +435,9 @@ def run(work: Path, procs: Processes, args: argparse.Namespace) -> None:
     workers = {gw: worker_pids(gateway.pid), slow: worker_pids(without.pid)}
     workers[decided] = workers[gw]  # nginx asks the gateway's decision endpoint
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
-    for _ in range(args.rounds):
+    for round_ in range(args.rounds):
         for connections in (64, 1):
-            for name, url, headers, _ in cases:
+            for name, url, headers, _ in in_order(cases, round_):
                 pids = next((p for port, p in workers.items() if f":{port}/" in url), [])
                 before = cpu_seconds(pids)
                 run = wrk(url, connections, args.seconds, headers)
@@ -568,6 +568,13 @@ def serve_one(
     return proc
 
 
+def in_order(cases: list[Any], round_: int) -> list[Any]:
+    """The cases of one round: forward in even rounds, backward in odd ones. A case run
+    early in a round measured slower than the same case run late (this machine drifts
+    within a round), so a fixed order would favour the cases at its end."""
+    return cases if round_ % 2 == 0 else cases[::-1]
+
+
 def interleaved(
     cases: list[tuple[str, str, dict[str, str], Path | None]], args: argparse.Namespace
 ) -> list[list[str]]:
@@ -576,8 +583,8 @@ def interleaved(
     runs: dict[str, list[dict[str, float]]] = {}
     for _, url, headers, script in cases:
         wrk(url, 8, 1, headers, script)  # warm up
-    for _ in range(args.rounds):
-        for label, url, headers, script in cases:
+    for round_ in range(args.rounds):
+        for label, url, headers, script in in_order(cases, round_):
             many = wrk(url, 64, args.seconds, headers, script)
             one = wrk(url, 1, args.seconds, headers, script)
             runs.setdefault(label, []).append({"rps": many["rps"], **{
