@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Final
 
 
 class ConfigError(Exception):
@@ -47,7 +48,11 @@ class BadRequest(GatewayError):
     message = "The request is malformed."
 
 
-class Unauthorized(GatewayError):
+class AuthError(GatewayError):
+    """RFC 6750 §3: a missing or bad credential (401) or too little scope (403)."""
+
+
+class Unauthorized(AuthError):
     """401 for a missing, unknown, revoked or expired credential: one body for every
     credential sent, so no caller can probe which keys exist (``why`` is for metrics)."""
 
@@ -67,7 +72,7 @@ class Unauthorized(GatewayError):
         return {"WWW-Authenticate": 'Bearer realm="gateway", error="invalid_token"'}
 
 
-class InsufficientScope(GatewayError):
+class InsufficientScope(AuthError):
     status = 403
     code = "forbidden"
     label = "insufficient_scope"
@@ -210,12 +215,8 @@ class RateLimited(GatewayError):
         self.reset_in = reset_in
 
     def headers(self) -> Mapping[str, str]:
-        return {
-            "Retry-After": str(self.reset_in),
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": "0",
-            "RateLimit-Reset": str(self.reset_in),
-        }
+        return {"Retry-After": str(self.reset_in), "RateLimit-Limit": str(self.limit),
+                "RateLimit-Remaining": "0", "RateLimit-Reset": str(self.reset_in)}  # fmt: skip
 
 
 class QuotaExceeded(GatewayError):
@@ -231,19 +232,17 @@ class LimitsUnavailable(ServiceUnavailable):
     label = "limits_unavailable"
 
 
-PAYMENT_REFUSALS = {
-    "insufficient_funds": "The organization's wallet cannot pay for this call.",
-    "max_paid_requests": "This key has used all of its paid requests.",
-    "max_spend": "This key has reached its spending limit.",
-}
-
-
 class PaymentRequired(GatewayError):
     status = 402
     code = "payment_required"
+    REFUSALS: Final = {
+        "insufficient_funds": "The organization's wallet cannot pay for this call.",
+        "max_paid_requests": "This key has used all of its paid requests.",
+        "max_spend": "This key has reached its spending limit.",
+    }
 
     def __init__(self, why: str) -> None:
-        super().__init__(PAYMENT_REFUSALS.get(why, "Payment required."))
+        super().__init__(self.REFUSALS.get(why, "Payment required."))
         self.label = why
 
 
@@ -269,13 +268,13 @@ class IdempotencyKeyInUse(GatewayError):
     message = "A request with this Idempotency-Key is still in progress."
 
 
-class NotAnAdmin(GatewayError):
+class NotAnAdmin(AuthError):
     status = 403
     code = "forbidden"
     message = "Only an owner or admin of this organization may do this."
 
 
-class BadCsrf(GatewayError):
+class BadCsrf(AuthError):
     status = 403
     code = "forbidden"
     message = "Send the session's CSRF token in the X-CSRF-Token header."

@@ -20,7 +20,7 @@ from gateway.manage.openapi import build
 from gateway.manage.usage_endpoints import UsageApi
 from gateway.metering.usage import UsageBook
 from gateway.store import Store
-from gateway.web.endpoints import View, add_endpoint
+from gateway.web.endpoints import View, add_endpoint, bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +144,6 @@ OPERATIONS: tuple[Operation, ...] = (
 )  # fmt: skip
 
 
-def bind(call: Call) -> View:
-    async def view(request: web.Request) -> web.StreamResponse:
-        return await call(request.app[MANAGEMENT], request)
-
-    return view
-
-
 def add_management_routes(
     app: web.Application, settings: Settings, current: Callable[[], Settings]
 ) -> None:
@@ -158,7 +151,7 @@ def add_management_routes(
     prefix = settings.management.prefix
     by_path: dict[str, dict[str, View]] = {}
     for op in OPERATIONS:
-        by_path.setdefault(op.path, {})[op.method] = bind(op.call)
+        by_path.setdefault(op.path, {})[op.method] = bound(MANAGEMENT, op.call)
     for path, table in by_path.items():
         add_endpoint(app, prefix + path, "manage:" + path, table)
     made: dict[int, dict[str, Any]] = {}  # the document, per settings object

@@ -10,6 +10,7 @@ metrics and the access log with a bounded name.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 from aiohttp import HttpVersion11, web
 
@@ -45,6 +46,19 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+
+
+def bound(
+    key: web.AppKey[T], call: Callable[[T, web.Request], Awaitable[web.StreamResponse]]
+) -> View:
+    """A view that calls ``call`` with what the app holds under ``key`` (made at start-up,
+    after the routes)."""
+
+    async def view(request: web.Request) -> web.StreamResponse:
+        return await call(request.app[key], request)
+
+    return view
 
 
 def by_method(label: str, table: Mapping[str, View]) -> View:

@@ -3,7 +3,7 @@ routed at creation (``add_oauth_routes``)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -23,7 +23,7 @@ from gateway.oauth.token_service import TokenService
 from gateway.pipeline.headers import ForwardedFor
 from gateway.store import Store
 from gateway.web.consent import ConsentViews
-from gateway.web.endpoints import View, add_endpoint
+from gateway.web.endpoints import add_endpoint, bound
 from gateway.web.login import LoginViews
 from gateway.web.session import Sessions
 from gateway.web.token_cors import TokenCors
@@ -80,13 +80,6 @@ async def jwks(request: web.Request) -> web.Response:
     return web.json_response(signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
 
-def oauth_view(call: Callable[[OAuthServer, web.Request], Awaitable[web.StreamResponse]]) -> View:
-    async def view(request: web.Request) -> web.StreamResponse:
-        return await call(request.app[OAUTH], request)
-
-    return view
-
-
 def add_oauth_routes(
     app: web.Application, settings: Settings, current: Callable[[], Settings]
 ) -> None:
@@ -95,24 +88,24 @@ def add_oauth_routes(
     paths = settings.oauth.paths
     table = {
         "authorize": (paths.authorize, {
-            "GET": oauth_view(lambda o, r: o.authorize.get(r)),
-            "POST": oauth_view(lambda o, r: o.authorize.post(r)),
+            "GET": bound(OAUTH, lambda o, r: o.authorize.get(r)),
+            "POST": bound(OAUTH, lambda o, r: o.authorize.post(r)),
         }),
         "login": (paths.login, {
-            "GET": oauth_view(lambda o, r: o.login.get(r)),
-            "POST": oauth_view(lambda o, r: o.login.post(r)),
+            "GET": bound(OAUTH, lambda o, r: o.login.get(r)),
+            "POST": bound(OAUTH, lambda o, r: o.login.post(r)),
         }),
-        "logout": (paths.logout, {"POST": oauth_view(lambda o, r: o.login.logout(r))}),
+        "logout": (paths.logout, {"POST": bound(OAUTH, lambda o, r: o.login.logout(r))}),
         "token": (paths.token, {
-            "POST": oauth_view(lambda o, r: o.cors.around(o.token.handle)(r)),
-            "OPTIONS": oauth_view(lambda o, r: o.cors.preflight(r)),
+            "POST": bound(OAUTH, lambda o, r: o.cors.around(o.token.handle)(r)),
+            "OPTIONS": bound(OAUTH, lambda o, r: o.cors.preflight(r)),
         }),
         "revoke": (paths.revoke, {
-            "POST": oauth_view(lambda o, r: o.cors.around(o.revoke.handle)(r)),
-            "OPTIONS": oauth_view(lambda o, r: o.cors.preflight(r)),
+            "POST": bound(OAUTH, lambda o, r: o.cors.around(o.revoke.handle)(r)),
+            "OPTIONS": bound(OAUTH, lambda o, r: o.cors.preflight(r)),
         }),
         "introspect": (paths.introspect, {
-            "POST": oauth_view(lambda o, r: o.introspect.handle(r)),
+            "POST": bound(OAUTH, lambda o, r: o.introspect.handle(r)),
         }),
     }  # fmt: skip
     for name, (path, methods) in table.items():
