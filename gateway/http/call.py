@@ -24,9 +24,9 @@ from gateway.pipeline.decision import Decisions, Original, refusal
 from gateway.pipeline.headers import Injected
 from gateway.pipeline.idempotency import Keeper, body_digest, replay
 from gateway.pipeline.paths import NormalPath, normalize
-from gateway.pipeline.proxy import BodyTooLarge, Switched
+from gateway.pipeline.proxy import Switched
 from gateway.pipeline.relay import Answer as AnswerSink
-from gateway.pipeline.relay import Relay
+from gateway.pipeline.relay import BodyTooLarge, Relay
 from gateway.store.records import KeptAnswer
 from gateway.tracing import continue_trace
 from gateway.wait import Wait

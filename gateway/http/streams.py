@@ -11,7 +11,7 @@ from gateway.errors import GatewayError, error_parts
 from gateway.exchange import Exchange
 from gateway.http.framing import AnswerFields, BodyFraming, Relayed, response_head
 from gateway.http.heads import RequestHead
-from gateway.pipeline.proxy import BodyTooLarge
+from gateway.pipeline.relay import BodyTooLarge
 
 if TYPE_CHECKING:
     from gateway.http.connection import Connection

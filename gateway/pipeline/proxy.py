@@ -1,4 +1,5 @@
-"""Forwarding: stream a request to its upstream and the answer back.
+"""Forwarding: a request's upstream, its pool and the head to send it; the call
+itself is a ``relay.Relay``.
 
 Bodies are streamed both ways in chunks, never held whole (a small body with
 a known length is relayed in one write). Upstream calls go through the lean
@@ -9,7 +10,6 @@ through as the upstream sent them).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
@@ -18,9 +18,7 @@ from dataclasses import dataclass
 
 from gateway.config import Upstream
 from gateway.errors import (
-    ClientClosedRequest,
     EnvironmentUnavailable,
-    PayloadTooLarge,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -31,7 +29,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline.headers import STRIPPED, Injected
 from gateway.pipeline.paths import NormalPath
 from gateway.pipeline.pool import UpstreamPool
-from gateway.pipeline.relay import Answer, Done, Relay, whole_length
+from gateway.pipeline.relay import Answer, Done, Relay, ignore
 from gateway.pipeline.routes import CompiledRoute
 from gateway.pipeline.targets import Target, target_key
 from gateway.pipeline.upstream import (
@@ -40,15 +38,10 @@ from gateway.pipeline.upstream import (
     UpstreamProtocol,
     UpstreamProtocolError,
     request_head,
-    send_body,
 )
-from gateway.wait import Wait, resolved
+from gateway.wait import Wait
 
 log = logging.getLogger("gateway.proxy")
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +128,7 @@ class Forwarder:
         target, pool, head_bytes = self.prepare(
             method, route, upstream, path, incoming, injected, chunked
         )
-        relay = Relay(self, target, pool, method, head_bytes, body, exchange, answer, done)
+        relay = Relay(self, target, pool, method, head_bytes, body, chunked, exchange, answer, done)
         leased: Wait[UpstreamProtocol] | None = None
         if body is None or isinstance(body, bytes):
             conn = pool.acquire(timeout=target.read_timeout)
@@ -143,9 +136,7 @@ class Forwarder:
                 relay.send(conn)
                 return relay
             leased = conn
-        relay.later(
-            self.exchange(method, target, pool, head_bytes, body, chunked, exchange, answer, leased)
-        )
+        relay.later(relay.run(leased))
         return relay
 
     def prepare(
@@ -169,100 +160,10 @@ class Forwarder:
         )
         return target, pool, head_bytes
 
-    async def exchange(
-        self,
-        method: str,
-        target: Target,
-        pool: UpstreamPool,
-        head_bytes: bytes,
-        body: bytes | AsyncIterator[bytes] | None,
-        chunked: bool,
-        exchange: Exchange,
-        answer: Answer,
-        leased: Wait[UpstreamProtocol] | None = None,
-        attempts: tuple[int, ...] = (1, 2),
-    ) -> None:
-        started = time.perf_counter()
-        conn, head = await self._exchange(
-            method, target, pool, head_bytes, body, chunked, answer, leased, attempts
-        )
-        self.answered(target, started, exchange)
-        await self.relay_answer(method, target, pool, conn, head, exchange, answer)
-
     def answered(self, target: Target, started: float, exchange: Exchange) -> None:
         """The response head arrived: how long the upstream took."""
         exchange.upstream_seconds = time.perf_counter() - started
         self.metrics.observe_upstream(target.name, exchange.upstream_seconds)
-
-    async def relay_answer(
-        self,
-        method: str,
-        target: Target,
-        pool: UpstreamPool,
-        conn: UpstreamProtocol,
-        head: Head,
-        exchange: Exchange,
-        answer: Answer,
-    ) -> None:
-        """Relay an answer whose head has arrived, then give the connection back."""
-        try:
-            await self._relay(method, target, conn, head, exchange, answer)
-        finally:
-            pool.release(conn)
-
-    async def _exchange(
-        self,
-        method: str,
-        target: Target,
-        pool: UpstreamPool,
-        head_bytes: bytes,
-        body: bytes | AsyncIterator[bytes] | None,
-        chunked: bool,
-        answer: Answer,
-        leased: Wait[UpstreamProtocol] | None,
-        attempts: tuple[int, ...],
-    ) -> tuple[UpstreamProtocol, Head]:
-        """Send the request and wait for the response head (once more on a fresh connection
-        if a reused one turns out dead and the request can be sent again)."""
-        for attempt in attempts:
-            try:
-                waiting = leased if attempt == 1 and leased is not None else None
-                conn = await resolved(
-                    waiting or pool.acquire(fresh=attempt == 2, timeout=target.read_timeout)
-                )
-            except UpstreamConnectError:
-                raise self.failed(target, UpstreamError, "connect") from None
-            except TimeoutError:  # every connection to this upstream is busy
-                raise self.failed(target, UpstreamTimeout, "pool") from None
-            try:
-                conn.start(head_only=method == "HEAD")
-                if isinstance(body, bytes):
-                    conn.write(head_bytes + body)  # held whole already: one write
-                else:
-                    conn.write(head_bytes)
-                    if body is not None:
-                        await send_body(conn, body, chunked, target.read_timeout)
-                return conn, await conn.head(target.read_timeout)
-            except BodyTooLarge:
-                pool.discard(conn)
-                raise PayloadTooLarge() from None
-            except ConnectionError:
-                # The client went away (or broke its body) mid-upload: not our error.
-                pool.discard(conn)
-                answer.abort()
-                raise ClientClosedRequest() from None
-            except TimeoutError:
-                pool.discard(conn)
-                raise self.failed(target, UpstreamTimeout, "timeout") from None
-            except UpstreamProtocolError:
-                pool.discard(conn)
-                if attempt == 1 and conn.reused and not conn.received_any and body is None:
-                    continue
-                raise self.failed(target, UpstreamError, "protocol") from None
-            except BaseException:
-                pool.discard(conn)
-                raise
-        raise AssertionError("unreachable")
 
     async def upgrade(
         self,
@@ -297,7 +198,8 @@ class Forwarder:
             self.answered(target, started, exchange)
             if head.status == 101:
                 return self._switched(target, conn, head, exchange)
-            await self._relay("GET", target, conn, head, exchange, answer)
+            await Relay(self, target, pool, "GET", head_bytes, None, False, exchange, answer,
+                        ignore).stream(conn, head)  # fmt: skip
         except TimeoutError:
             raise self.failed(target, UpstreamTimeout, "timeout") from None
         except UpstreamProtocolError:
@@ -326,62 +228,3 @@ class Forwarder:
     def answer_headers(self, head: Head, exchange: Exchange) -> Relayed:
         """The upstream's response fields as the client gets them."""
         return Relayed(head.fields, self.cookie, [("X-Request-Id", exchange.request_id)])
-
-    async def _relay(
-        self,
-        method: str,
-        target: Target,
-        conn: UpstreamProtocol,
-        head: Head,
-        exchange: Exchange,
-        answer: Answer,
-    ) -> None:
-        assert conn.body is not None
-        headers = self.answer_headers(head, exchange)
-        length = whole_length(method, head)
-        if length is not None:
-            try:
-                if conn.body.complete:  # usually: it came in the same packet as the head
-                    body = await conn.body.read_all(length)
-                else:
-                    async with asyncio.timeout(target.read_timeout):
-                        body = await conn.body.read_all(length)
-            except TimeoutError:
-                raise self.failed(target, UpstreamTimeout, "timeout") from None
-            except UpstreamProtocolError:
-                raise self.failed(target, UpstreamError, "protocol") from None
-            exchange.prepared_at = time.perf_counter()
-            answer.whole(head.status, head.reason, headers, body)
-            return
-        try:
-            # Read the first chunk before committing to a status, so an upstream that
-            # fails straight after its headers can still be answered with a 502 or 504.
-            async with asyncio.timeout(target.read_timeout):
-                first = await conn.body.read()
-        except TimeoutError:
-            raise self.failed(target, UpstreamTimeout, "timeout") from None
-        except UpstreamProtocolError:
-            raise self.failed(target, UpstreamError, "protocol") from None
-        try:
-            await answer.start(head.status, head.reason, headers)
-        except ConnectionError:
-            conn.close()
-            answer.abort()
-            raise ClientClosedRequest() from None
-        exchange.prepared_at = time.perf_counter()
-        try:
-            chunk = first
-            while chunk:
-                await answer.write(chunk)
-                async with asyncio.timeout(target.read_timeout):
-                    chunk = await conn.body.read()
-            await answer.end()
-        except (TimeoutError, UpstreamProtocolError):
-            # Headers are sent; the only honest signal left is a cut connection.
-            self.failed(target, UpstreamError, "truncated")
-            conn.close()
-            answer.abort()
-        except ConnectionError:
-            # The client went away; stop reading from the upstream.
-            conn.close()
-            answer.abort()

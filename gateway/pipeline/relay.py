@@ -8,11 +8,12 @@ per request in the task, coroutines and futures that awaiting it took. A
 listener, when the answer has arrived; it writes the whole answer and reports
 to ``done``: no task.
 
-What has to wait (no idle connection, a body to stream) runs in a task on the
-``Forwarder``'s own code, and so does the rest of a call that turns out to need
-it: an answer to stream (no Content-Length, larger than ``SMALL_BODY``, HEAD,
-204/304), and a reused connection found dead before any byte came back (sent
-once more on a fresh connection, as ``Forwarder.exchange`` retries).
+What has to wait (no idle connection, a body to stream) runs in a task
+(``Relay.run``), and so does the rest of a call that turns out to need it: an
+answer to stream (no Content-Length, larger than ``SMALL_BODY``, HEAD, 204/304),
+and a reused connection found dead before any byte came back (sent once more on
+a fresh connection, as ``run`` retries). Both ways are this one class's: the
+``Forwarder`` prepares the call and hands it over.
 """
 
 from __future__ import annotations
@@ -23,10 +24,24 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.errors import GatewayError, InternalError, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    ClientClosedRequest,
+    GatewayError,
+    InternalError,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.exchange import Exchange
 from gateway.pipeline.pool import UpstreamPool
-from gateway.pipeline.upstream import Head, UpstreamProtocol, UpstreamProtocolError
+from gateway.pipeline.upstream import (
+    Head,
+    UpstreamConnectError,
+    UpstreamProtocol,
+    UpstreamProtocolError,
+    send_body,
+)
+from gateway.wait import Wait, resolved
 
 if TYPE_CHECKING:
     from gateway.http.framing import AnswerFields
@@ -34,6 +49,11 @@ if TYPE_CHECKING:
     from gateway.pipeline.targets import Target
 
 log = logging.getLogger("gateway.proxy")
+
+
+class BodyTooLarge(Exception):
+    """A request body past the route's limit, found as it streams (413)."""
+
 
 SMALL_BODY = 64 * 1024  # answers up to this size (with a Content-Length) are relayed whole
 Done = Callable[[GatewayError | None], None]  # told once: None, or the error to answer
@@ -52,6 +72,7 @@ class Relay:
     __slots__ = (
         "answer",
         "body",
+        "chunked",
         "conn",
         "done",
         "exchange",
@@ -74,6 +95,7 @@ class Relay:
         method: str,
         head_bytes: bytes,
         body: bytes | AsyncIterator[bytes] | None,
+        chunked: bool,
         exchange: Exchange,
         answer: Answer,
         done: Done,
@@ -85,6 +107,7 @@ class Relay:
         self.method = method
         self.head_bytes = head_bytes
         self.body = body
+        self.chunked = chunked  # the body is sent in the chunked coding
         self.exchange = exchange
         self.answer = answer
         self.done = done  # told once (see ``_end`` and ``_later``)
@@ -131,11 +154,7 @@ class Relay:
         if length is None:  # to be streamed: the Forwarder's relay, in a task
             self._stop_timer()
             conn.listener = None
-            self._continue(
-                self.forwarder.relay_answer(
-                    self.method, self.target, self.pool, conn, head, self.exchange, self.answer
-                )
-            )
+            self._continue(self.relay_answer(conn, head))
             return
         if not body.complete:
             return  # the rest is on its way; the timer still runs
@@ -150,11 +169,7 @@ class Relay:
             # The upstream closed the idle connection as we sent on it: once more, fresh.
             self._stop_timer()
             self.pool.discard(conn)
-            resend = self.forwarder.exchange(
-                self.method, self.target, self.pool, self.head_bytes, None, False,
-                self.exchange, self.answer, None, attempts=(2,),
-            )  # fmt: skip
-            self._continue(resend)
+            self._continue(self.run(attempts=(2,)))
             return
         self._end(self.forwarder.failed(self.target, UpstreamError, "protocol"), reuse=False)
 
@@ -163,6 +178,129 @@ class Relay:
         assert self.conn is not None
         self.conn.listener = None
         self._end(self.forwarder.failed(self.target, UpstreamTimeout, "timeout"), reuse=False)
+
+    # --- what waits: in a task (``later``) ---
+
+    async def run(
+        self, leased: Wait[UpstreamProtocol] | None = None, attempts: tuple[int, ...] = (1, 2)
+    ) -> None:
+        """Send the request, wait for the answer's head, and relay the answer."""
+        self.started = time.perf_counter()
+        conn, head = await self._sent(leased, attempts)
+        self.forwarder.answered(self.target, self.started, self.exchange)
+        await self.relay_answer(conn, head)
+
+    async def relay_answer(self, conn: UpstreamProtocol, head: Head) -> None:
+        """Relay an answer whose head has arrived, then give the connection back."""
+        try:
+            await self.stream(conn, head)
+        finally:
+            self.pool.release(conn)
+
+    async def _sent(
+        self, leased: Wait[UpstreamProtocol] | None, attempts: tuple[int, ...]
+    ) -> tuple[UpstreamProtocol, Head]:
+        """Send the request and wait for the response head (once more on a fresh connection
+        if a reused one turns out dead and the request can be sent again)."""
+        target, pool, body, failed = self.target, self.pool, self.body, self.forwarder.failed
+        for attempt in attempts:
+            try:
+                waiting = leased if attempt == 1 and leased is not None else None
+                conn = await resolved(
+                    waiting or pool.acquire(fresh=attempt == 2, timeout=target.read_timeout)
+                )
+            except UpstreamConnectError:
+                raise failed(target, UpstreamError, "connect") from None
+            except TimeoutError:  # every connection to this upstream is busy
+                raise failed(target, UpstreamTimeout, "pool") from None
+            try:
+                conn.start(head_only=self.method == "HEAD")
+                if isinstance(body, bytes):
+                    conn.write(self.head_bytes + body)  # held whole already: one write
+                else:
+                    conn.write(self.head_bytes)
+                    if body is not None:
+                        await send_body(conn, body, self.chunked, target.read_timeout)
+                return conn, await conn.head(target.read_timeout)
+            except BodyTooLarge:
+                pool.discard(conn)
+                raise PayloadTooLarge() from None
+            except ConnectionError:
+                # The client went away (or broke its body) mid-upload: not our error.
+                pool.discard(conn)
+                self.answer.abort()
+                raise ClientClosedRequest() from None
+            except TimeoutError:
+                pool.discard(conn)
+                raise failed(target, UpstreamTimeout, "timeout") from None
+            except UpstreamProtocolError:
+                pool.discard(conn)
+                if attempt == 1 and conn.reused and not conn.received_any and body is None:
+                    continue
+                raise failed(target, UpstreamError, "protocol") from None
+            except BaseException:
+                pool.discard(conn)
+                raise
+        raise AssertionError("unreachable")
+
+    async def stream(self, conn: UpstreamProtocol, head: Head) -> None:
+        """The answer whose head has arrived, to ``answer``: whole when small, else
+        streamed chunk by chunk."""
+        assert conn.body is not None
+        target, answer, exchange, failed = (
+            self.target,
+            self.answer,
+            self.exchange,
+            self.forwarder.failed,
+        )
+        headers = self.forwarder.answer_headers(head, exchange)
+        length = whole_length(self.method, head)
+        if length is not None:
+            try:
+                if conn.body.complete:  # usually: it came in the same packet as the head
+                    body = await conn.body.read_all(length)
+                else:
+                    async with asyncio.timeout(target.read_timeout):
+                        body = await conn.body.read_all(length)
+            except TimeoutError:
+                raise failed(target, UpstreamTimeout, "timeout") from None
+            except UpstreamProtocolError:
+                raise failed(target, UpstreamError, "protocol") from None
+            exchange.prepared_at = time.perf_counter()
+            answer.whole(head.status, head.reason, headers, body)
+            return
+        try:
+            # Read the first chunk before committing to a status, so an upstream that
+            # fails straight after its headers can still be answered with a 502 or 504.
+            async with asyncio.timeout(target.read_timeout):
+                first = await conn.body.read()
+        except TimeoutError:
+            raise failed(target, UpstreamTimeout, "timeout") from None
+        except UpstreamProtocolError:
+            raise failed(target, UpstreamError, "protocol") from None
+        try:
+            await answer.start(head.status, head.reason, headers)
+        except ConnectionError:
+            conn.close()
+            answer.abort()
+            raise ClientClosedRequest() from None
+        exchange.prepared_at = time.perf_counter()
+        try:
+            chunk = first
+            while chunk:
+                await answer.write(chunk)
+                async with asyncio.timeout(target.read_timeout):
+                    chunk = await conn.body.read()
+            await answer.end()
+        except (TimeoutError, UpstreamProtocolError):
+            # Headers are sent; the only honest signal left is a cut connection.
+            failed(target, UpstreamError, "truncated")
+            conn.close()
+            answer.abort()
+        except ConnectionError:
+            # The client went away; stop reading from the upstream.
+            conn.close()
+            answer.abort()
 
     # --- ending ---
 
