@@ -54,7 +54,7 @@ class AuthError(GatewayError):
 
 class Unauthorized(AuthError):
     """401 for a missing, unknown, revoked or expired credential: one body for every
-    credential sent, so no caller can probe which keys exist (``why`` is for metrics)."""
+    credential sent, so no caller can probe which keys exist (``why`` is its label)."""
 
     status = 401
     code = "unauthorized"
@@ -63,11 +63,11 @@ class Unauthorized(AuthError):
 
     def __init__(self, why: str = "invalid") -> None:
         super().__init__(self.MISSING if why == "missing" else None)
-        self.why = self.label = why
+        self.label = why  # the metric's reason: "missing", "invalid", "expired", ...
 
     def headers(self) -> Mapping[str, str]:
         # RFC 6750 §3.1: no error attribute when the request carried no credential.
-        if self.why == "missing":
+        if self.label == "missing":
             return {"WWW-Authenticate": 'Bearer realm="gateway"'}
         return {"WWW-Authenticate": 'Bearer realm="gateway", error="invalid_token"'}
 
